@@ -1,0 +1,266 @@
+"""The ``synth`` command line.
+
+Exit codes: 0 success, 2 usage or configuration error (nothing was started), 1 runtime failure (records
+written so far are kept; ``synth run --resume`` continues), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from synthagent.core import __version__
+from synthagent.core.config import STAGES
+from synthagent.core.errors import SynthError, UsageError
+
+__all__ = ["main", "cli"]
+
+log = logging.getLogger("synthagent")
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    code = 2 if isinstance(exc, UsageError) else 1
+    click.echo(f"Error: {exc}", err=True)
+    if os.environ.get("SYNTHAGENT_DEBUG"):
+        traceback.print_exception(exc)
+    sys.exit(code)
+
+
+def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn SynthErrors into one-line messages with the documented exit codes."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SynthError as exc:
+            _fail(exc)
+        except KeyboardInterrupt:
+            click.echo("Interrupted. Records written so far are kept; continue with `synth run --resume`.", err=True)
+            sys.exit(130)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="synthagent")
+def cli() -> None:
+    """synthagent: synthetic agentic training work from a teacher LLM.
+
+    \b
+    synth run                 generate tasks, simulate trajectories, build rubrics, score, export
+    synth plugins             list every registered implementation (and the plugin it came from)
+    synth show RUN            print a run's summary
+
+    With no configuration, `synth run` uses the embedded offline default: the built-in SQLite domain pack,
+    a rule-based user and the oracle teacher. No network, GPU or API key needed.
+    """
+
+
+def _latest_run(out: Path) -> Path:
+    runs = [p for p in out.glob("*/manifest.json")] if out.is_dir() else []
+    if not runs:
+        raise UsageError(f"--resume: no run directory in {str(out)!r} to resume; pass --name")
+    return max(runs, key=lambda p: p.stat().st_mtime).parent
+
+
+@cli.command("run")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML configuration file (see docs/configuration.md).")
+@click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one config key, e.g. --set simulate.max_turns=20 (repeatable; values are TOML).")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder that holds run directories  [default: config 'out', i.e. runs]")
+@click.option("-n", "--name", help="Run directory name  [default: config 'name', else run-YYYYmmdd-HHMMSS]")
+@click.option("--seed", type=int, help="Random seed; the same seed gives the same records.")
+@click.option("--tasks", type=int, help="Number of tasks to generate.")
+@click.option("--resume", is_flag=True,
+              help="Continue an existing run directory (the latest in --out when --name is not given).")
+@click.option("--from", "from_stage", type=click.Choice(STAGES),
+              help="Re-run this stage and every later one in an existing run (implies --resume).")
+@click.option("-p", "--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="Load a plugin by entry-point name or module path (repeatable).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary table.")
+@_guard
+def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None, name: str | None,
+            seed: int | None, tasks: int | None, resume: bool, from_stage: str | None, plugins: Sequence[str],
+            quiet: bool) -> None:
+    """Run the pipeline: generate -> simulate -> rubric -> score -> export.
+
+    Writes OUT/NAME/ with manifest.json, tasks.jsonl, trajectories.jsonl, rubrics.jsonl, scores.jsonl,
+    summary.json, exports/sft.jsonl and exports/rl.jsonl. A killed run continues exactly where it stopped
+    with --resume: no record is lost or written twice.
+
+    \b
+    Examples:
+      synth run
+      synth run --tasks 50 --seed 3 --name small
+      synth run --resume --name small
+      synth run --from score --name small
+      synth run --set generator=offline-domains --set 'plugins.offline-domains.domains=["banking"]'
+    """
+    from synthagent.core.config import load_config
+    from synthagent.core.pipeline import Pipeline
+    from synthagent.core.registry import load_plugins
+
+    config = load_config(config_path, overrides, extra={"seed": seed, "tasks": tasks})
+    loaded = load_plugins(plugins)
+    progress = _Progress(quiet)
+    pipeline = Pipeline(config, loaded, progress=progress.update)  # builds every implementation: fails early
+    out_dir = out or Path(config.out)
+    resume = resume or from_stage is not None
+    if resume and not name and not config.name:
+        root = _latest_run(out_dir)
+    else:
+        root = out_dir / (name or config.name or datetime.now().strftime("run-%Y%m%d-%H%M%S"))
+    if resume and not root.exists():
+        raise UsageError(f"--resume: {str(root)!r} does not exist; drop --resume to start it")
+    store = pipeline.open_store(root, resume=resume)
+    handler = logging.FileHandler(store.root / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.info("run %s: %s (config fingerprint %s)", "resumed" if resume else "started", store.root,
+             store.manifest.get("fingerprint", "")[:12])
+    try:
+        with progress:
+            summary = asyncio.run(pipeline.run(from_stage=from_stage))
+    except SynthError as exc:
+        log.error("run failed: %s", exc)
+        raise
+    except KeyboardInterrupt:
+        log.warning("interrupted")
+        raise
+    except Exception as exc:
+        log.exception("run failed")
+        raise SynthError(f"run failed: {type(exc).__name__}: {exc} (details in {store.root / 'run.log'}; "
+                         "continue with --resume)") from exc
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    log.info("run finished")
+    if not quiet:
+        _print_summary(summary, store.root)
+
+
+class _Progress:
+    """Rich progress bars, one per stage (nothing when quiet or when rich output is disabled)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self._bars: dict[str, Any] = {}
+        self._progress: Any = None
+
+    def __enter__(self) -> _Progress:
+        if not self.quiet:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=Console(stderr=True), transient=False,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, stage: str, advance: int, total: int | None) -> None:
+        if self._progress is None:
+            return
+        bar = self._bars.get(stage)
+        if bar is None:
+            bar = self._bars[stage] = self._progress.add_task(stage, total=total)
+        elif total is not None:
+            self._progress.update(bar, total=total)
+        self._progress.advance(bar, advance)
+
+
+def _print_summary(summary: dict[str, Any], root: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"synthagent run {summary['run']}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("tasks", summary["tasks"]),
+        ("trajectories", summary["trajectories"]),
+        ("scores", summary["scores"]),
+        ("mean score", summary["score_mean"]),
+        ("success rate", summary["success_rate"]),
+        ("tool calls / task", summary["tool_calls_per_task"]),
+        ("hidden facts / task", summary["hidden_facts_per_task"]),
+        ("terminations", ", ".join(f"{k}={v}" for k, v in summary["terminations"].items())),
+        ("infra errors", summary["infra_errors"]),
+        ("dropped at generation", ", ".join(f"{k}={v}" for k, v in summary["dropped"].items()) or "0"),
+        ("SFT rows / RL rows", f"{summary['exports']['sft']} / {summary['exports']['rl']}"),
+        ("time (s)", ", ".join(f"{k}={v}" for k, v in summary["timings_s"].items())),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    console = Console()
+    console.print(table)
+    console.print(f"run directory: {root}")
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per implementation).")
+@click.option("-p", "--plugin", "plugins", multiple=True, metavar="MODULE", help="Also load this plugin.")
+@_guard
+def plugins_cmd(as_json: bool, plugins: Sequence[str]) -> None:
+    """List every registered implementation: hook kind, name, plugin and version."""
+    from synthagent.core.registry import load_plugins
+
+    loaded = load_plugins(plugins)
+    rows = loaded.describe()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="synthagent implementations")
+    for col in ("kind", "name", "plugin", "version", "description"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["kind"], row["name"], row["plugin"], row["version"], row["description"])
+    Console().print(table)
+
+
+@cli.command("show")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json as JSON.")
+@_guard
+def show_cmd(run: Path, as_json: bool) -> None:
+    """Print the summary of run directory RUN (recomputed from its records)."""
+    from synthagent.core.pipeline import summarize
+    from synthagent.core.store import RunStore
+
+    store = RunStore.open(run)
+    try:
+        summary = summarize(store)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary, run)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``synth`` console script."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="synth")

@@ -1,0 +1,235 @@
+"""Run configuration: TOML file + ``--set key=value`` overrides, validated strictly.
+
+Every key is checked: an unknown key names the closest known one, a value of the wrong type names the key,
+the expected type and where the value came from (the file or the ``--set`` argument). Implementation options
+live in ``[plugins.NAME]`` tables and are checked against the implementation's factory when it is built.
+
+Example ``synth.toml``::
+
+    seed = 7
+    tasks = 400
+    generator = "offline-domains"
+
+    [simulate]
+    max_turns = 20
+    concurrency = 64
+
+    [plugins.offline-domains]
+    domains = ["orders", "banking"]
+"""
+
+from __future__ import annotations
+
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from synthagent.core.errors import ConfigError, close_matches
+from synthagent.core.models import canonical_json
+
+__all__ = ["LLMConfig", "SimulateConfig", "ExportConfig", "RunConfig", "load_config", "parse_set", "STAGES"]
+
+#: Pipeline stages in order.
+STAGES: tuple[str, ...] = ("generate", "simulate", "rubric", "score", "export")
+
+
+def _positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value <= 0:
+        raise ConfigError(f"config key {attribute.name!r} must be positive, got {value!r}")
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value < 0:
+        raise ConfigError(f"config key {attribute.name!r} must not be negative, got {value!r}")
+
+
+@attrs.frozen
+class LLMConfig:
+    """The teacher / policy model (``[llm]``). The API key is read from the environment variable named by
+    ``api_key_env`` and never stored."""
+
+    backend: str = "oracle"
+    model: str = ""
+    base_url: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.0
+    max_tokens: int = attrs.field(default=1024, validator=_positive)
+    timeout_s: float = attrs.field(default=60.0, validator=_positive)
+
+
+@attrs.frozen
+class SimulateConfig:
+    """Rollouts (``[simulate]``): trajectories per task, the turn limit and the number in flight."""
+
+    samples: int = attrs.field(default=1, validator=_positive)
+    max_turns: int = attrs.field(default=30, validator=_positive)
+    concurrency: int = attrs.field(default=32, validator=_positive)
+
+
+@attrs.frozen
+class ExportConfig:
+    """Exports (``[export]``): SFT keeps trajectories scoring at least ``min_score``."""
+
+    min_score: float = attrs.field(default=1.0, validator=_non_negative)
+
+
+@attrs.frozen
+class RunConfig:
+    """A whole run's configuration. Stage keys (``generator``, ``user``, ...) name implementations."""
+
+    name: str = ""
+    out: str = "runs"
+    seed: int = 0
+    tasks: int = attrs.field(default=200, validator=_positive)
+    generator: str = "offline-domains"
+    user: str = "rule"
+    tools: str = "sqlite"
+    mapping: str = "memory"
+    rubric: str = "workflow"
+    scorer: str = "rubric"
+    executor: str = "local"
+    llm: LLMConfig = attrs.field(factory=LLMConfig)
+    simulate: SimulateConfig = attrs.field(factory=SimulateConfig)
+    export: ExportConfig = attrs.field(factory=ExportConfig)
+    plugins: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+
+    def options_for(self, name: str) -> dict[str, Any]:
+        """The ``[plugins.NAME]`` table (empty when absent)."""
+        return dict(self.plugins.get(name, {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for the manifest)."""
+        return attrs.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Canonical JSON of everything that decides the records (not ``name``/``out``/concurrency)."""
+        data = self.to_dict()
+        for key in ("name", "out"):
+            data.pop(key)
+        data["simulate"].pop("concurrency")
+        return canonical_json(data)
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _check_scalar(tp: Any, value: Any, where: str) -> Any:
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif tp is str:
+        ok = isinstance(value, str)
+    else:  # pragma: no cover - only the types above are used
+        ok = True
+    if not ok:
+        raise ConfigError(f"{where} must be {_TYPE_NAMES.get(tp, tp)}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str, origins: Mapping[str, str]) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config key {prefix.rstrip('.')!r} must be a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in attrs.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(
+                f"unknown config key {path!r}{_origin(origins, path)}; known keys here: {sorted(fields)}."
+                + close_matches(key, fields)
+            )
+        where = f"config key {path!r}{_origin(origins, path)}"
+        tp = hints[key]
+        if attrs.has(tp):
+            kwargs[key] = _build(tp, value, f"{path}.", origins)
+        elif typing.get_origin(tp) is dict:
+            if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+                raise ConfigError(f"{where} must be a table of tables ([plugins.NAME]), got {value!r}")
+            kwargs[key] = {str(k): dict(v) for k, v in value.items()}
+        elif isinstance(tp, types.UnionType):
+            kwargs[key] = value
+        else:
+            kwargs[key] = _check_scalar(tp, value, where)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (in {prefix.rstrip('.') or 'the top level'})") from None
+
+
+def _origin(origins: Mapping[str, str], path: str) -> str:
+    origin = origins.get(path)
+    return f" (from {origin})" if origin else ""
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """Parse ``key.path=value``. The value is read as a TOML value (``3``, ``true``, ``"x"``, ``[1, 2]``);
+    anything that is not valid TOML is taken as a plain string, so ``--set generator=persona-fuzzy`` works."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r} must look like key=value (e.g. --set simulate.max_turns=20)")
+    key, raw = item.split("=", 1)
+    path = [p.strip() for p in key.strip().split(".")]
+    if not all(path):
+        raise ConfigError(f"--set {item!r} has an empty key part")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return path, value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    extra: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Read ``path`` (TOML), apply ``--set`` ``overrides`` then ``extra`` (CLI shortcuts), and validate.
+
+    :raises ConfigError: unreadable or malformed TOML, unknown keys, wrong types (the message says which).
+    """
+    data: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror or exc}") from exc
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"malformed TOML in {str(p)!r}: {exc}") from exc
+
+        def mark(d: Mapping[str, Any], prefix: str) -> None:
+            for k, v in d.items():
+                origins[f"{prefix}{k}"] = str(p)
+                if isinstance(v, Mapping) and prefix == "":
+                    mark(v, f"{k}.")
+
+        mark(data, "")
+    for item in overrides:
+        keys, value = parse_set(item)
+        node = data
+        for k in keys[:-1]:
+            child = node.setdefault(k, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {k!r} is not a table")
+            node = child
+        node[keys[-1]] = value
+        origins[".".join(keys)] = f"--set {item}"
+    for key, value in (extra or {}).items():
+        if value is not None:
+            data[key] = value
+            origins[key] = f"--{key}"
+    return _build(RunConfig, data, "", origins)

@@ -1,0 +1,431 @@
+"""The data model: every record the pipeline reads or writes.
+
+All records are frozen :mod:`attrs` classes that round-trip through JSON (:func:`to_json_dict` /
+:func:`from_json_dict`) and carry a stable ``id`` derived from their inputs (:func:`stable_id`), so writes
+are idempotent and a resumed run is exact. Messages and tool calls follow the OpenAI chat format, so exports
+load straight into TRL and Hugging Face datasets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypeVar
+
+import attrs
+import cattrs
+
+__all__ = [
+    "Persona",
+    "Effect",
+    "ToolSpec",
+    "Column",
+    "Table",
+    "DatabaseState",
+    "StateChange",
+    "Fact",
+    "WorkflowStep",
+    "Provenance",
+    "Task",
+    "ToolCall",
+    "Message",
+    "Usage",
+    "Trajectory",
+    "Criterion",
+    "Rubric",
+    "CriterionResult",
+    "Score",
+    "stable_id",
+    "canonical_json",
+    "to_json_dict",
+    "from_json_dict",
+    "RECORD_TYPES",
+]
+
+EffectKind = Literal["read", "insert", "update", "delete"]
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+def _canon(value: Any) -> Any:
+    """Normalize a JSON value for hashing: integral floats become ints, keys are sorted by json.dumps."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): _canon(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canon(v) for v in value]
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """Serialize ``value`` canonically: sorted keys, no whitespace, integral floats as ints."""
+    return json.dumps(_canon(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def stable_id(prefix: str, *parts: Any) -> str:
+    """A short id that depends only on ``parts`` (canonical JSON), e.g. ``task-3f2a...``.
+
+    >>> stable_id("task", "orders", 3) == stable_id("task", "orders", 3.0)
+    True
+    """
+    digest = hashlib.sha256(canonical_json(list(parts)).encode("utf-8")).hexdigest()
+    return f"{prefix}-{digest[:16]}"
+
+
+def _tuple(value: Sequence[Any] | None) -> tuple[Any, ...]:
+    return tuple(value) if value is not None else ()
+
+
+def _dict(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(value) if value is not None else {}
+
+
+@attrs.frozen
+class Persona:
+    """Who the simulated user is. ``description`` is free text for a teacher or user simulator."""
+
+    id: str
+    description: str
+
+
+@attrs.frozen
+class Effect:
+    """A tool's declarative operation on one database table (see ``docs/domain-packs.md``).
+
+    ``where`` maps parameter -> column (equality filter), ``set``/``values`` map parameter -> column for
+    updates/inserts, ``const`` maps column -> fixed value, ``require`` maps column -> allowed current values.
+    """
+
+    kind: EffectKind
+    table: str
+    where: dict[str, str] = attrs.field(factory=dict, converter=_dict)
+    set: dict[str, str] = attrs.field(factory=dict, converter=_dict)
+    values: dict[str, str] = attrs.field(factory=dict, converter=_dict)
+    const: dict[str, Any] = attrs.field(factory=dict, converter=_dict)
+    require: dict[str, tuple[Any, ...]] = attrs.field(
+        factory=dict, converter=lambda d: {k: tuple(v) for k, v in (d or {}).items()}
+    )
+    columns: tuple[str, ...] = attrs.field(factory=tuple, converter=_tuple)
+    many: bool = False
+    order_by: str | None = None
+    key: str | None = None
+    key_prefix: str = ""
+
+    @property
+    def writes(self) -> bool:
+        """True for insert, update and delete."""
+        return self.kind != "read"
+
+
+@attrs.frozen
+class ToolSpec:
+    """A tool the agent may call: OpenAI function schema plus an optional database ``effect``."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any] = attrs.field(factory=lambda: {"type": "object", "properties": {}})
+    returns: dict[str, Any] = attrs.field(factory=dict)
+    effect: Effect | None = None
+
+    @property
+    def writes(self) -> bool:
+        """True when the tool changes state (a write effect)."""
+        return self.effect is not None and self.effect.writes
+
+    def openai_schema(self) -> dict[str, Any]:
+        """The tool in OpenAI function-calling format (``{"type": "function", "function": {...}}``)."""
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
+
+@attrs.frozen
+class Column:
+    """A column of a domain table. ``type`` is an SQLite type: TEXT, INTEGER or REAL."""
+
+    name: str
+    type: str
+
+
+@attrs.frozen
+class Table:
+    """A domain table: name, primary-key column and typed columns (in declaration order)."""
+
+    name: str
+    primary_key: str
+    columns: tuple[Column, ...] = attrs.field(converter=_tuple)
+
+
+@attrs.frozen
+class DatabaseState:
+    """A whole database as data: schema and rows. Its :meth:`digest` is order-independent."""
+
+    tables: tuple[Table, ...] = attrs.field(converter=_tuple)
+    rows: dict[str, tuple[dict[str, Any], ...]] = attrs.field(
+        converter=lambda d: {k: tuple(v) for k, v in d.items()}
+    )
+
+    def table(self, name: str) -> Table:
+        """The table called ``name`` (KeyError if absent)."""
+        for table in self.tables:
+            if table.name == name:
+                return table
+        raise KeyError(name)
+
+    def digest(self) -> str:
+        """A canonical digest of the rows: equal states give equal digests whatever the row order."""
+        return state_digest(self.rows, {t.name: t.primary_key for t in self.tables})
+
+
+def state_digest(rows: Mapping[str, Sequence[Mapping[str, Any]]], keys: Mapping[str, str]) -> str:
+    """Canonical sha256 of table rows, each table sorted by its primary key."""
+    canon = {
+        table: sorted((dict(r) for r in table_rows), key=lambda r: str(r.get(keys.get(table, ""), "")))
+        for table, table_rows in sorted(rows.items())
+    }
+    return hashlib.sha256(canonical_json(canon).encode("utf-8")).hexdigest()
+
+
+@attrs.frozen
+class StateChange:
+    """The expected end state of a task: its digest and the rows that differ from the initial state.
+
+    ``changes`` maps table -> primary key -> the final row, or ``None`` for a deleted row.
+    """
+
+    digest: str
+    changes: dict[str, dict[str, dict[str, Any] | None]] = attrs.field(factory=dict, converter=_dict)
+
+
+@attrs.frozen
+class Fact:
+    """A fact the user knows. Hidden facts live only in the user simulator's context.
+
+    ``keywords`` are words that, in an agent's question, ask for this fact; ``statement`` is how the user
+    says it.
+    """
+
+    name: str
+    value: Any
+    description: str
+    keywords: tuple[str, ...] = attrs.field(factory=tuple, converter=_tuple)
+    statement: str = ""
+
+
+@attrs.frozen
+class WorkflowStep:
+    """One high-level step of a task's gold workflow.
+
+    ``bindings`` says where each argument comes from: ``fact:NAME``, ``step:N``, ``literal``, or
+    ``step:N+fact:NAME`` for a value picked from step N's result by a fact.
+    """
+
+    index: int
+    description: str
+    tool: str | None = None
+    arguments: dict[str, Any] = attrs.field(factory=dict, converter=_dict)
+    bindings: dict[str, str] = attrs.field(factory=dict, converter=_dict)
+    writes: bool = False
+
+
+@attrs.frozen
+class Provenance:
+    """Where a record came from: generator, teacher, seed, and the generator's slot (for resume)."""
+
+    generator: str
+    seed: int
+    slot: str = ""
+    teacher: str = ""
+    template: str = ""
+    prompt_hashes: dict[str, str] = attrs.field(factory=dict, converter=_dict)
+
+
+@attrs.frozen
+class Task:
+    """A synthesized task.
+
+    ``instruction`` is the underspecified request the agent sees; ``full_instruction`` states everything;
+    ``user_context`` holds the hidden facts only the user simulator sees; ``workflow`` the ordered gold
+    steps; ``answer`` values that must appear in the agent's final message. For database environments,
+    ``initial_state`` is the starting database and ``gold_state`` the expected end state.
+    """
+
+    id: str
+    domain: str
+    persona: Persona
+    system_prompt: str
+    tools: tuple[ToolSpec, ...] = attrs.field(converter=_tuple)
+    instruction: str
+    full_instruction: str
+    user_context: tuple[Fact, ...] = attrs.field(converter=_tuple)
+    visible_facts: tuple[Fact, ...] = attrs.field(converter=_tuple)
+    workflow: tuple[WorkflowStep, ...] = attrs.field(converter=_tuple)
+    answer: tuple[Any, ...] = attrs.field(factory=tuple, converter=_tuple)
+    initial_state: DatabaseState | None = None
+    gold_state: StateChange | None = None
+    provenance: Provenance = attrs.field(factory=lambda: Provenance(generator="unknown", seed=0))
+
+    def tool(self, name: str) -> ToolSpec | None:
+        """The task's tool called ``name``, or None."""
+        for spec in self.tools:
+            if spec.name == name:
+                return spec
+        return None
+
+
+@attrs.frozen
+class ToolCall:
+    """A tool call in OpenAI format. ``arguments`` is a dict (decoded); ``error`` is set for a call the
+    policy emitted malformed (unparseable arguments, unknown tool), which the environment answers with an
+    error observation instead of executing."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = attrs.field(factory=dict, converter=_dict)
+    error: str | None = None
+
+    def openai(self) -> dict[str, Any]:
+        """OpenAI/TRL chat format with ``arguments`` as a dict (what chat templates expect)."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@attrs.frozen
+class Message:
+    """A chat message in OpenAI format (``role``, ``content``, ``tool_calls``, ``tool_call_id``)."""
+
+    role: Role
+    content: str | None = None
+    tool_calls: tuple[ToolCall, ...] = attrs.field(factory=tuple, converter=_tuple)
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def openai(self) -> dict[str, Any]:
+        """The message as an OpenAI/TRL chat dict (only the keys that are set)."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [call.openai() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+@attrs.frozen
+class Usage:
+    """Token usage summed over a trajectory's model calls."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+
+
+@attrs.frozen
+class Trajectory:
+    """One simulated episode of a policy on a task.
+
+    ``termination`` is why it ended (``user_stop``, ``final_answer``, ``max_turns``, ``infra_error``,
+    ``agent_error``). ``error`` is set only for an infrastructure failure, which is never scored as 0.
+    ``timings`` holds wall-clock figures and is the only field that differs between identical runs.
+    """
+
+    id: str
+    task_id: str
+    policy: str
+    sample: int
+    seed: int
+    messages: tuple[Message, ...] = attrs.field(converter=_tuple)
+    termination: str
+    turns: int
+    final_state_digest: str | None = None
+    final_state_changes: dict[str, dict[str, dict[str, Any] | None]] = attrs.field(
+        factory=dict, converter=_dict
+    )
+    tool_errors: int = 0
+    malformed_tool_calls: int = 0
+    usage: Usage = attrs.field(factory=Usage)
+    error: str | None = None
+    timings: dict[str, float] = attrs.field(factory=dict, converter=_dict, eq=False)
+
+
+@attrs.frozen
+class Criterion:
+    """One rubric criterion.
+
+    ``kind`` is ``subgoal`` | ``interaction`` | ``forbidden`` | ``check``; ``check`` names the programmatic
+    test (``tool_call``, ``answer_contains``, ``asked_for_fact``, ``unexpected_write``, ``tool_outside_task``,
+    ``final_state``) and ``spec`` its parameters.
+    """
+
+    id: str
+    kind: Literal["subgoal", "interaction", "forbidden", "check"]
+    description: str
+    check: str
+    spec: dict[str, Any] = attrs.field(factory=dict, converter=_dict)
+    weight: float = 1.0
+
+
+@attrs.frozen
+class Rubric:
+    """A task's rubric: criteria plus how they combine (``weights`` by kind, forbidden criteria gate)."""
+
+    id: str
+    task_id: str
+    builder: str
+    criteria: tuple[Criterion, ...] = attrs.field(converter=_tuple)
+    weights: dict[str, float] = attrs.field(factory=dict, converter=_dict)
+
+
+@attrs.frozen
+class CriterionResult:
+    """A criterion's verdict with the evidence that decided it."""
+
+    criterion_id: str
+    kind: str
+    passed: bool
+    score: float
+    evidence: str
+    checker: str
+
+
+@attrs.frozen
+class Score:
+    """A trajectory's score. ``total`` is None when ``status`` is not ``ok`` (e.g. ``infra_error``)."""
+
+    id: str
+    trajectory_id: str
+    task_id: str
+    rubric_id: str
+    scorer: str
+    status: Literal["ok", "infra_error", "judge_error"]
+    total: float | None
+    success: bool
+    breakdown: tuple[CriterionResult, ...] = attrs.field(converter=_tuple)
+    components: dict[str, float] = attrs.field(factory=dict, converter=_dict)
+
+
+RECORD_TYPES: dict[str, type] = {
+    "tasks": Task,
+    "trajectories": Trajectory,
+    "rubrics": Rubric,
+    "scores": Score,
+}
+
+_converter = cattrs.Converter()
+_converter.register_unstructure_hook(tuple, lambda t: [_converter.unstructure(v) for v in t])
+
+T = TypeVar("T")
+
+
+def to_json_dict(record: Any) -> dict[str, Any]:
+    """Unstructure an attrs record into plain JSON-compatible data."""
+    data: dict[str, Any] = _converter.unstructure(record)
+    return data
+
+
+def from_json_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+    """Structure plain JSON data into ``cls``; raises ``cattrs`` errors on malformed input."""
+    return _converter.structure(dict(data), cls)

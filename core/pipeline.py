@@ -1,0 +1,375 @@
+"""The pipeline: generate -> simulate -> rubric -> score -> export, each stage resumable on its own.
+
+Every stage reads its inputs from the run store and appends records keyed by stable ids, so a stage that is
+interrupted continues where it stopped (``--resume``), a finished stage is a no-op, and ``--from STAGE``
+re-runs one stage and those after it. All setup (plugins, implementations, options) happens in
+:meth:`Pipeline.prepare`, before any directory is created, so bad input fails with nothing written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import platform
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from synthagent.core import __version__
+from synthagent.core.agent_loop import initial_messages, run_episode
+from synthagent.core.config import STAGES, RunConfig
+from synthagent.core.errors import RunDirectoryError, StageError, UsageError
+from synthagent.core.models import Score, Task, Trajectory, stable_id
+from synthagent.core.protocols import (
+    Executor,
+    GenerationContext,
+    LLMBackend,
+    RewardScorer,
+    RubricBuilder,
+    TaskGenerator,
+    ToolSimulator,
+    UserSimulator,
+)
+from synthagent.core.registry import Plugins
+from synthagent.core.store import RunStore, write_json_atomic, write_jsonl_atomic
+
+__all__ = ["Pipeline", "ProgressHook", "Components", "sft_row", "rl_row"]
+
+#: The record file each stage writes.
+STAGE_FILES = {"generate": "tasks", "simulate": "trajectories", "rubric": "rubrics", "score": "scores"}
+
+#: ``progress(stage, advance, total)``: called as records are produced (``total`` may be None).
+ProgressHook = Callable[[str, int, "int | None"], None]
+
+
+@attrs.define
+class Components:
+    """The implementations a run uses, built from the config before anything is written."""
+
+    generator: TaskGenerator
+    user: UserSimulator
+    tools: ToolSimulator
+    rubric: RubricBuilder
+    scorer: RewardScorer
+    executor: Executor
+    llm: LLMBackend
+    mapping: Any
+
+
+def _accepted(factory: Callable[..., Any]) -> set[str] | None:
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params}
+
+
+def build_components(config: RunConfig, plugins: Plugins) -> Components:
+    """Look up and build every implementation the config names (unknown names and options fail here)."""
+
+    def make(kind: str, name: str, base: Mapping[str, Any] | None = None) -> Any:
+        impl = plugins.registry(kind).get(name)
+        options = dict(base or {})
+        accepted = _accepted(impl.factory)
+        if accepted is not None:  # generic settings ([llm]) are offered; an implementation takes what it knows
+            options = {k: v for k, v in options.items() if k in accepted}
+        options.update(config.options_for(name))
+        return impl.create(options)
+
+    llm_base = attrs.asdict(config.llm)
+    llm_base.pop("backend")
+    return Components(
+        generator=make("generator", config.generator),
+        user=make("user", config.user),
+        tools=make("tools", config.tools),
+        rubric=make("rubric", config.rubric),
+        scorer=make("scorer", config.scorer),
+        executor=make("executor", config.executor),
+        llm=make("llm", config.llm.backend, llm_base),
+        mapping=make("mapping", config.mapping),
+    )
+
+
+def sft_row(task: Task, trajectory: Trajectory, score: Score) -> dict[str, Any]:
+    """An SFT export row: OpenAI messages and tools (arguments as dicts, as chat templates expect)."""
+    return {
+        "messages": [m.openai() for m in trajectory.messages],
+        "tools": [t.openai_schema() for t in task.tools],
+        "task_id": task.id,
+        "trajectory_id": trajectory.id,
+        "domain": task.domain,
+        "score": score.total,
+    }
+
+
+def rl_row(task: Task) -> dict[str, Any]:
+    """An RL export row: the opening prompt, the tools and the task reference (the environment is rebuilt
+    from ``tasks.jsonl`` by id)."""
+    return {
+        "prompt": [m.openai() for m in initial_messages(task)],
+        "tools": [t.openai_schema() for t in task.tools],
+        "task_id": task.id,
+        "domain": task.domain,
+    }
+
+
+class Pipeline:
+    """Runs the stages of one run directory.
+
+    :param config: the validated run configuration.
+    :param plugins: loaded plugins (their registries supply the implementations).
+    :param progress: optional progress callback (the CLI draws rich progress bars with it).
+    """
+
+    def __init__(self, config: RunConfig, plugins: Plugins, progress: ProgressHook | None = None) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.progress = progress or (lambda stage, advance, total: None)
+        self.components = build_components(config, plugins)
+        self.store: RunStore | None = None
+
+    # -- run directory ---------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        """The manifest of a new run: config, plugins with versions, prompt hashes, seed, environment."""
+        return {
+            "synthagent": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seed": self.config.seed,
+            "config": self.config.to_dict(),
+            "fingerprint": hashlib.sha256(self.config.fingerprint().encode()).hexdigest(),
+            "plugins": self.plugins.loaded,
+            "implementations": {
+                kind: {"name": name, "plugin": self.plugins.registry(kind).get(name).plugin,
+                       "version": self.plugins.registry(kind).get(name).version}
+                for kind, name in self._selected().items()
+            },
+            "prompt_hashes": self._prompt_hashes(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "stages": {stage: {"status": "pending"} for stage in STAGES},
+        }
+
+    def _selected(self) -> dict[str, str]:
+        c = self.config
+        return {"generator": c.generator, "user": c.user, "tools": c.tools, "mapping": c.mapping,
+                "rubric": c.rubric, "scorer": c.scorer, "executor": c.executor, "llm": c.llm.backend}
+
+    def _prompt_hashes(self) -> dict[str, str]:
+        hashes: dict[str, str] = {}
+        for comp in attrs.astuple(self.components, recurse=False):
+            get = getattr(comp, "prompt_hashes", None)
+            if callable(get):
+                hashes.update(get())
+        return hashes
+
+    def open_store(self, root: Path, *, resume: bool) -> RunStore:
+        """Create (or, with ``resume``, reopen) the run directory."""
+        if resume:
+            store = RunStore.open(root)
+            old = store.manifest.get("fingerprint")
+            new = hashlib.sha256(self.config.fingerprint().encode()).hexdigest()
+            if old != new:
+                raise RunDirectoryError(
+                    f"{str(root)!r} was started with a different configuration; resume it with the same config, "
+                    "or start a new run with another --name"
+                )
+        else:
+            store = RunStore.create(root.parent, root.name, self.manifest())
+        self.store = store
+        return store
+
+    # -- stages ----------------------------------------------------------------------------------
+    async def run(self, *, from_stage: str | None = None) -> dict[str, Any]:
+        """Run every stage not yet done (from ``from_stage`` on when given) and write the summary."""
+        store = self._store()
+        if from_stage is not None:
+            if from_stage not in STAGES:
+                raise UsageError(f"unknown stage {from_stage!r}; stages: {', '.join(STAGES)}")
+            for stage in STAGES[STAGES.index(from_stage):]:
+                self._reset(stage)
+        timings: dict[str, float] = dict(store.manifest.get("timings", {}))
+        try:
+            for stage in STAGES:
+                if store.stage_done(stage):
+                    continue
+                store.mark_stage(stage, "running")
+                start = time.perf_counter()
+                info = await getattr(self, f"_stage_{stage}")()
+                timings[stage] = round(time.perf_counter() - start, 3)
+                if stage in STAGE_FILES:
+                    store.files[STAGE_FILES[stage]].sync()
+                store.mark_stage(stage, "done", **info)
+            store.manifest["timings"] = timings
+            store.save_manifest()
+            return self.write_summary()
+        finally:
+            store.close()
+
+    def _store(self) -> RunStore:
+        if self.store is None:
+            raise StageError("open_store() must be called before run()")
+        return self.store
+
+    def _reset(self, stage: str) -> None:
+        store = self._store()
+        if stage in STAGE_FILES:
+            store.files[STAGE_FILES[stage]].reset()
+        elif stage == "export":
+            for name in ("sft.jsonl", "rl.jsonl"):
+                (store.exports / name).unlink(missing_ok=True)
+        store.mark_stage(stage, "pending")
+
+    async def _stage_generate(self) -> dict[str, Any]:
+        store = self._store()
+        target = self.config.tasks
+        already = len(store.tasks)
+        self.progress("generate", already, target)
+        ctx = GenerationContext(count=target, seed=self.config.seed, llm=self.components.llm,
+                                done_slots=frozenset(t.provenance.slot for t in store.tasks))
+        written = 0
+        async for task in self.components.generator.generate(ctx):
+            if store.tasks.append(task):
+                written += 1
+                self.progress("generate", 1, target)
+            if len(store.tasks) >= target:
+                break
+        stats = dict(getattr(self.components.generator, "stats", {}) or {})
+        return {"count": len(store.tasks), "written": written, "dropped": stats}
+
+    async def _stage_simulate(self) -> dict[str, Any]:
+        store = self._store()
+        c = self.components
+        samples = self.config.simulate.samples
+        tasks = store.tasks.load()
+        jobs = []
+        for task in tasks:
+            for sample in range(samples):
+                if stable_id("traj", task.id, c.llm.name, sample, self.config.seed) not in store.trajectories:
+                    jobs.append((task, sample))
+        total = len(tasks) * samples
+        self.progress("simulate", total - len(jobs), total)
+        failures: Counter[str] = Counter()
+
+        async def rollout(job: tuple[Task, int]) -> Trajectory:
+            task, sample = job
+            tool_session = await c.tools.start(task, sample)
+            try:
+                user = await c.user.start(task, sample)
+                return await run_episode(
+                    task, policy=c.llm, tools=tool_session, user=user,
+                    max_turns=self.config.simulate.max_turns, sample=sample, seed=self.config.seed,
+                    params={"temperature": self.config.llm.temperature, "max_tokens": self.config.llm.max_tokens},
+                )
+            finally:
+                await tool_session.aclose()
+
+        async for (task, sample), result in c.executor.map(rollout, jobs, concurrency=self.config.simulate.concurrency):
+            if isinstance(result, BaseException):
+                if isinstance(result, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
+                    raise result
+                failures[type(result).__name__] += 1
+                result = Trajectory(
+                    id=stable_id("traj", task.id, c.llm.name, sample, self.config.seed), task_id=task.id,
+                    policy=c.llm.name, sample=sample, seed=0, messages=(), termination="infra_error", turns=0,
+                    error=f"{type(result).__name__}: {result}",
+                )
+            store.trajectories.append(result)
+            self.progress("simulate", 1, total)
+        return {"count": len(store.trajectories), "rollout_exceptions": dict(failures)}
+
+    async def _stage_rubric(self) -> dict[str, Any]:
+        store = self._store()
+        by_task: dict[str, list[Trajectory]] = {}
+        for traj in store.trajectories:
+            by_task.setdefault(traj.task_id, []).append(traj)
+        tasks = store.tasks.load()
+        self.progress("rubric", 0, len(tasks))
+        done_tasks = {r.task_id for r in store.rubrics}
+        for task in tasks:
+            if task.id not in done_tasks:
+                rubric = self.components.rubric.build(task, by_task.get(task.id, []))
+                store.rubrics.append(rubric)
+            self.progress("rubric", 1, len(tasks))
+        return {"count": len(store.rubrics)}
+
+    async def _stage_score(self) -> dict[str, Any]:
+        store = self._store()
+        tasks = {t.id: t for t in store.tasks}
+        rubrics = {r.task_id: r for r in store.rubrics}
+        done = {s.trajectory_id for s in store.scores}
+        trajectories = store.trajectories.load()
+        self.progress("score", 0, len(trajectories))
+        for traj in trajectories:
+            if traj.id not in done:
+                task = tasks[traj.task_id]
+                store.scores.append(await self.components.scorer.score(task, rubrics[task.id], traj))
+            self.progress("score", 1, len(trajectories))
+        return {"count": len(store.scores)}
+
+    async def _stage_export(self) -> dict[str, Any]:
+        store = self._store()
+        tasks = {t.id: t for t in store.tasks}
+        scores = {s.trajectory_id: s for s in store.scores}
+        trajectories = sorted(store.trajectories, key=lambda t: (t.task_id, t.sample))
+        sft = [
+            sft_row(tasks[t.task_id], t, scores[t.id]) for t in trajectories
+            if t.id in scores and scores[t.id].status == "ok" and (scores[t.id].total or 0) >= self.config.export.min_score
+        ]
+        rl = [rl_row(tasks[tid]) for tid in sorted(tasks)]
+        write_jsonl_atomic(store.exports / "sft.jsonl", sft)
+        write_jsonl_atomic(store.exports / "rl.jsonl", rl)
+        self.progress("export", 1, 1)
+        return {"sft": len(sft), "rl": len(rl)}
+
+    # -- summary ---------------------------------------------------------------------------------
+    def write_summary(self) -> dict[str, Any]:
+        """Compute ``summary.json`` from the records and write it."""
+        store = self._store()
+        return summarize(store)
+
+
+def summarize(store: RunStore) -> dict[str, Any]:
+    """Counts, rates and means of a run directory (also what ``synth show`` prints); writes summary.json."""
+    tasks = store.tasks.load()
+    trajectories = store.trajectories.load()
+    scores = [s for s in store.scores]
+    ok_scores = [s.total for s in scores if s.status == "ok" and s.total is not None]
+    per_domain: dict[str, list[float]] = {}
+    task_domain = {t.id: t.domain for t in tasks}
+    for s in scores:
+        if s.status == "ok" and s.total is not None:
+            per_domain.setdefault(task_domain.get(s.task_id, "?"), []).append(s.total)
+    stages = store.manifest.get("stages", {})
+    summary = {
+        "run": store.root.name,
+        "tasks": len(tasks),
+        "trajectories": len(trajectories),
+        "rubrics": len(store.rubrics),
+        "scores": len(scores),
+        "exports": {"sft": stages.get("export", {}).get("sft"), "rl": stages.get("export", {}).get("rl")},
+        "domains": dict(sorted(Counter(t.domain for t in tasks).items())),
+        "tool_calls_per_task": round(statistics.fmean(
+            sum(len(m.tool_calls) for m in t.messages) for t in trajectories), 3) if trajectories else 0.0,
+        "hidden_facts_per_task": round(statistics.fmean(len(t.user_context) for t in tasks), 3) if tasks else 0.0,
+        "terminations": dict(sorted(Counter(t.termination for t in trajectories).items())),
+        "infra_errors": sum(1 for t in trajectories if t.error is not None),
+        "tool_errors": sum(t.tool_errors for t in trajectories),
+        "malformed_tool_calls": sum(t.malformed_tool_calls for t in trajectories),
+        "score_mean": round(statistics.fmean(ok_scores), 4) if ok_scores else None,
+        "success_rate": round(sum(1 for s in scores if s.success) / len(scores), 4) if scores else None,
+        "score_by_domain": {d: round(statistics.fmean(v), 4) for d, v in sorted(per_domain.items())},
+        "dropped": stages.get("generate", {}).get("dropped", {}),
+        "timings_s": store.manifest.get("timings", {}),
+    }
+    write_json_atomic(store.root / "summary.json", summary)
+    return summary

@@ -1,0 +1,227 @@
+"""Typed protocols: what each kind of implementation must provide.
+
+An implementation is a small class with one clear method; plugins register a *factory* (usually the class)
+that takes the implementation's options (the ``[plugins.NAME]`` table of the config) as keyword arguments.
+These protocols are structural: any object with the right methods works, no subclassing needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import attrs
+
+from synthagent.core.models import Message, Rubric, Score, StateChange, Task, ToolCall, ToolSpec, Trajectory, Usage
+
+__all__ = [
+    "GenerationContext",
+    "TaskGenerator",
+    "UserTurn",
+    "UserSession",
+    "UserSimulator",
+    "ToolResult",
+    "ToolSession",
+    "ToolSimulator",
+    "MappingStore",
+    "RubricBuilder",
+    "RewardScorer",
+    "TrainRequest",
+    "RLAlgorithm",
+    "ChatRequest",
+    "ChatResponse",
+    "LLMBackend",
+    "Executor",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@attrs.frozen
+class GenerationContext:
+    """What a task generator is asked for.
+
+    :param count: how many tasks to produce in all.
+    :param seed: the run seed; the same seed must give the same tasks.
+    :param done_slots: slots (see :attr:`Provenance.slot`) already written by an earlier, interrupted run;
+        a generator may skip their (possibly expensive) work.
+    :param llm: the run's LLM backend (the teacher), for generators that need one.
+    """
+
+    count: int
+    seed: int
+    done_slots: frozenset[str] = frozenset()
+    llm: LLMBackend | None = None
+
+
+@runtime_checkable
+class TaskGenerator(Protocol):
+    """Produces tasks. Hook: :func:`synth_register_task_generators`."""
+
+    def generate(self, ctx: GenerationContext) -> AsyncIterator[Task]:
+        """Yield up to ``ctx.count`` tasks, deterministically for ``ctx.seed``."""
+        ...
+
+
+@attrs.frozen
+class UserTurn:
+    """A user simulator's reply; ``stop`` ends the episode (the user's goal is met or abandoned)."""
+
+    message: Message
+    stop: bool = False
+
+
+@runtime_checkable
+class UserSession(Protocol):
+    """One episode of a simulated user."""
+
+    async def respond(self, messages: Sequence[Message]) -> UserTurn:
+        """Answer the agent's last message given the conversation so far."""
+        ...
+
+
+@runtime_checkable
+class UserSimulator(Protocol):
+    """Plays the user who holds the hidden context. Hook: :func:`synth_register_user_simulators`."""
+
+    async def start(self, task: Task, seed: int) -> UserSession:
+        """Begin an episode for ``task``."""
+        ...
+
+
+@attrs.frozen
+class ToolResult:
+    """A tool call's observation. ``ok`` is False for an error observation; ``wrote`` when state changed."""
+
+    content: Any
+    ok: bool = True
+    wrote: bool = False
+
+
+@runtime_checkable
+class ToolSession(Protocol):
+    """One episode's tools (a private database copy, or an LLM mock with its mapping store)."""
+
+    async def call(self, call: ToolCall) -> ToolResult:
+        """Execute or simulate one call; never raise for a bad call, return an error observation."""
+        ...
+
+    def final_state(self) -> StateChange | None:
+        """The end state (database digest and changes), or None for stateless tools."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources."""
+        ...
+
+
+@runtime_checkable
+class ToolSimulator(Protocol):
+    """Answers the agent's tool calls. Hook: :func:`synth_register_tool_simulators`."""
+
+    async def start(self, task: Task, seed: int) -> ToolSession:
+        """Open a session for one episode of ``task``."""
+        ...
+
+
+@runtime_checkable
+class MappingStore(Protocol):
+    """Per-task call -> response memory that keeps a tool simulator consistent.
+
+    Hook: :func:`synth_register_mapping_stores`. ``key`` is a canonical form of the call.
+    """
+
+    async def get(self, task_id: str, key: str) -> Any | None:
+        """The stored response, or None."""
+        ...
+
+    async def put(self, task_id: str, key: str, value: Any) -> Any:
+        """Store ``value`` unless a response exists; return the response that is stored (first writer wins)."""
+        ...
+
+
+@runtime_checkable
+class RubricBuilder(Protocol):
+    """Builds a task's rubric from its workflow and demonstrations. Hook: :func:`synth_register_rubric_builders`."""
+
+    def build(self, task: Task, demonstrations: Sequence[Trajectory]) -> Rubric:
+        """Return the rubric for ``task``."""
+        ...
+
+
+@runtime_checkable
+class RewardScorer(Protocol):
+    """Judges a trajectory against its rubric. Hook: :func:`synth_register_reward_scorers`."""
+
+    async def score(self, task: Task, rubric: Rubric, trajectory: Trajectory) -> Score:
+        """Return the score with a per-criterion breakdown."""
+        ...
+
+
+@attrs.frozen
+class TrainRequest:
+    """What an RL algorithm trains on: a run directory's exports and a model path."""
+
+    run_dir: str
+    model: str
+    output_dir: str
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@runtime_checkable
+class RLAlgorithm(Protocol):
+    """Trains a policy. Hook: :func:`synth_register_rl_algorithms`."""
+
+    def train(self, request: TrainRequest) -> Mapping[str, Any]:
+        """Train and return final metrics."""
+        ...
+
+
+@attrs.frozen
+class ChatRequest:
+    """A chat completion request in OpenAI shape.
+
+    ``task`` is privileged context for teacher-side backends (the offline ``oracle`` reads the gold
+    workflow from it); a backend serving a real model ignores it.
+    """
+
+    messages: tuple[Message, ...]
+    tools: tuple[ToolSpec, ...] = ()
+    params: Mapping[str, Any] = attrs.field(factory=dict)
+    task: Task | None = None
+    seed: int = 0
+
+
+@attrs.frozen
+class ChatResponse:
+    """An assistant message with its token usage."""
+
+    message: Message
+    usage: Usage = attrs.field(factory=Usage)
+
+
+@runtime_checkable
+class LLMBackend(Protocol):
+    """Chat with a model (OpenAI-compatible server, in-process engine, local weights, offline oracle).
+
+    Hook: :func:`synth_register_llm_backends`. ``name`` identifies the model in trajectory records.
+    """
+
+    name: str
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """Return the assistant's next message."""
+        ...
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs many independent async jobs. Hook: :func:`synth_register_executors`."""
+
+    def map(
+        self, fn: Callable[[T], Awaitable[R]], items: Iterable[T], *, concurrency: int
+    ) -> AsyncIterator[tuple[T, R | BaseException]]:
+        """Run ``fn`` on every item, at most ``concurrency`` at once; yield ``(item, result or error)`` as
+        each finishes. One item's error never cancels the others."""
+        ...

@@ -1,0 +1,193 @@
+"""The ``oracle`` LLM backend: the built-in offline teacher.
+
+It plays the agent with privileged access to the task (``ChatRequest.task``): it follows the gold workflow
+one message at a time, asks the user for each hidden fact before the first step that needs it, and closes
+with a final answer that reports the answer values. It needs no model, network or GPU, and is deterministic.
+
+For validating rewards it can also act out a *corruption* of the oracle (option ``corruption``):
+
+==================  ============================================================================
+``none``            the oracle itself (default)
+``skip_step``       skips one workflow step (the last write, or the last step)
+``never_ask``       never asks the user; uses hidden values it should not know
+``ask_given``       also asks for a fact the instruction already gave
+``extra_write``     performs one write that is not in the workflow
+``wrong_argument``  changes one argument of a write (or of the last step)
+``wrong_answer``    reports wrong values in the final answer
+``nothing``         answers at once without doing anything
+==================  ============================================================================
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from synthagent.core.errors import ConfigError, UsageError
+from synthagent.core.hookspecs import hookimpl
+from synthagent.core.models import Fact, Message, Task, ToolCall, ToolSpec, Usage, WorkflowStep
+from synthagent.core.protocols import ChatRequest, ChatResponse
+from synthagent.plugins.sqlite_tools import SQLiteDatabase
+
+__all__ = ["OracleBackend", "CORRUPTIONS", "plan_for"]
+
+CORRUPTIONS = ("none", "skip_step", "never_ask", "ask_given", "extra_write", "wrong_argument", "wrong_answer",
+               "nothing")
+
+
+@attrs.frozen
+class Action:
+    """One assistant message of the plan: ask for facts, call a tool, or give the final answer."""
+
+    kind: str
+    facts: tuple[Fact, ...] = ()
+    tool: str = ""
+    arguments: dict[str, Any] = attrs.field(factory=dict)
+    text: str = ""
+
+
+def _question(facts: Sequence[Fact]) -> str:
+    parts = [f"{f.description} (your {f.keywords[0] if f.keywords else f.name})" for f in facts]
+    return "To help with that, could you please tell me " + " and ".join(parts) + "?"
+
+
+def _final(task: Task, values: Sequence[Any]) -> str:
+    done = "; ".join(s.description[:1].lower() + s.description[1:] for s in task.workflow if s.writes)
+    text = "Your request is complete." if not done else f"Done: {done}."
+    if values:
+        text += " Here is what I found: " + ", ".join(str(v) for v in values) + "."
+    return text
+
+
+def _default_for(schema: dict[str, Any]) -> Any:
+    if "enum" in schema and schema["enum"]:
+        return schema["enum"][0]
+    return {"integer": 1, "number": 1.0, "boolean": True}.get(schema.get("type", "string"), "unexpected")
+
+
+def _extra_write(task: Task) -> Action | None:
+    """A write that succeeds on the initial database and is not part of the workflow."""
+    if task.initial_state is None:
+        return None
+    gold = {s.tool for s in task.workflow if s.writes}
+    candidates: list[tuple[ToolSpec, dict[str, Any]]] = []
+    for spec in sorted(task.tools, key=lambda t: (t.name in gold, {"insert": 0, "update": 1, "delete": 2}.get(
+            t.effect.kind if t.effect else "", 3))):
+        if not spec.writes or spec.effect is None:
+            continue
+        props = spec.parameters.get("properties", {})
+        base = {p: _default_for(props[p]) for p in spec.parameters.get("required", []) if p in props}
+        if spec.effect.kind == "insert":
+            candidates.append((spec, base))
+            continue
+        rows = task.initial_state.rows.get(spec.effect.table, ())
+        touched = set((task.gold_state.changes if task.gold_state else {}).get(spec.effect.table, {}))
+        key = task.initial_state.table(spec.effect.table).primary_key
+        for row in rows:
+            if str(row.get(key)) in touched:
+                continue
+            args = dict(base)
+            args.update({p: row[c] for p, c in spec.effect.where.items()})
+            for p, c in spec.effect.set.items():
+                if p in args and args[p] == row.get(c):
+                    args[p] = _default_for(props.get(p, {}))
+            candidates.append((spec, args))
+    for spec, args in candidates:
+        db = SQLiteDatabase(task.initial_state)
+        try:
+            if "error" not in db.execute(spec, args):
+                return Action("call", tool=spec.name, arguments=args)
+        finally:
+            db.close()
+    return None
+
+
+def _perturb(value: Any) -> Any:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    return f"{value}-x"
+
+
+def plan_for(task: Task, corruption: str = "none") -> list[Action]:
+    """The sequence of assistant messages the oracle (or a corruption of it) sends for ``task``."""
+    if corruption == "nothing":
+        return [Action("final", text="I'm sorry, I can't help with that.")]
+    hidden = {f.name: f for f in task.user_context}
+    steps: list[WorkflowStep] = [s for s in task.workflow if s.tool]
+    if corruption == "skip_step" and steps:
+        writes = [s for s in steps if s.writes]
+        victim = writes[-1] if writes else steps[-1]
+        steps = [s for s in steps if s is not victim]
+    plan: list[Action] = []
+    asked: set[str] = set()
+    if corruption == "ask_given" and task.visible_facts:
+        plan.append(Action("ask", facts=(task.visible_facts[0],), text=_question([task.visible_facts[0]])))
+    wrong_target = None
+    if corruption == "wrong_argument" and steps:
+        writes = [s for s in steps if s.writes and s.arguments]
+        wrong_target = (writes or [s for s in steps if s.arguments] or [steps[-1]])[0].index
+    for step in steps:
+        names = [n for b in step.bindings.values() for n in re.findall(r"fact:([a-z0-9_]+)", b)]
+        need = [hidden[n] for n in dict.fromkeys(names) if n in hidden and n not in asked]
+        if need and corruption != "never_ask":
+            plan.append(Action("ask", facts=tuple(need), text=_question(need)))
+            asked.update(f.name for f in need)
+        args = dict(step.arguments)
+        if step.index == wrong_target and args:
+            name = sorted(args)[0]
+            args[name] = _perturb(args[name])
+        plan.append(Action("call", tool=step.tool or "", arguments=args))
+    if corruption == "extra_write":
+        extra = _extra_write(task)
+        if extra is not None:
+            plan.append(extra)
+    values = list(task.answer)
+    if corruption == "wrong_answer":
+        values = [_perturb(v) for v in values] or ["nothing to report"]
+    plan.append(Action("final", text=_final(task, values)))
+    return plan
+
+
+class OracleBackend:
+    """The offline teacher as an LLM backend (see the module docstring).
+
+    :param corruption: one of :data:`CORRUPTIONS` (default ``none``).
+    :param model: accepted for symmetry with real backends; only used in the policy id.
+    """
+
+    def __init__(self, corruption: str = "none", model: str = "") -> None:
+        if corruption not in CORRUPTIONS:
+            raise ConfigError(f"unknown oracle corruption {corruption!r}; choose one of {list(CORRUPTIONS)}")
+        self.corruption = corruption
+        self.name = "oracle" if corruption == "none" else f"oracle:{corruption}"
+        self._plans: dict[str, list[Action]] = {}
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """The next assistant message of the plan, given how many the conversation already has."""
+        task = request.task
+        if task is None:
+            raise UsageError("the oracle backend acts only as a teacher: it needs ChatRequest.task")
+        plan = self._plans.get(task.id)
+        if plan is None:
+            plan = self._plans[task.id] = plan_for(task, self.corruption)
+            if len(self._plans) > 4096:
+                self._plans.pop(next(iter(self._plans)))
+        position = sum(1 for m in request.messages if m.role == "assistant")
+        action = plan[min(position, len(plan) - 1)]
+        if action.kind == "call":
+            call = ToolCall(id=f"call_{position}", name=action.tool, arguments=action.arguments)
+            message = Message("assistant", None, (call,))
+        else:
+            message = Message("assistant", action.text)
+        return ChatResponse(message, Usage(calls=1))
+
+
+@hookimpl
+def synth_register_llm_backends(register: Any) -> None:
+    """Register the ``oracle`` backend."""
+    register("oracle", OracleBackend, description="offline teacher that follows the gold workflow (no model)")

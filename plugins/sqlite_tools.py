@@ -1,0 +1,389 @@
+"""The ``sqlite`` tool simulator: database-backed tools executed for real.
+
+Each tool declares an :class:`~synthagent.core.models.Effect` (read/insert/update/delete on one table). The
+effect is compiled into parameterized SQL over identifiers checked against the domain schema and executed on a
+per-rollout in-memory copy of the task's initial database. Nothing generated is executed as Python. An
+SQLite authorizer admits only the effect's table and statement kind (no ATTACH, PRAGMA, other tables or
+functions beyond the core set), and a progress handler bounds every statement's time.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from synthagent.core.hookspecs import hookimpl
+from synthagent.core.models import DatabaseState, Effect, StateChange, Task, ToolCall, ToolSpec, state_digest
+from synthagent.core.protocols import ToolResult
+
+__all__ = ["SQLiteDatabase", "SQLiteToolSimulator", "SQLiteSession", "validate_arguments", "compute_changes"]
+
+_IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list, tuple),
+}
+
+
+class ToolExecutionError(Exception):
+    """A tool call failed in a way the agent should see as an observation (not a crash)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _ident(name: str) -> str:
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise ToolExecutionError("invalid_schema", f"{name!r} is not a valid identifier")
+    return f'"{name}"'
+
+
+def validate_arguments(spec: ToolSpec, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``arguments`` against the tool's JSON-schema parameters; return them or raise.
+
+    Unknown parameters, missing required ones, wrong JSON types and values outside an ``enum`` are errors
+    the agent sees (``invalid_arguments``) so it can correct itself.
+    """
+    schema = spec.parameters or {}
+    properties: Mapping[str, Any] = schema.get("properties", {}) or {}
+    required = list(schema.get("required", []) or [])
+    problems: list[str] = []
+    for name in arguments:
+        if name not in properties:
+            problems.append(f"unknown parameter {name!r} (expected one of {sorted(properties)})")
+    for name in required:
+        if name not in arguments or arguments[name] is None:
+            problems.append(f"missing required parameter {name!r}")
+    for name, value in arguments.items():
+        prop = properties.get(name)
+        if not isinstance(prop, Mapping) or value is None:
+            continue
+        expected = prop.get("type")
+        if isinstance(expected, str) and expected in _JSON_TYPES:
+            ok = isinstance(value, _JSON_TYPES[expected]) and not (
+                expected in ("integer", "number") and isinstance(value, bool)
+            )
+            if not ok:
+                problems.append(f"parameter {name!r} must be {expected}, got {type(value).__name__}")
+                continue
+        if "enum" in prop and value not in prop["enum"]:
+            problems.append(f"parameter {name!r} must be one of {prop['enum']}, got {value!r}")
+    if problems:
+        raise ToolExecutionError("invalid_arguments", "; ".join(problems))
+    return dict(arguments)
+
+
+class SQLiteDatabase:
+    """One live SQLite database built from a :class:`DatabaseState`, with guarded tool execution.
+
+    :param state: schema and rows to load.
+    :param timeout_s: wall-clock bound for any single tool statement.
+    """
+
+    def __init__(self, state: DatabaseState, *, timeout_s: float = 1.0) -> None:
+        self.state = state
+        self.timeout_s = timeout_s
+        self._keys = {t.name: t.primary_key for t in state.tables}
+        self._columns = {t.name: [c.name for c in t.columns] for t in state.tables}
+        # check_same_thread=False: LangGraph may run a node on a worker thread; the lock serializes use.
+        self.conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        self._load(state)
+
+    def _load(self, state: DatabaseState) -> None:
+        template = _template_for(state)
+        with _TEMPLATE_LOCK:
+            template.backup(self.conn)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    # -- execution -------------------------------------------------------------------------------
+    def execute(self, spec: ToolSpec, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """Run ``spec``'s effect with ``arguments``; return the result or an ``{"error": ...}`` dict."""
+        if spec.effect is None:
+            return {"error": "not_executable", "message": f"tool {spec.name!r} has no database effect"}
+        try:
+            args = validate_arguments(spec, arguments)
+            with self._lock:
+                return self._run(spec.effect, args)
+        except ToolExecutionError as exc:
+            return {"error": exc.code, "message": exc.message}
+
+    def _check_table(self, table: str, columns: list[str]) -> None:
+        if table not in self._columns:
+            raise ToolExecutionError("invalid_schema", f"unknown table {table!r}")
+        for col in columns:
+            if col not in self._columns[table]:
+                raise ToolExecutionError("invalid_schema", f"unknown column {col!r} of table {table!r}")
+
+    def _guarded(self, sql: str, params: list[Any], table: str, action: int) -> sqlite3.Cursor:
+        allowed_actions = {action, sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ}
+        if action == sqlite3.SQLITE_UPDATE:
+            allowed_actions.add(sqlite3.SQLITE_UPDATE)
+
+        def authorizer(code: int, arg1: str | None, arg2: str | None, dbname: str | None, src: str | None) -> int:
+            if code == sqlite3.SQLITE_FUNCTION:
+                return sqlite3.SQLITE_OK if (arg2 or "").lower() in _SAFE_FUNCTIONS else sqlite3.SQLITE_DENY
+            if code not in allowed_actions:
+                return sqlite3.SQLITE_DENY
+            if code in (sqlite3.SQLITE_READ, sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE):
+                if arg1 != table or dbname not in (None, "main"):
+                    return sqlite3.SQLITE_DENY
+            return sqlite3.SQLITE_OK
+
+        deadline = time.monotonic() + self.timeout_s
+        self.conn.set_authorizer(authorizer)
+        self.conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.DatabaseError as exc:
+            if "interrupted" in str(exc):
+                raise ToolExecutionError("timeout", f"statement exceeded {self.timeout_s}s") from exc
+            if "not authorized" in str(exc):
+                raise ToolExecutionError("denied", f"statement denied by the sandbox: {exc}") from exc
+            raise ToolExecutionError("database_error", str(exc)) from exc
+        finally:
+            self.conn.set_authorizer(None)
+            self.conn.set_progress_handler(None, 0)
+
+    def _where(self, effect: Effect, args: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        for param, column in effect.where.items():
+            if param in args:
+                clauses.append(f"{_ident(column)} = ?")
+                params.append(args[param])
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def _fetch_one(self, effect: Effect, args: Mapping[str, Any]) -> dict[str, Any]:
+        table = effect.table
+        where, params = self._where(effect, args)
+        if not where:
+            raise ToolExecutionError("invalid_arguments", "no key given to select the row")
+        rows = self._guarded(f"SELECT * FROM {_ident(table)}{where} LIMIT 2", params, table, sqlite3.SQLITE_SELECT)
+        found = [dict(r) for r in rows.fetchall()]
+        if not found:
+            keys = {p: args.get(p) for p in effect.where}
+            raise ToolExecutionError("not_found", f"no {table} row matches {keys}")
+        if len(found) > 1:
+            raise ToolExecutionError("ambiguous", f"more than one {table} row matches; give a more specific key")
+        return found[0]
+
+    def _check_require(self, effect: Effect, row: Mapping[str, Any]) -> None:
+        for column, allowed in effect.require.items():
+            if row.get(column) not in allowed:
+                raise ToolExecutionError(
+                    "precondition_failed",
+                    f"{effect.table}.{column} is {row.get(column)!r}; this action needs one of {list(allowed)}",
+                )
+
+    def _run(self, effect: Effect, args: Mapping[str, Any]) -> dict[str, Any]:
+        table = effect.table
+        key = self._keys.get(table)
+        self._check_table(
+            table,
+            list(effect.where.values()) + list(effect.set.values()) + list(effect.values.values())
+            + list(effect.const) + list(effect.require) + list(effect.columns)
+            + ([effect.order_by] if effect.order_by else []),
+        )
+        if effect.kind == "read":
+            cols = ", ".join(_ident(c) for c in effect.columns) if effect.columns else "*"
+            where, params = self._where(effect, args)
+            order = f" ORDER BY {_ident(effect.order_by or key or '')}" if (effect.order_by or key) else ""
+            limit = "" if effect.many else " LIMIT 2"
+            cur = self._guarded(
+                f"SELECT {cols} FROM {_ident(table)}{where}{order}{limit}", params, table, sqlite3.SQLITE_SELECT
+            )
+            rows = [dict(r) for r in cur.fetchall()]
+            if effect.many:
+                return {"items": rows}
+            if not rows:
+                keys = {p: args.get(p) for p in effect.where}
+                raise ToolExecutionError("not_found", f"no {table} row matches {keys}")
+            if len(rows) > 1:
+                raise ToolExecutionError("ambiguous", f"more than one {table} row matches; be more specific")
+            return rows[0]
+        if effect.kind == "insert":
+            if not key:
+                raise ToolExecutionError("invalid_schema", f"table {table!r} has no primary key")
+            values = {column: args[param] for param, column in effect.values.items() if param in args}
+            values.update(effect.const)
+            values[key] = self._next_key(table, key, effect.key_prefix)
+            cols = list(values)
+            sql = (
+                f"INSERT INTO {_ident(table)} ({', '.join(_ident(c) for c in cols)}) "
+                f"VALUES ({', '.join('?' for _ in cols)})"
+            )
+            self._guarded(sql, [values[c] for c in cols], table, sqlite3.SQLITE_INSERT)
+            return self._fetch_one(Effect(kind="read", table=table, where={"k": key}), {"k": values[key]})
+        if effect.kind == "update":
+            row = self._fetch_one(effect, args)
+            self._check_require(effect, row)
+            changes = {column: args[param] for param, column in effect.set.items() if param in args}
+            changes.update(effect.const)
+            if not changes:
+                raise ToolExecutionError("invalid_arguments", "nothing to update: give at least one field")
+            sets = ", ".join(f"{_ident(c)} = ?" for c in changes)
+            self._guarded(
+                f"UPDATE {_ident(table)} SET {sets} WHERE {_ident(key or '')} = ?",
+                [*changes.values(), row[key or ""]],
+                table,
+                sqlite3.SQLITE_UPDATE,
+            )
+            return self._fetch_one(Effect(kind="read", table=table, where={"k": key or ""}), {"k": row[key or ""]})
+        if effect.kind == "delete":
+            row = self._fetch_one(effect, args)
+            self._check_require(effect, row)
+            self._guarded(
+                f"DELETE FROM {_ident(table)} WHERE {_ident(key or '')} = ?", [row[key or ""]], table, sqlite3.SQLITE_DELETE
+            )
+            return {"deleted": row[key or ""]}
+        raise ToolExecutionError("invalid_schema", f"unknown effect kind {effect.kind!r}")
+
+    def _next_key(self, table: str, key: str, prefix: str) -> str:
+        cur = self._guarded(f"SELECT {_ident(key)} FROM {_ident(table)}", [], table, sqlite3.SQLITE_SELECT)
+        best = 0
+        for (value,) in cur.fetchall():
+            text = str(value)
+            if text.startswith(prefix) and text[len(prefix):].isdigit():
+                best = max(best, int(text[len(prefix):]))
+        return f"{prefix}{best + 1:04d}"
+
+    # -- state -----------------------------------------------------------------------------------
+    def rows(self) -> dict[str, list[dict[str, Any]]]:
+        """Every table's rows, ordered by primary key."""
+        with self._lock:
+            out = {}
+            for table, key in self._keys.items():
+                cur = self.conn.execute(f"SELECT * FROM {_ident(table)} ORDER BY {_ident(key)}")
+                out[table] = [dict(r) for r in cur.fetchall()]
+            return out
+
+    def digest(self) -> str:
+        """Canonical digest of the current state (comparable with :meth:`DatabaseState.digest`)."""
+        return state_digest(self.rows(), self._keys)
+
+
+_SAFE_FUNCTIONS = frozenset({"count", "lower", "upper", "length", "abs", "coalesce", "min", "max", "sum"})
+_TEMPLATES: dict[str, sqlite3.Connection] = {}
+_TEMPLATE_LOCK = threading.Lock()
+_TEMPLATE_LIMIT = 64
+
+
+def _template_for(state: DatabaseState) -> sqlite3.Connection:
+    """A cached, fully loaded in-memory database for ``state``; rollouts copy it with ``backup``."""
+    digest = state.digest() + "|" + repr([(t.name, t.primary_key, t.columns) for t in state.tables])
+    with _TEMPLATE_LOCK:
+        conn = _TEMPLATES.get(digest)
+        if conn is not None:
+            return conn
+        conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        for table in state.tables:
+            cols = ", ".join(
+                f"{_ident(c.name)} {c.type if c.type in ('TEXT', 'INTEGER', 'REAL') else 'TEXT'}"
+                + (" PRIMARY KEY" if c.name == table.primary_key else "")
+                for c in table.columns
+            )
+            conn.execute(f"CREATE TABLE {_ident(table.name)} ({cols})")
+            names = [c.name for c in table.columns]
+            conn.executemany(
+                f"INSERT INTO {_ident(table.name)} ({', '.join(_ident(n) for n in names)}) "
+                f"VALUES ({', '.join('?' for _ in names)})",
+                [[row.get(n) for n in names] for row in state.rows.get(table.name, ())],
+            )
+        if len(_TEMPLATES) >= _TEMPLATE_LIMIT:
+            _TEMPLATES.pop(next(iter(_TEMPLATES))).close()
+        _TEMPLATES[digest] = conn
+        return conn
+
+
+def compute_changes(
+    initial: DatabaseState, final_rows: Mapping[str, list[dict[str, Any]]]
+) -> dict[str, dict[str, dict[str, Any] | None]]:
+    """Rows of ``final_rows`` that differ from ``initial``: table -> key -> row (None when deleted)."""
+    changes: dict[str, dict[str, dict[str, Any] | None]] = {}
+    for table in initial.tables:
+        key = table.primary_key
+        before = {str(r[key]): dict(r) for r in initial.rows.get(table.name, ())}
+        after = {str(r[key]): dict(r) for r in final_rows.get(table.name, [])}
+        diff: dict[str, dict[str, Any] | None] = {}
+        for k, row in after.items():
+            if before.get(k) != row:
+                diff[k] = row
+        for k in before:
+            if k not in after:
+                diff[k] = None
+        if diff:
+            changes[table.name] = dict(sorted(diff.items()))
+    return changes
+
+
+class SQLiteSession:
+    """One rollout's tools: a private copy of the task's database."""
+
+    def __init__(self, task: Task, *, timeout_s: float) -> None:
+        if task.initial_state is None:
+            raise ValueError(f"task {task.id} has no initial_state; the sqlite tool simulator needs a database")
+        self.task = task
+        self.db = SQLiteDatabase(task.initial_state, timeout_s=timeout_s)
+        self._tools = {t.name: t for t in task.tools}
+
+    async def call(self, call: ToolCall) -> ToolResult:
+        """Execute one tool call and return its observation."""
+        if call.error:
+            return ToolResult(content={"error": "malformed_call", "message": call.error}, ok=False)
+        spec = self._tools.get(call.name)
+        if spec is None:
+            return ToolResult(
+                content={"error": "unknown_tool", "message": f"no tool named {call.name!r}; use one of {sorted(self._tools)}"},
+                ok=False,
+            )
+        result = self.db.execute(spec, call.arguments)
+        return ToolResult(content=result, ok="error" not in result, wrote=spec.writes and "error" not in result)
+
+    def final_state(self) -> StateChange:
+        """The session's end state: digest and rows changed from the initial state."""
+        assert self.task.initial_state is not None
+        rows = self.db.rows()
+        return StateChange(
+            digest=state_digest(rows, {t.name: t.primary_key for t in self.task.initial_state.tables}),
+            changes=compute_changes(self.task.initial_state, rows),
+        )
+
+    async def aclose(self) -> None:
+        """Release the database."""
+        self.db.close()
+
+
+class SQLiteToolSimulator:
+    """Executes database tools for real on a per-rollout copy of the task's initial state.
+
+    Options (``[plugins.sqlite]``): ``timeout_s`` (float, default 1.0) bounds each statement.
+    """
+
+    name = "sqlite"
+
+    def __init__(self, timeout_s: float = 1.0) -> None:
+        self.timeout_s = float(timeout_s)
+
+    async def start(self, task: Task, seed: int) -> SQLiteSession:
+        """Open a fresh session on a private copy of the task's database."""
+        return SQLiteSession(task, timeout_s=self.timeout_s)
+
+
+@hookimpl
+def synth_register_tool_simulators(register: Any) -> None:
+    """Register the ``sqlite`` tool simulator."""
+    register("sqlite", SQLiteToolSimulator, description="execute declarative read/write tools on a real SQLite copy")

@@ -1,0 +1,224 @@
+"""The ``workflow`` rubric builder and the ``rubric`` reward scorer (deterministic, offline).
+
+The rubric comes from the task's gold workflow:
+
+* **subgoals**: each workflow step as a successful tool call with the gold arguments; the answer values in
+  the agent's final message (so a read-only task needs positive evidence and doing nothing never passes);
+* **required interactions**: asking the user for each hidden fact;
+* **forbidden behaviours** (gates, reward 0): a successful write that is not in the workflow; calling a tool
+  the task does not offer;
+* **checks**: the final database state equals the gold state (canonical digest).
+
+The score is ``gate * (w_subgoal * subgoal_fraction + w_interaction * interaction_fraction
++ w_success * success) / sum(w)``, where ``success`` means every subgoal, interaction and check passed.
+Defaults ``0.25 / 0.25 / 0.5`` make any single failure cost at least half the reward.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from synthagent.core.hookspecs import hookimpl
+from synthagent.core.models import (
+    Criterion,
+    CriterionResult,
+    Message,
+    Rubric,
+    Score,
+    Task,
+    ToolCall,
+    Trajectory,
+    stable_id,
+)
+from synthagent.plugins.rule_user import asked_facts
+
+__all__ = ["WorkflowRubricBuilder", "RubricScorer", "DEFAULT_WEIGHTS", "executed_calls", "values_match"]
+
+DEFAULT_WEIGHTS = {"subgoal": 0.25, "interaction": 0.25, "success": 0.5}
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return round(float(value), 6)
+    if isinstance(value, str):
+        return " ".join(value.strip().lower().split())
+    return value
+
+
+def values_match(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
+    """True when every expected argument is present in ``actual`` with an equal (normalized) value."""
+    return all(k in actual and _norm(actual[k]) == _norm(v) for k, v in expected.items())
+
+
+def executed_calls(messages: Sequence[Message]) -> list[tuple[ToolCall, bool]]:
+    """Every tool call of the trajectory with whether its observation was a success (no ``error``)."""
+    results: dict[str, bool] = {}
+    for m in messages:
+        if m.role == "tool" and m.tool_call_id is not None:
+            ok = True
+            try:
+                content = json.loads(m.content or "null")
+                ok = not (isinstance(content, Mapping) and "error" in content)
+            except ValueError:
+                ok = True
+            results[m.tool_call_id] = ok
+    return [(c, results.get(c.id, False)) for m in messages if m.role == "assistant" for c in m.tool_calls]
+
+
+def _contains(text: str, value: Any) -> bool:
+    text_l = text.lower()
+    if isinstance(value, float):
+        candidates = {str(value), f"{value:.2f}", f"{value:,.2f}"}
+        if value.is_integer():
+            candidates.add(str(int(value)))
+        return any(c.lower() in text_l for c in candidates)
+    return str(value).lower() in text_l
+
+
+class WorkflowRubricBuilder:
+    """Builds the rubric from the workflow (see the module docstring).
+
+    :param weights: overrides of ``subgoal``, ``interaction`` and ``success`` weights.
+    """
+
+    name = "workflow"
+
+    def __init__(self, weights: Mapping[str, float] | None = None) -> None:
+        unknown = set(weights or {}) - set(DEFAULT_WEIGHTS)
+        if unknown:
+            raise ValueError(f"unknown weight(s) {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
+        self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
+
+    def build(self, task: Task, demonstrations: Sequence[Trajectory]) -> Rubric:
+        """The rubric of ``task`` (demonstrations are not needed by this deterministic builder)."""
+        criteria: list[Criterion] = []
+        for step in task.workflow:
+            if step.tool:
+                criteria.append(Criterion(
+                    id=f"step-{step.index}", kind="subgoal", description=step.description, check="tool_call",
+                    spec={"tool": step.tool, "arguments": step.arguments, "writes": step.writes},
+                ))
+        if task.answer:
+            criteria.append(Criterion(
+                id="answer", kind="subgoal", description="report the result to the user",
+                check="answer_contains", spec={"values": list(task.answer)},
+            ))
+        for fact in task.user_context:
+            criteria.append(Criterion(
+                id=f"ask-{fact.name}", kind="interaction", description=f"ask the user for {fact.description}",
+                check="asked_for_fact", spec={"fact": fact.name, "keywords": list(fact.keywords)},
+            ))
+        gold_writes = [{"tool": s.tool, "arguments": s.arguments} for s in task.workflow if s.writes]
+        criteria.append(Criterion(
+            id="no-unexpected-write", kind="forbidden", description="no write outside the workflow",
+            check="unexpected_write", spec={"gold_writes": gold_writes},
+        ))
+        criteria.append(Criterion(
+            id="no-foreign-tool", kind="forbidden", description="no tool outside the task",
+            check="tool_outside_task", spec={"tools": sorted(t.name for t in task.tools)},
+        ))
+        if task.gold_state is not None:
+            criteria.append(Criterion(
+                id="final-state", kind="check", description="the final database equals the gold state",
+                check="final_state", spec={"digest": task.gold_state.digest},
+            ))
+        rubric_id = stable_id("rubric", task.id, self.name, [c.id for c in criteria], self.weights)
+        return Rubric(id=rubric_id, task_id=task.id, builder=self.name, criteria=criteria, weights=self.weights)
+
+
+class RubricScorer:
+    """Scores a trajectory against a rubric programmatically (no judge)."""
+
+    name = "rubric"
+
+    async def score(self, task: Task, rubric: Rubric, trajectory: Trajectory) -> Score:
+        """Evaluate every criterion and combine them (module docstring)."""
+        score_id = stable_id("score", trajectory.id, rubric.id, self.name)
+        if trajectory.error is not None:
+            return Score(score_id, trajectory.id, task.id, rubric.id, self.name, "infra_error", None, False, (), {})
+        calls = executed_calls(trajectory.messages)
+        results = [self._evaluate(c, task, trajectory, calls) for c in rubric.criteria]
+        by_kind: dict[str, list[CriterionResult]] = {}
+        for r in results:
+            by_kind.setdefault(r.kind, []).append(r)
+
+        def frac(kind: str) -> float:
+            items = by_kind.get(kind, [])
+            return sum(r.score for r in items) / len(items) if items else 1.0
+
+        gate = all(r.passed for r in by_kind.get("forbidden", []))
+        success = all(r.passed for r in results if r.kind in ("subgoal", "interaction", "check"))
+        components = {"subgoal": frac("subgoal"), "interaction": frac("interaction"), "success": float(success)}
+        w = {**DEFAULT_WEIGHTS, **rubric.weights}
+        total_w = sum(w.values()) or 1.0
+        raw = sum(w[k] * components[k] for k in DEFAULT_WEIGHTS) / total_w
+        total = round(raw if gate else 0.0, 6)
+        components["gate"] = float(gate)
+        return Score(score_id, trajectory.id, task.id, rubric.id, self.name, "ok", total, success and gate,
+                     tuple(results), components)
+
+    def _evaluate(self, c: Criterion, task: Task, traj: Trajectory,
+                  calls: list[tuple[ToolCall, bool]]) -> CriterionResult:
+        passed, evidence = False, ""
+        if c.check == "tool_call":
+            hits = [call for call, ok in calls if ok and call.name == c.spec["tool"]
+                    and values_match(c.spec["arguments"], call.arguments)]
+            passed = bool(hits)
+            evidence = (f"call {hits[0].id} {c.spec['tool']}({hits[0].arguments})" if hits
+                        else f"no successful {c.spec['tool']} call with {c.spec['arguments']}")
+        elif c.check == "answer_contains":
+            final = next((m.content or "" for m in reversed(traj.messages)
+                          if m.role == "assistant" and not m.tool_calls), "")
+            missing = [v for v in c.spec["values"] if not _contains(final, v)]
+            passed = not missing
+            evidence = "final answer has every value" if passed else f"final answer lacks {missing}"
+        elif c.check == "asked_for_fact":
+            fact = next((f for f in task.user_context if f.name == c.spec["fact"]), None)
+            asks = [m for m in traj.messages if m.role == "assistant" and not m.tool_calls and m.content
+                    and "?" in m.content and fact is not None and asked_facts(m.content, [fact])]
+            passed = bool(asks)
+            evidence = f"asked: {asks[0].content!r}" if asks else f"never asked for {c.spec['fact']}"
+        elif c.check == "unexpected_write":
+            remaining = list(c.spec["gold_writes"])
+            unexpected = []
+            for call, ok in calls:
+                spec = task.tool(call.name)
+                if not ok or spec is None or not spec.writes:
+                    continue
+                match = next((g for g in remaining if g["tool"] == call.name
+                              and values_match(g["arguments"], call.arguments)), None)
+                if match is None:
+                    unexpected.append(call)
+                else:
+                    remaining.remove(match)
+            passed = not unexpected
+            evidence = "every write is in the workflow" if passed else \
+                f"unexpected write(s): {[(u.name, u.arguments) for u in unexpected]}"
+        elif c.check == "tool_outside_task":
+            allowed = set(c.spec["tools"])
+            foreign = [call.name for call, _ in calls if call.name not in allowed]
+            passed = not foreign
+            evidence = "only task tools" if passed else f"called tools outside the task: {foreign}"
+        elif c.check == "final_state":
+            passed = traj.final_state_digest == c.spec["digest"]
+            evidence = "final state matches gold" if passed else \
+                f"final state differs from gold (changed rows: {traj.final_state_changes})"
+        else:
+            evidence = f"unknown check {c.check!r}"
+        return CriterionResult(c.id, c.kind, passed, 1.0 if passed else 0.0, evidence[:500], f"{self.name}:{c.check}")
+
+
+@hookimpl
+def synth_register_rubric_builders(register: Any) -> None:
+    """Register the ``workflow`` rubric builder."""
+    register("workflow", WorkflowRubricBuilder, description="subgoals, interactions, gates and state check from the workflow")
+
+
+@hookimpl
+def synth_register_reward_scorers(register: Any) -> None:
+    """Register the ``rubric`` scorer."""
+    register("rubric", RubricScorer, description="programmatic scoring of a rubric with per-criterion evidence")
