@@ -229,7 +229,7 @@ def load_plugins(extra: Iterable[str] = (), *, environ: Mapping[str, str] | None
     registries: dict[str, Registry[Any]] = {kind: Registry(kind) for kind in hookspecs.HOOK_KINDS}
     for kind, hook_name in hookspecs.HOOK_KINDS.items():
         hook = getattr(pm.hook, hook_name)
-        for hookimpl in reversed(hook.get_hookimpls()):
+        for hookimpl in hook.get_hookimpls():
             plugin_name = hookimpl.plugin_name
             version = versions.get(plugin_name, "unknown")
 

@@ -152,7 +152,7 @@ class SQLiteDatabase:
         except sqlite3.DatabaseError as exc:
             if "interrupted" in str(exc):
                 raise ToolExecutionError("timeout", f"statement exceeded {self.timeout_s}s") from exc
-            if "not authorized" in str(exc):
+            if "not authorized" in str(exc) or "prohibited" in str(exc):
                 raise ToolExecutionError("denied", f"statement denied by the sandbox: {exc}") from exc
             raise ToolExecutionError("database_error", str(exc)) from exc
         finally:

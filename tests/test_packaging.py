@@ -1,0 +1,75 @@
+"""Packaging: the wheel carries every subpackage and the domain pack; imports stay light and clean."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
+                   check=True, capture_output=True, text=True, timeout=600)
+    return next(out.glob("synthagent-*.whl"))
+
+
+def test_wheel_contains_every_package_and_the_domain_pack(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    for folder in ("core", "plugins"):
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.relative_to(REPO).as_posix()
+            assert f"synthagent/{rel}" in names, f"{rel} is missing from the wheel (list it in pyproject.toml)"
+    domains = sorted((REPO / "plugins/offline_domains/domains").glob("*.json"))
+    assert len(domains) >= 8
+    for d in domains:
+        assert f"synthagent/plugins/offline_domains/domains/{d.name}" in names
+    assert not any(n.startswith(("core/", "plugins/")) for n in names), "never ship top-level core/plugins"
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[synthagent]" in text and "offline_domains = synthagent.plugins.offline_domains" in text
+
+
+def test_wheel_installs_and_imports(wheel: Path, tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    code = ("import synthagent.core.models, synthagent.plugins.offline_domains as o, sys; "
+            "print(synthagent.core.models.__file__); print(len(o.OfflineDomainsGenerator().domains))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                            env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    path, count = result.stdout.split()
+    assert path.startswith(str(target)) and int(count) >= 8
+
+
+def test_the_installed_package_imports_from_this_checkout() -> None:
+    """The editable install (the README's) maps synthagent.core onto ./core."""
+    import synthagent.core
+    import synthagent.plugins
+
+    assert Path(synthagent.core.__file__).resolve().parent == REPO / "core"
+    assert Path(synthagent.plugins.__file__).resolve().parent == REPO / "plugins"
+
+
+def test_cli_import_is_light() -> None:
+    code = ("import sys, synthagent.core.cli; heavy = [m for m in ('torch', 'trl', 'ray', 'redis', 'vllm', 'langgraph', "
+            "'transformers', 'datasets') if m in sys.modules]; print(heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_core_imports_no_plugin_and_tests_never_import_top_level_folders() -> None:
+    for path in (REPO / "core").rglob("*.py"):
+        imports = re.findall(r"^\s*(?:from|import)\s+synthagent\.plugins", path.read_text(), re.M)
+        assert not imports, f"{path} imports a plugin"
+    bad = re.compile(r"^\s*(import|from)\s+(core|plugins)(\.|\s|$)", re.M)
+    for path in list((REPO / "tests").rglob("*.py")) + list((REPO / "benchmarks").rglob("*.py")):
+        assert not bad.search(path.read_text()), f"{path} imports the top-level core/plugins folder"
