@@ -27,7 +27,7 @@ from langgraph.graph import END, START, StateGraph
 from synthagent.core.models import Message, Task, Trajectory, Usage, stable_id
 from synthagent.core.protocols import ChatRequest, LLMBackend, ToolSession, UserSession
 
-__all__ = ["Episode", "run_episode", "build_graph", "TERMINATIONS"]
+__all__ = ["Episode", "run_episode", "build_graph", "episode_seed", "initial_messages", "TERMINATIONS"]
 
 #: Why an episode ended.
 TERMINATIONS = ("user_stop", "final_answer", "max_turns", "infra_error")
@@ -147,6 +147,11 @@ def _graph() -> Any:
     return _GRAPH
 
 
+def episode_seed(task_id: str, sample: int, seed: int) -> int:
+    """The per-rollout seed: differs across tasks and samples, fixed for a given run seed."""
+    return int(stable_id("seed", task_id, sample, seed).split("-")[1][:8], 16)
+
+
 def initial_messages(task: Task) -> list[Message]:
     """The conversation's opening: the domain policy as system prompt and the user's instruction."""
     return [Message("system", task.system_prompt), Message("user", task.instruction)]
@@ -168,8 +173,7 @@ async def run_episode(
     :param max_turns: the most agent messages before the episode ends with ``max_turns``.
     :param sample: the sample index (several trajectories per task get distinct ids and seeds).
     """
-    episode_seed = int(stable_id("seed", task.id, sample, seed).split("-")[1][:8], 16)
-    ep = Episode(task, policy, tools, user, max_turns, episode_seed, params or {})
+    ep = Episode(task, policy, tools, user, max_turns, episode_seed(task.id, sample, seed), params or {})
     start = time.perf_counter()
     state: EpisodeState = {"messages": initial_messages(task), "turns": 0, "termination": None}
     final = await _graph().ainvoke(
@@ -182,7 +186,7 @@ async def run_episode(
         task_id=task.id,
         policy=policy.name,
         sample=sample,
-        seed=episode_seed,
+        seed=ep.seed,
         messages=final["messages"],
         termination=final.get("termination") or "final_answer",
         turns=final["turns"],

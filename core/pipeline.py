@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import logging
 import platform
 import statistics
 import sys
@@ -24,7 +25,7 @@ from typing import Any
 import attrs
 
 from synthagent.core import __version__
-from synthagent.core.agent_loop import initial_messages, run_episode
+from synthagent.core.agent_loop import episode_seed, initial_messages, run_episode
 from synthagent.core.config import STAGES, RunConfig
 from synthagent.core.errors import RunDirectoryError, StageError, UsageError
 from synthagent.core.models import Score, Task, Trajectory, stable_id
@@ -42,6 +43,8 @@ from synthagent.core.registry import Plugins
 from synthagent.core.store import RunStore, write_json_atomic, write_jsonl_atomic
 
 __all__ = ["Pipeline", "ProgressHook", "Components", "sft_row", "rl_row"]
+
+log = logging.getLogger("synthagent")
 
 #: The record file each stage writes.
 STAGE_FILES = {"generate": "tasks", "simulate": "trajectories", "rubric": "rubrics", "score": "scores"}
@@ -203,9 +206,11 @@ class Pipeline:
                 if store.stage_done(stage):
                     continue
                 store.mark_stage(stage, "running")
+                log.info("stage %s started", stage)
                 start = time.perf_counter()
                 info = await getattr(self, f"_stage_{stage}")()
                 timings[stage] = round(time.perf_counter() - start, 3)
+                log.info("stage %s done in %.3f s: %s", stage, timings[stage], info)
                 if stage in STAGE_FILES:
                     store.files[STAGE_FILES[stage]].sync()
                 store.mark_stage(stage, "done", **info)
@@ -262,9 +267,10 @@ class Pipeline:
 
         async def rollout(job: tuple[Task, int]) -> Trajectory:
             task, sample = job
-            tool_session = await c.tools.start(task, sample)
+            seed = episode_seed(task.id, sample, self.config.seed)
+            tool_session = await c.tools.start(task, seed)
             try:
-                user = await c.user.start(task, sample)
+                user = await c.user.start(task, seed)
                 return await run_episode(
                     task, policy=c.llm, tools=tool_session, user=user,
                     max_turns=self.config.simulate.max_turns, sample=sample, seed=self.config.seed,
@@ -278,6 +284,8 @@ class Pipeline:
                 if isinstance(result, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
                     raise result
                 failures[type(result).__name__] += 1
+                log.error("rollout of task %s sample %d failed: %s: %s", task.id, sample, type(result).__name__,
+                          result, exc_info=result)
                 result = Trajectory(
                     id=stable_id("traj", task.id, c.llm.name, sample, self.config.seed), task_id=task.id,
                     policy=c.llm.name, sample=sample, seed=0, messages=(), termination="infra_error", turns=0,

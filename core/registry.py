@@ -213,9 +213,9 @@ def load_plugins(extra: Iterable[str] = (), *, environ: Mapping[str, str] | None
 
     requested = [p.strip() for p in env.get(ENV_PLUGINS, "").split(",") if p.strip()] + list(extra)
     for name in requested:
-        ep = by_name.get(name)
-        if ep is not None:
-            add(_import(name, ep.value), name, ep.dist.version if ep.dist else "unknown", "entry-point")
+        named = by_name.get(name)
+        if named is not None:
+            add(_import(name, named.value), name, named.dist.version if named.dist else "unknown", "entry-point")
         else:
             module = _import(name, name)
             add(module, name, _module_version(module), "--plugin")

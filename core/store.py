@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -209,6 +210,8 @@ class RunStore:
             )
         try:
             out.mkdir(parents=True, exist_ok=True)
+            for stale in out.glob(f".{name}.creating-*"):  # left by a process killed while creating this run
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}.creating-", dir=out))
         except OSError as exc:
             raise RunDirectoryError(f"cannot create a run in {str(out)!r}: {exc.strerror or exc}") from exc
@@ -217,9 +220,7 @@ class RunStore:
             write_json_atomic(tmp / MANIFEST, manifest)
             os.rename(tmp, root)
         except OSError as exc:
-            for child in sorted(tmp.rglob("*"), reverse=True):
-                child.unlink() if child.is_file() else child.rmdir()
-            tmp.rmdir()
+            shutil.rmtree(tmp, ignore_errors=True)
             if root.exists():
                 raise RunDirectoryError(f"run directory {str(root)!r} already exists") from exc
             raise RunDirectoryError(f"cannot create run directory {str(root)!r}: {exc}") from exc

@@ -221,12 +221,12 @@ class SQLiteDatabase:
             values = {column: args[param] for param, column in effect.values.items() if param in args}
             values.update(effect.const)
             values[key] = self._next_key(table, key, effect.key_prefix)
-            cols = list(values)
+            names = list(values)
             sql = (
-                f"INSERT INTO {_ident(table)} ({', '.join(_ident(c) for c in cols)}) "
-                f"VALUES ({', '.join('?' for _ in cols)})"
+                f"INSERT INTO {_ident(table)} ({', '.join(_ident(c) for c in names)}) "
+                f"VALUES ({', '.join('?' for _ in names)})"
             )
-            self._guarded(sql, [values[c] for c in cols], table, sqlite3.SQLITE_INSERT)
+            self._guarded(sql, [values[c] for c in names], table, sqlite3.SQLITE_INSERT)
             return self._fetch_one(Effect(kind="read", table=table, where={"k": key}), {"k": values[key]})
         if effect.kind == "update":
             row = self._fetch_one(effect, args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -69,3 +70,34 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> DefaultRun:
     assert result.returncode == 0, result.stderr[-3000:]
     print(f"\n[default run] synth run with the embedded default took {seconds:.1f} s wall")
     return DefaultRun(out / "base", seconds, result)
+
+
+FILES = ("tasks.jsonl", "trajectories.jsonl", "rubrics.jsonl", "scores.jsonl")
+
+
+def read_records(root: Path) -> dict[str, dict[str, dict]]:
+    """file -> id -> record, with wall-clock fields removed."""
+    out: dict[str, dict[str, dict]] = {}
+    for name in FILES:
+        rows: dict[str, dict] = {}
+        lines = (root / name).read_text().splitlines()
+        for line in lines:
+            rec = json.loads(line)
+            rec.pop("timings", None)
+            assert rec["id"] not in rows, f"duplicate id {rec['id']} in {name}"
+            rows[rec["id"]] = rec
+        assert len(rows) == len(lines)
+        out[name] = rows
+    return out
+
+
+@pytest.fixture
+def records() -> Callable[[Path], dict[str, dict[str, dict]]]:
+    """``records(run_dir)``: file -> id -> record (timings stripped; duplicate ids fail)."""
+    return read_records
+
+
+@pytest.fixture
+def popen_synth() -> Callable[..., subprocess.Popen[bytes]]:
+    """Start the CLI without waiting (for kill tests)."""
+    return synth_popen

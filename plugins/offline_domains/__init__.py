@@ -49,16 +49,10 @@ class OfflineDomainsGenerator:
         self.min_hidden = int(min_hidden)
         self.max_hidden = int(max_hidden)
         self.max_tools = int(max_tools)
-        self._domains: list[Domain] | None = None
+        # Loaded and validated now, so a bad pack fails before a run directory is created.
+        self.domains: list[Domain] = load_pack(self.domains_dir or None, self.domain_names)
         #: Rejected samples by reason (reported in the run summary).
         self.stats: Counter[str] = Counter()
-
-    @property
-    def domains(self) -> list[Domain]:
-        """The loaded domains (loaded once, validated)."""
-        if self._domains is None:
-            self._domains = load_pack(self.domains_dir or None, self.domain_names)
-        return self._domains
 
     def sample(self, count: int, seed: int) -> list[Task]:
         """Return up to ``count`` distinct tasks for ``seed`` (fewer only if the pack runs out)."""

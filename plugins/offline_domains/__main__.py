@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
     total_tools = 0
     for path in sorted(folder.glob("*.json")):
         try:
-            domain = load_domain(path)
+            domain = load_domain(path, check_anchors=None)
         except DomainError as exc:
             failed += 1
             for problem in problems_of(exc):

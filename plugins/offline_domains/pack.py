@@ -156,8 +156,11 @@ def _req(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: 
     return value
 
 
-def load_domain(path: str | Path) -> Domain:
+def load_domain(path: str | Path, *, check_anchors: int | None = 1) -> Domain:
     """Load and validate one domain file.
+
+    :param check_anchors: how many anchor rows per scenario to run the gold path for (None: every one, as
+        ``python -m synthagent.plugins.offline_domains check`` does). Sampling rejects a failing row anyway.
 
     :raises DomainError: with the file, JSON path and problem (all problems via :func:`problems_of`).
     """
@@ -256,7 +259,7 @@ def load_domain(path: str | Path) -> Domain:
         anchors = anchor_rows(domain, scenario)
         if not anchors:
             p.add(f"$.scenarios[{i}].anchor", "no seeded row matches the anchor filter")
-        for row in anchors:
+        for row in anchors if check_anchors is None else anchors[:check_anchors]:
             try:
                 instantiate(domain, scenario, row, hidden=scenario.hideable[:1], seed=0, generator="check")
             except Rejected as exc:
@@ -386,7 +389,7 @@ def _load_scenario(
         if problem:
             p.add(f"{jpath}.key", problem)
             continue
-        joins[jname] = (jtable, jkey)
+        joins[jname] = (str(jtable), str(jkey))
         row_tables[jname] = jtable
     facts: dict[str, FactTemplate] = {}
     for fname, fdef in facts_raw.items():
@@ -426,7 +429,7 @@ def _load_scenario(
         p.add(f"{spath}.steps", f"needs 2-6 steps, has {len(steps_raw)}")
     for i, st in enumerate(steps_raw):
         stpath = f"{spath}.steps[{i}]"
-        tool = (st or {}).get("tool")
+        tool = str((st or {}).get("tool"))
         if tool not in tools:
             p.add(f"{stpath}.tool", f"unknown tool {tool!r}")
             continue

@@ -6,16 +6,10 @@ import json
 import os
 import random
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from records import records  # noqa: E402
-
-from conftest import synth_popen  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +32,7 @@ def test_default_run_writes_the_whole_layout(default_run) -> None:
     assert len(sft) == summary["tasks"]
 
 
-def test_same_seed_same_records(default_run, synth, tmp_path: Path) -> None:
+def test_same_seed_same_records(default_run, synth, records, tmp_path: Path) -> None:
     result = synth(["run", "-q", "--out", str(tmp_path), "--name", "again"])
     assert result.returncode == 0, result.stderr
     assert records(tmp_path / "again") == records(default_run.root)
@@ -49,30 +43,32 @@ def test_same_seed_same_records(default_run, synth, tmp_path: Path) -> None:
     assert not set(records(tmp_path / "seed1")["tasks.jsonl"]) & set(records(default_run.root)["tasks.jsonl"])
 
 
-def test_sigkill_at_random_moments_then_resume_loses_and_duplicates_nothing(default_run, tmp_path: Path) -> None:
+def test_sigkill_at_random_moments_then_resume_loses_and_duplicates_nothing(default_run, records, popen_synth,
+                                                                            tmp_path: Path) -> None:
+    """Five runs, each SIGKILLed at a random moment of the whole run (start-up included), then resumed."""
     rng = random.Random(20261123)
-    kills = 0
-    attempts = 0
-    args = ["run", "-q", "--out", str(tmp_path), "--name", "killed"]
-    while kills < 5:
-        attempts += 1
-        assert attempts < 20, "the run kept finishing before the kill"
-        resume = ["--resume"] if (tmp_path / "killed").exists() else []
-        proc = synth_popen(args + resume)
-        time.sleep(rng.uniform(0.8, max(1.0, default_run.seconds * 0.9)))
+    moments = sorted(rng.uniform(0.3, default_run.seconds) for _ in range(5))
+    expected = records(default_run.root)
+    killed_mid_run = 0
+    for i, moment in enumerate(moments):
+        args = ["run", "-q", "--out", str(tmp_path), "--name", f"k{i}"]
+        proc = popen_synth(args)
+        time.sleep(moment)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            kills += 1
-        else:
-            proc.wait()
-            assert proc.returncode == 0, proc.stderr.read().decode() if proc.stderr else ""
-            break  # finished before the kill: nothing more to interrupt
-    final = synth_popen(args + ["--resume"])
-    assert final.wait(timeout=300) == 0, final.stderr.read().decode() if final.stderr else ""
-    assert kills >= 5
-    assert records(tmp_path / "killed") == records(default_run.root)
-    assert (tmp_path / "killed/exports/sft.jsonl").read_bytes() == (default_run.root / "exports/sft.jsonl").read_bytes()
+        proc.wait()
+        root = tmp_path / f"k{i}"
+        if (root / "manifest.json").exists():
+            killed_mid_run += 1
+            resumed = popen_synth(args + ["--resume"])
+        else:  # killed before the run directory existed: nothing to resume, and nothing half-made
+            assert not root.exists()
+            resumed = popen_synth(args)
+        assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode() if resumed.stderr else ""
+        assert records(root) == expected, f"kill at {moment:.2f}s"
+        assert (root / "exports/sft.jsonl").read_bytes() == (default_run.root / "exports/sft.jsonl").read_bytes()
+    assert killed_mid_run >= 3, f"only {killed_mid_run} kills landed after the run directory was made"
+    assert not [p for p in tmp_path.iterdir() if ".creating-" in p.name]
 
 
 def test_resume_of_a_finished_run_is_a_no_op(synth, tmp_path: Path) -> None:
@@ -83,7 +79,7 @@ def test_resume_of_a_finished_run_is_a_no_op(synth, tmp_path: Path) -> None:
     assert {p.name: p.read_bytes() for p in (tmp_path / "r").glob("*.jsonl")} == before
 
 
-def test_from_stage_reruns_that_stage_and_later(synth, tmp_path: Path) -> None:
+def test_from_stage_reruns_that_stage_and_later(synth, records, tmp_path: Path) -> None:
     args = ["run", "-q", "--out", str(tmp_path), "--name", "f", "--tasks", "16"]
     assert synth(args).returncode == 0
     root = tmp_path / "f"

@@ -22,7 +22,7 @@ TOOL_TEMPLATE = r"""{%- if tools %}<|im_start|>system
 {{ tool | tojson }}
 {%- endfor %}
 </tools>
-For each call return <tool_call>{"name": ..., "arguments": ...}</tool_call>.<|im_end|>
+Call a tool with a tool_call block holding {"name": ..., "arguments": ...}.<|im_end|>
 {% elif messages[0].role == 'system' %}<|im_start|>system
 {{ messages[0].content }}<|im_end|>
 {% endif %}

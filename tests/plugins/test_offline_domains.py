@@ -13,6 +13,11 @@ from synthagent.plugins.offline_domains.pack import builtin_domains_dir, load_do
 from synthagent.plugins.sqlite_tools import SQLiteDatabase
 
 
+def test_every_anchor_row_of_every_scenario_has_a_working_gold_path() -> None:
+    for path in sorted(builtin_domains_dir().glob("*.json")):
+        load_domain(path, check_anchors=None)  # raises DomainError naming the row otherwise
+
+
 def test_pack_size() -> None:
     domains = load_pack()
     assert len(domains) >= 8
