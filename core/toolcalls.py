@@ -1,0 +1,119 @@
+"""Parsing a model's output into an assistant :class:`Message` with :class:`ToolCall` records.
+
+Three shapes are understood:
+
+* native OpenAI ``tool_calls`` (``{"id", "type": "function", "function": {"name", "arguments"}}``), with
+  ``arguments`` as a JSON string or an object;
+* calls embedded in text as ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` (Hermes / Qwen /
+  SmolLM style; an unclosed last block is read to the end of the text);
+* a bare JSON object (or list of objects) with ``name`` and ``arguments`` (or ``parameters``), optionally in
+  a Markdown code fence.
+
+A malformed call never raises: it becomes a ``ToolCall`` whose ``error`` says what was wrong, and the
+environment answers it with an error observation so the policy can correct itself. The parser as a whole
+never raises on any input (fuzzed in ``tests/core/test_toolcalls.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from synthagent.core.models import Message, ToolCall
+
+__all__ = ["parse_assistant", "parse_native_calls", "parse_text_calls"]
+
+_BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+_MAX_RAW = 200
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _MAX_RAW else text[:_MAX_RAW] + "..."
+
+
+def _call_from_object(obj: Any, call_id: str) -> ToolCall:
+    if not isinstance(obj, Mapping):
+        return ToolCall(call_id, "", {}, error=f"a tool call must be a JSON object, got {type(obj).__name__}")
+    if "function" in obj and isinstance(obj["function"], Mapping):  # an OpenAI-shaped object inside text
+        obj = obj["function"]
+    name = obj.get("name")
+    if not isinstance(name, str) or not name.strip():
+        return ToolCall(call_id, "", {}, error="the tool call has no 'name' string")
+    args: Any = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except ValueError as exc:
+            return ToolCall(call_id, name.strip(), {}, error=f"arguments are not valid JSON ({exc.msg}): {_short(args)}")
+    if args is None:
+        args = {}
+    if not isinstance(args, Mapping):
+        return ToolCall(call_id, name.strip(), {}, error=f"arguments must be a JSON object, got {type(args).__name__}")
+    return ToolCall(call_id, name.strip(), {str(k): v for k, v in args.items()})
+
+
+def parse_native_calls(native: Sequence[Any] | None, *, id_prefix: str = "call") -> tuple[ToolCall, ...]:
+    """Parse OpenAI ``tool_calls`` (as decoded from a response body)."""
+    calls: list[ToolCall] = []
+    for i, item in enumerate(native or ()):
+        try:
+            call_id = item.get("id") if isinstance(item, Mapping) else None
+            call_id = call_id if isinstance(call_id, str) and call_id else f"{id_prefix}_{i}"
+            if not isinstance(item, Mapping):
+                calls.append(ToolCall(call_id, "", {}, error="a tool call must be an object"))
+                continue
+            calls.append(_call_from_object(item.get("function", item), call_id))
+        except Exception as exc:  # noqa: BLE001 - the parser never raises
+            calls.append(ToolCall(f"{id_prefix}_{i}", "", {}, error=f"unreadable tool call: {type(exc).__name__}"))
+    return tuple(calls)
+
+
+def _loads(text: str) -> tuple[Any, str | None]:
+    try:
+        return json.loads(text), None
+    except (ValueError, RecursionError) as exc:
+        return None, getattr(exc, "msg", type(exc).__name__)
+
+
+def parse_text_calls(content: str | None, *, id_prefix: str = "call") -> tuple[str | None, tuple[ToolCall, ...]]:
+    """Find tool calls embedded in ``content``; return the remaining text (None if empty) and the calls."""
+    if not content:
+        return content or None, ()
+    try:
+        calls: list[ToolCall] = []
+        if "<tool_call>" in content:
+            for i, match in enumerate(_BLOCK.finditer(content)):
+                raw = match.group(1).strip()
+                obj, error = _loads(raw)
+                call_id = f"{id_prefix}_{i}"
+                if error is not None:
+                    calls.append(ToolCall(call_id, "", {}, error=f"tool call is not valid JSON ({error}): {_short(raw)}"))
+                else:
+                    calls.append(_call_from_object(obj, call_id))
+            rest = _BLOCK.sub("", content).strip()
+            return (rest or None), tuple(calls)
+        stripped = content.strip()
+        fenced = _FENCE.match(stripped)
+        candidate = fenced.group(1) if fenced else stripped
+        if candidate[:1] in "{[":
+            obj, error = _loads(candidate)
+            items = obj if isinstance(obj, list) else [obj]
+            if error is None and items and all(isinstance(o, Mapping) and "name" in o for o in items):
+                return None, tuple(_call_from_object(o, f"{id_prefix}_{i}") for i, o in enumerate(items))
+        return content, ()
+    except Exception as exc:  # noqa: BLE001 - the parser never raises
+        return content, (ToolCall(f"{id_prefix}_0", "", {}, error=f"unreadable output: {type(exc).__name__}"),)
+
+
+def parse_assistant(content: Any, native: Any = None, *, id_prefix: str = "call") -> Message:
+    """Build the assistant message: native calls when present, else calls embedded in the text."""
+    text = content if isinstance(content, str) else (None if content is None else str(content))
+    if native:
+        calls = parse_native_calls(native if isinstance(native, Sequence) and not isinstance(native, str)
+                                   else [native], id_prefix=id_prefix)
+        return Message("assistant", text or None, calls)
+    rest, calls = parse_text_calls(text, id_prefix=id_prefix)
+    return Message("assistant", rest, calls)
