@@ -219,6 +219,10 @@ class Pipeline:
             return self.write_summary()
         finally:
             store.close()
+            for comp in attrs.astuple(self.components, recurse=False):
+                close = getattr(comp, "aclose", None)
+                if close is not None and inspect.iscoroutinefunction(close):
+                    await close()
 
     def _store(self) -> RunStore:
         if self.store is None:
@@ -293,7 +297,8 @@ class Pipeline:
                 )
             store.trajectories.append(result)
             self.progress("simulate", 1, total)
-        return {"count": len(store.trajectories), "rollout_exceptions": dict(failures)}
+        return {"count": len(store.trajectories), "rollout_exceptions": dict(failures),
+                "llm_stats": dict(sorted(getattr(c.llm, "stats", {}).items()))}
 
     async def _stage_rubric(self) -> dict[str, Any]:
         store = self._store()
@@ -377,6 +382,7 @@ def summarize(store: RunStore) -> dict[str, Any]:
         "success_rate": round(sum(1 for s in scores if s.success) / len(scores), 4) if scores else None,
         "score_by_domain": {d: round(statistics.fmean(v), 4) for d, v in sorted(per_domain.items())},
         "dropped": stages.get("generate", {}).get("dropped", {}),
+        "llm_stats": stages.get("simulate", {}).get("llm_stats", {}),
         "timings_s": store.manifest.get("timings", {}),
     }
     write_json_atomic(store.root / "summary.json", summary)

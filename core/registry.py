@@ -43,6 +43,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "synthagent.plugins.workflow_rubric",
     "synthagent.plugins.memory_mapping",
     "synthagent.plugins.local_executor",
+    "synthagent.plugins.openai_backend",
 )
 ENV_AUTOLOAD_OFF = "SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD"
 ENV_PLUGINS = "SYNTHAGENT_PLUGINS"

@@ -14,7 +14,7 @@ from typing import Any
 from synthagent.core.models import Message, Task, ToolCall, Usage
 from synthagent.core.protocols import ChatRequest, ChatResponse, UserTurn
 
-__all__ = ["ScriptedChatModel", "ScriptedUser", "InMemoryMappingStore", "tool_call_message"]
+__all__ = ["ScriptedChatModel", "ScriptedUser", "InMemoryMappingStore", "ScriptedOpenAIServer", "tool_call_message"]
 
 
 def tool_call_message(name: str, arguments: Mapping[str, Any], call_id: str = "call_0") -> Message:
@@ -75,3 +75,122 @@ class InMemoryMappingStore:
     async def put(self, task_id: str, key: str, value: Any) -> Any:
         """Store unless present; return the stored response."""
         return self.data.setdefault((task_id, key), value)
+
+
+class ScriptedOpenAIServer:
+    """A loopback OpenAI-compatible chat server for tests, with scripted replies and injected faults.
+
+    :param reply: ``reply(request_body) -> str | dict`` gives the assistant message (a string is the content;
+        a dict may carry ``content`` and ``tool_calls``). Default: ``"ok"``.
+    :param faults: probability of each fault per request: an HTTP status (``"500"``, ``"503"``, ``"400"``,
+        ...; ``"429"`` comes with ``Retry-After``), ``"timeout"`` (answers after ``timeout_delay_s``), ``"malformed"`` (a truncated
+        JSON body with status 200), ``"drop"`` (closes the connection without answering).
+    :param seed: seeds the fault draws, so a test run is reproducible.
+    :param latency_s: delay before every answer.
+
+    Use as a context manager; :attr:`base_url` is ``http://127.0.0.1:PORT/v1``; :attr:`served` counts what
+    was answered by kind and :attr:`requests` keeps every request body.
+    """
+
+    def __init__(self, reply: Any = None, *, faults: Mapping[str, float] | None = None, seed: int = 0,
+                 latency_s: float = 0.0, timeout_delay_s: float = 5.0, retry_after_s: float = 0.01) -> None:
+        import random
+        import threading
+        from collections import Counter
+
+        self.reply = reply or (lambda body: "ok")
+        self.faults = dict(faults or {})
+        self.latency_s = latency_s
+        self.timeout_delay_s = timeout_delay_s
+        self.retry_after_s = retry_after_s
+        self.served: Counter[str] = Counter()
+        self.requests: list[dict[str, Any]] = []
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self._thread: Any = None
+        self.base_url = ""
+
+    def _draw(self) -> str:
+        with self._lock:
+            x = self._rng.random()
+        for kind, p in self.faults.items():
+            if x < p:
+                return kind
+            x -= p
+        return "ok"
+
+    def __enter__(self) -> ScriptedOpenAIServer:
+        import json
+        import threading
+        import time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def _send(self, status: int, payload: bytes, headers: Mapping[str, str] | None = None) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:  # the client gave up (its timeout): nothing to answer
+                    self.close_connection = True
+
+            def do_GET(self) -> None:  # /v1/models
+                self._send(200, json.dumps({"object": "list", "data": [{"id": "scripted", "object": "model"}]}).encode())
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with outer._lock:
+                    outer.requests.append(body)
+                if outer.latency_s:
+                    time.sleep(outer.latency_s)
+                kind = outer._draw()
+                with outer._lock:
+                    outer.served[kind] += 1
+                if kind == "429":
+                    self._send(429, b'{"error": {"message": "slow down"}}', {"Retry-After": str(outer.retry_after_s)})
+                elif kind.isdigit():
+                    self._send(int(kind), b'{"error": {"message": "injected failure"}}')
+                elif kind == "timeout":
+                    time.sleep(outer.timeout_delay_s)
+                    self._send(504, b"{}")
+                elif kind == "malformed":
+                    self._send(200, b'{"id": "x", "choices": [{"message": {"role": "assis')
+                elif kind == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                else:
+                    out = outer.reply(body)
+                    message = {"role": "assistant", "content": out} if isinstance(out, str) else {"role": "assistant", **out}
+                    payload = {"id": "chatcmpl-scripted", "object": "chat.completion", "model": body.get("model", ""),
+                               "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                               "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+                    self._send(200, json.dumps(payload).encode())
+
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:  # a dropped client is expected
+                pass
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

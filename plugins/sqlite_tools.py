@@ -83,6 +83,16 @@ def validate_arguments(spec: ToolSpec, arguments: Mapping[str, Any]) -> dict[str
     return dict(arguments)
 
 
+def _single(rows: list[dict[str, Any]], effect: Effect, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The one row a single-row effect selected, or a not_found / ambiguous error for the agent."""
+    if not rows:
+        keys = {p: args.get(p) for p in effect.where}
+        raise ToolExecutionError("not_found", f"no {effect.table} row matches {keys}")
+    if len(rows) > 1:
+        raise ToolExecutionError("ambiguous", f"more than one {effect.table} row matches; give a more specific key")
+    return rows[0]
+
+
 class SQLiteDatabase:
     """One live SQLite database built from a :class:`DatabaseState`, with guarded tool execution.
 
@@ -173,13 +183,7 @@ class SQLiteDatabase:
         if not where:
             raise ToolExecutionError("invalid_arguments", "no key given to select the row")
         rows = self._guarded(f"SELECT * FROM {_ident(table)}{where} LIMIT 2", params, table, sqlite3.SQLITE_SELECT)
-        found = [dict(r) for r in rows.fetchall()]
-        if not found:
-            keys = {p: args.get(p) for p in effect.where}
-            raise ToolExecutionError("not_found", f"no {table} row matches {keys}")
-        if len(found) > 1:
-            raise ToolExecutionError("ambiguous", f"more than one {table} row matches; give a more specific key")
-        return found[0]
+        return _single([dict(r) for r in rows.fetchall()], effect, args)
 
     def _check_require(self, effect: Effect, row: Mapping[str, Any]) -> None:
         for column, allowed in effect.require.items():
@@ -207,14 +211,7 @@ class SQLiteDatabase:
                 f"SELECT {cols} FROM {_ident(table)}{where}{order}{limit}", params, table, sqlite3.SQLITE_SELECT
             )
             rows = [dict(r) for r in cur.fetchall()]
-            if effect.many:
-                return {"items": rows}
-            if not rows:
-                keys = {p: args.get(p) for p in effect.where}
-                raise ToolExecutionError("not_found", f"no {table} row matches {keys}")
-            if len(rows) > 1:
-                raise ToolExecutionError("ambiguous", f"more than one {table} row matches; be more specific")
-            return rows[0]
+            return {"items": rows} if effect.many else _single(rows, effect, args)
         if effect.kind == "insert":
             if not key:
                 raise ToolExecutionError("invalid_schema", f"table {table!r} has no primary key")
