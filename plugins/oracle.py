@@ -50,13 +50,17 @@ class Action:
 
 
 def _question(facts: Sequence[Fact]) -> str:
-    parts = [f"{f.description} (your {f.keywords[0] if f.keywords else f.name})" for f in facts]
+    """Ask for ``facts`` in words the user recognizes (each fact's description, plus a keyword if absent)."""
+    parts = []
+    for f in facts:
+        said = any(k in f.description.lower() for k in f.keywords)
+        parts.append(f.description if said or not f.keywords else f"{f.description} (your {f.keywords[0]})")
     return "To help with that, could you please tell me " + " and ".join(parts) + "?"
 
 
 def _final(task: Task, values: Sequence[Any]) -> str:
     done = "; ".join(s.description[:1].lower() + s.description[1:] for s in task.workflow if s.writes)
-    text = "Your request is complete." if not done else f"Done: {done}."
+    text = "Your request is complete." if not done else f"All done. Steps completed: {done}."
     if values:
         text += " Here is what I found: " + ", ".join(str(v) for v in values) + "."
     return text
