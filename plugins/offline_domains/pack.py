@@ -7,6 +7,7 @@ below. Every problem is reported as ``file: $.json.path: what is wrong``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -259,12 +260,18 @@ def load_domain(path: str | Path, *, check_anchors: int | None = 1) -> Domain:
         anchors = anchor_rows(domain, scenario)
         if not anchors:
             p.add(f"$.scenarios[{i}].anchor", "no seeded row matches the anchor filter")
+        if check_anchors is None:  # every anchor row with every choice of 1-3 hidden facts
+            choices = [list(c) for k in range(1, min(3, len(scenario.hideable)) + 1)
+                       for c in itertools.combinations(scenario.hideable, k)]
+        else:
+            choices = [list(scenario.hideable[:1])]
         for row in anchors if check_anchors is None else anchors[:check_anchors]:
-            try:
-                instantiate(domain, scenario, row, hidden=scenario.hideable[:1], seed=0, generator="check")
-            except Rejected as exc:
-                key = row.get(domain.state.table(scenario.anchor_table).primary_key)
-                p.add(f"$.scenarios[{i}]", f"anchor row {key!r}: {exc}")
+            for hidden in choices:
+                try:
+                    instantiate(domain, scenario, row, hidden=hidden, seed=0, generator="check")
+                except Rejected as exc:
+                    key = row.get(domain.state.table(scenario.anchor_table).primary_key)
+                    p.add(f"$.scenarios[{i}]", f"anchor row {key!r} hiding {hidden}: {exc}")
     p.raise_if_any()
     return domain
 
@@ -416,6 +423,21 @@ def _load_scenario(
             p.add(f"{fpath}.say", "must contain {value}")
         facts[fname] = FactTemplate(fname, value, literal, str(fdef.get("description", fname)),
                                     tuple(k.lower() for k in keywords), say)
+    for a, fa in facts.items():
+        for b, fb in facts.items():
+            if a >= b:
+                continue
+            shared = set(fa.keywords) & set(fb.keywords)
+            if shared:
+                p.add(f"{spath}.facts", f"facts {a!r} and {b!r} share keywords {sorted(shared)}; a question about one "
+                                        "would reveal both")
+    for a, fa in facts.items():
+        for b, fb in facts.items():
+            hits = [k for k in fb.keywords if a != b and re.search(rf"(?<![a-z0-9]){re.escape(k)}(?![a-z0-9])",
+                                                                   fa.description.lower())]
+            if hits:
+                p.add(f"{spath}.facts.{a}.description", f"mentions {hits[0]!r}, a keyword of fact {b!r}: asking for "
+                                                        f"{a!r} would also reveal {b!r}")
     hideable = tuple(sdef.get("hideable", []) or [])
     if not hideable:
         p.add(f"{spath}.hideable", "needs at least one fact to hide")
