@@ -31,6 +31,7 @@ from synthagent.core.errors import RunDirectoryError, StageError, UsageError
 from synthagent.core.models import Score, Task, Trajectory, stable_id
 from synthagent.core.protocols import (
     Executor,
+    RunContext,
     GenerationContext,
     LLMBackend,
     RewardScorer,
@@ -189,6 +190,12 @@ class Pipeline:
         else:
             store = RunStore.create(root.parent, root.name, self.manifest())
         self.store = store
+        ctx = RunContext(llm=self.components.llm, mapping=self.components.mapping, run_dir=str(store.root),
+                         seed=self.config.seed)
+        for comp in attrs.astuple(self.components, recurse=False):
+            setup = getattr(comp, "setup", None)
+            if callable(setup):
+                setup(ctx)
         return store
 
     # -- stages ----------------------------------------------------------------------------------
@@ -298,7 +305,7 @@ class Pipeline:
             store.trajectories.append(result)
             self.progress("simulate", 1, total)
         return {"count": len(store.trajectories), "rollout_exceptions": dict(failures),
-                "llm_stats": dict(sorted(getattr(c.llm, "stats", {}).items()))}
+                "stats": self.component_stats()}
 
     async def _stage_rubric(self) -> dict[str, Any]:
         store = self._store()
@@ -344,11 +351,25 @@ class Pipeline:
         self.progress("export", 1, 1)
         return {"sft": len(sft), "rl": len(rl)}
 
+    def component_stats(self) -> dict[str, dict[str, int]]:
+        """Counters the implementations keep (``stats``), by kind: failures by kind, guard firings, hits."""
+        out: dict[str, dict[str, int]] = {}
+        for kind in ("llm", "user", "tools", "mapping", "generator", "scorer"):
+            stats = getattr(getattr(self.components, kind), "stats", None)
+            if stats:
+                out[kind] = dict(sorted(stats.items()))
+        return out
+
     # -- summary ---------------------------------------------------------------------------------
     def write_summary(self) -> dict[str, Any]:
         """Compute ``summary.json`` from the records and write it."""
         store = self._store()
         return summarize(store)
+
+
+def _hit_rate(stats: dict[str, int]) -> float | None:
+    hits, misses = stats.get("hits", 0), stats.get("misses", 0)
+    return round(hits / (hits + misses), 4) if hits + misses else None
 
 
 def summarize(store: RunStore) -> dict[str, Any]:
@@ -382,7 +403,8 @@ def summarize(store: RunStore) -> dict[str, Any]:
         "success_rate": round(sum(1 for s in scores if s.success) / len(scores), 4) if scores else None,
         "score_by_domain": {d: round(statistics.fmean(v), 4) for d, v in sorted(per_domain.items())},
         "dropped": stages.get("generate", {}).get("dropped", {}),
-        "llm_stats": stages.get("simulate", {}).get("llm_stats", {}),
+        "stats": stages.get("simulate", {}).get("stats", {}),
+        "mapping_hit_rate": _hit_rate(stages.get("simulate", {}).get("stats", {}).get("tools", {})),
         "timings_s": store.manifest.get("timings", {}),
     }
     write_json_atomic(store.root / "summary.json", summary)

@@ -15,6 +15,7 @@ import attrs
 from synthagent.core.models import Message, Rubric, Score, StateChange, Task, ToolCall, ToolSpec, Trajectory, Usage
 
 __all__ = [
+    "RunContext",
     "GenerationContext",
     "TaskGenerator",
     "UserTurn",
@@ -36,6 +37,21 @@ __all__ = [
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+@attrs.frozen
+class RunContext:
+    """What a run offers its implementations.
+
+    Any implementation may define ``setup(ctx: RunContext) -> None``; the pipeline calls it once, after the run
+    directory exists and before any stage runs. The LLM tool and user simulators take the teacher backend and
+    the mapping store from here.
+    """
+
+    llm: Any
+    mapping: Any
+    run_dir: str
+    seed: int
 
 
 @attrs.frozen

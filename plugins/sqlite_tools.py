@@ -19,18 +19,11 @@ from typing import Any
 from synthagent.core.hookspecs import hookimpl
 from synthagent.core.models import DatabaseState, Effect, StateChange, Task, ToolCall, ToolSpec, state_digest
 from synthagent.core.protocols import ToolResult
+from synthagent.core.toolschema import argument_problems
 
 __all__ = ["SQLiteDatabase", "SQLiteToolSimulator", "SQLiteSession", "validate_arguments", "compute_changes"]
 
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
-_JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "object": (dict,),
-    "array": (list, tuple),
-}
 
 
 class ToolExecutionError(Exception):
@@ -54,30 +47,7 @@ def validate_arguments(spec: ToolSpec, arguments: Mapping[str, Any]) -> dict[str
     Unknown parameters, missing required ones, wrong JSON types and values outside an ``enum`` are errors
     the agent sees (``invalid_arguments``) so it can correct itself.
     """
-    schema = spec.parameters or {}
-    properties: Mapping[str, Any] = schema.get("properties", {}) or {}
-    required = list(schema.get("required", []) or [])
-    problems: list[str] = []
-    for name in arguments:
-        if name not in properties:
-            problems.append(f"unknown parameter {name!r} (expected one of {sorted(properties)})")
-    for name in required:
-        if name not in arguments or arguments[name] is None:
-            problems.append(f"missing required parameter {name!r}")
-    for name, value in arguments.items():
-        prop = properties.get(name)
-        if not isinstance(prop, Mapping) or value is None:
-            continue
-        expected = prop.get("type")
-        if isinstance(expected, str) and expected in _JSON_TYPES:
-            ok = isinstance(value, _JSON_TYPES[expected]) and not (
-                expected in ("integer", "number") and isinstance(value, bool)
-            )
-            if not ok:
-                problems.append(f"parameter {name!r} must be {expected}, got {type(value).__name__}")
-                continue
-        if "enum" in prop and value not in prop["enum"]:
-            problems.append(f"parameter {name!r} must be one of {prop['enum']}, got {value!r}")
+    problems = argument_problems(spec, arguments)
     if problems:
         raise ToolExecutionError("invalid_arguments", "; ".join(problems))
     return dict(arguments)

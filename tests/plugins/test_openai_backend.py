@@ -123,7 +123,7 @@ def test_pipeline_survives_injected_faults_and_never_scores_an_infra_fault(tmp_p
         pipeline.open_store(tmp_path / "faulty", resume=False)
         summary = asyncio.run(pipeline.run())
     assert summary["trajectories"] == 40
-    stats = summary["llm_stats"]
+    stats = summary["stats"]["llm"]
     for kind in ("http_500", "http_503", "timeout", "malformed_body"):
         assert stats[kind] > 0, stats
     scores = [json.loads(line) for line in (tmp_path / "faulty/scores.jsonl").read_text().splitlines()]
