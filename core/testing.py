@@ -14,7 +14,15 @@ from typing import Any
 from synthagent.core.models import Message, Task, ToolCall, Usage
 from synthagent.core.protocols import ChatRequest, ChatResponse, UserTurn
 
-__all__ = ["ScriptedChatModel", "ScriptedUser", "InMemoryMappingStore", "ScriptedOpenAIServer", "tool_call_message"]
+__all__ = [
+    "ScriptedChatModel",
+    "ScriptedUser",
+    "InMemoryMappingStore",
+    "ScriptedOpenAIServer",
+    "tool_call_message",
+    "CHATML_TOOL_TEMPLATE",
+    "build_tiny_model",
+]
 
 
 def tool_call_message(name: str, arguments: Mapping[str, Any], call_id: str = "call_0") -> Message:
@@ -194,3 +202,67 @@ class ScriptedOpenAIServer:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+# A ChatML template with tools, in the shape of Qwen2.5's: tools in the system turn, calls as <tool_call> JSON,
+# tool results as <tool_response> in user turns, assistant output inside {% generation %} for TRL's masks.
+CHATML_TOOL_TEMPLATE = r"""{%- if tools %}<|im_start|>system
+{%- if messages[0].role == 'system' %}
+{{ messages[0].content }}
+{%- endif %}
+
+# Tools
+<tools>
+{%- for tool in tools %}
+{{ tool | tojson }}
+{%- endfor %}
+</tools>
+Call a tool with a tool_call block holding {"name": ..., "arguments": ...}.<|im_end|>
+{% elif messages[0].role == 'system' %}<|im_start|>system
+{{ messages[0].content }}<|im_end|>
+{% endif %}
+{%- for message in messages %}
+{%- if message.role == 'user' %}<|im_start|>user
+{{ message.content }}<|im_end|>
+{% elif message.role == 'assistant' %}<|im_start|>assistant
+{% generation %}{%- if message.content %}{{ message.content }}{%- endif %}
+{%- for call in message.tool_calls or [] %}<tool_call>
+{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}
+</tool_call>{%- endfor %}<|im_end|>{% endgeneration %}
+{% elif message.role == 'tool' %}<|im_start|>user
+<tool_response>
+{{ message.content }}
+</tool_response><|im_end|>
+{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+
+
+def build_tiny_model(path: str, corpus: Sequence[str] = (), *, vocab_size: int = 400, hidden: int = 64,
+                     layers: int = 2, seed: int = 0) -> str:
+    """Build a tiny Qwen2-config causal LM with a byte-level BPE tokenizer trained here on ``corpus``, with
+    :data:`CHATML_TOOL_TEMPLATE` as its chat template; save both to ``path`` and return it. No hub access.
+    Needs torch, transformers and tokenizers (``synthagent[transformers]``)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    text = list(corpus) or ["You are a helpful assistant. Call a tool with a tool_call block.", '{"name": "x"}']
+    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   bos_token=None)
+    fast.chat_template = CHATML_TOOL_TEMPLATE
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=len(fast), hidden_size=hidden, intermediate_size=hidden * 2,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=4096, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
+                         tie_word_embeddings=True)
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
