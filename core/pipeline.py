@@ -178,6 +178,12 @@ class Pipeline:
 
     def open_store(self, root: Path, *, resume: bool) -> RunStore:
         """Create (or, with ``resume``, reopen) the run directory."""
+        ctx = RunContext(llm=self.components.llm, mapping=self.components.mapping, run_dir=str(root),
+                         seed=self.config.seed)
+        for comp in attrs.astuple(self.components, recurse=False):
+            setup = getattr(comp, "setup", None)
+            if callable(setup):  # before the directory exists: a setup error leaves nothing behind
+                setup(ctx)
         if resume:
             store = RunStore.open(root)
             old = store.manifest.get("fingerprint")
@@ -190,12 +196,6 @@ class Pipeline:
         else:
             store = RunStore.create(root.parent, root.name, self.manifest())
         self.store = store
-        ctx = RunContext(llm=self.components.llm, mapping=self.components.mapping, run_dir=str(store.root),
-                         seed=self.config.seed)
-        for comp in attrs.astuple(self.components, recurse=False):
-            setup = getattr(comp, "setup", None)
-            if callable(setup):
-                setup(ctx)
         return store
 
     # -- stages ----------------------------------------------------------------------------------

@@ -43,9 +43,10 @@ R = TypeVar("R")
 class RunContext:
     """What a run offers its implementations.
 
-    Any implementation may define ``setup(ctx: RunContext) -> None``; the pipeline calls it once, after the run
-    directory exists and before any stage runs. The LLM tool and user simulators take the teacher backend and
-    the mapping store from here.
+    Any implementation may define ``setup(ctx: RunContext) -> None``; the pipeline calls it once before any
+    stage runs and before the run directory is created (``run_dir`` is where it will be; write there only once
+    stages run). Raise :class:`~synthagent.core.errors.ConfigError` for a combination that cannot work: the run
+    stops with nothing written. The LLM tool and user simulators take the teacher and mapping store here.
     """
 
     llm: Any

@@ -44,6 +44,12 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "synthagent.plugins.memory_mapping",
     "synthagent.plugins.local_executor",
     "synthagent.plugins.openai_backend",
+    "synthagent.plugins.llm_tools",
+    "synthagent.plugins.llm_user",
+    "synthagent.plugins.persona_fuzzy",
+    "synthagent.plugins.local_backends",
+    "synthagent.plugins.mapping_sqlite",
+    "synthagent.plugins.mapping_redis",
 )
 ENV_AUTOLOAD_OFF = "SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD"
 ENV_PLUGINS = "SYNTHAGENT_PLUGINS"
