@@ -89,7 +89,7 @@ class RunConfig:
     generator: str = "offline-domains"
     user: str = "rule"
     tools: str = "sqlite"
-    mapping: str = "memory"
+    mapping: str = "sqlite"
     rubric: str = "workflow"
     scorer: str = "rubric"
     executor: str = "local"
@@ -98,9 +98,15 @@ class RunConfig:
     export: ExportConfig = attrs.field(factory=ExportConfig)
     plugins: dict[str, dict[str, Any]] = attrs.field(factory=dict)
 
-    def options_for(self, name: str) -> dict[str, Any]:
-        """The ``[plugins.NAME]`` table (empty when absent)."""
-        return dict(self.plugins.get(name, {}))
+    def options_for(self, name: str, kind: str = "") -> dict[str, Any]:
+        """Options of implementation ``name`` of hook ``kind``: the ``[plugins.NAME]`` table, or its
+        ``[plugins.NAME.KIND]`` sub-table when two kinds share the name (``sqlite`` tools and mapping)."""
+        from synthagent.core.hookspecs import HOOK_KINDS
+
+        table = dict(self.plugins.get(name, {}))
+        if kind and isinstance(table.get(kind), dict):
+            return dict(table[kind])
+        return {k: v for k, v in table.items() if not (k in HOOK_KINDS and isinstance(v, dict))}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for the manifest)."""

@@ -87,7 +87,7 @@ def build_components(config: RunConfig, plugins: Plugins) -> Components:
         accepted = _accepted(impl.factory)
         if accepted is not None:  # generic settings ([llm]) are offered; an implementation takes what it knows
             options = {k: v for k, v in options.items() if k in accepted}
-        options.update(config.options_for(name))
+        options.update(config.options_for(name, kind))
         return impl.create(options)
 
     llm_base = attrs.asdict(config.llm)

@@ -60,6 +60,7 @@ class SQLiteMappingStore:
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s >= 0:
             raise ConfigError(f"mapping store 'sqlite': timeout_s must be a number >= 0, got {timeout_s!r}")
         self.path = os.path.abspath(path or DEFAULT_FILENAME)
+        self._default_path = not path
         folder = os.path.dirname(self.path)
         if not os.path.isdir(folder):
             raise ConfigError(
@@ -72,6 +73,12 @@ class SQLiteMappingStore:
             max_workers=1, thread_name_prefix="synthagent-mapping-sqlite"
         )
         self._conn: sqlite3.Connection | None = None  # created and used by the worker thread only
+
+    def setup(self, ctx: Any) -> None:
+        """In a run, keep the mapping inside the run directory (so it resumes with the run) unless a path
+        was given. The file is created on first use, once the run directory exists."""
+        if self._default_path and getattr(ctx, "run_dir", ""):
+            self.path = os.path.join(os.path.abspath(ctx.run_dir), DEFAULT_FILENAME)
 
     # -- worker-thread side -------------------------------------------------------------------------------
 

@@ -67,3 +67,12 @@ def test_fingerprint_ignores_name_out_and_concurrency() -> None:
     b = load_config(None, ["name=b", "out=y", "simulate.concurrency=64"])
     assert a.fingerprint() == b.fingerprint()
     assert a.fingerprint() != load_config(None, ["seed=9"]).fingerprint()
+
+
+def test_options_can_be_qualified_by_kind_when_names_collide() -> None:
+    c = load_config(None, ["plugins.sqlite.mapping.path=/tmp/m.sqlite", "plugins.sqlite.tools.timeout_s=2.0",
+                           "plugins.oracle.corruption=nothing"])
+    assert c.options_for("sqlite", "mapping") == {"path": "/tmp/m.sqlite"}
+    assert c.options_for("sqlite", "tools") == {"timeout_s": 2.0}
+    assert c.options_for("oracle", "llm") == {"corruption": "nothing"}
+    assert c.options_for("sqlite", "user") == {}  # other kinds' sub-tables are not passed on

@@ -159,6 +159,7 @@ def test_synth_run_with_llm_generator_tools_and_user(synth, personas: Path, tmp_
     assert summary["tasks"] == summary["trajectories"] == summary["scores"] == 5
     assert summary["dropped"]["toolset_invalid"] >= 1 and summary["dropped"]["fuzzy_invalid"] >= 1
     assert summary["mapping_hit_rate"] == 0.5  # the policy repeats its one lookup: one miss, one hit
+    assert (root / "mapping.sqlite").is_file()  # the default mapping store lives in the run directory
     assert summary["stats"]["user"]["turns"] >= 5
     manifest = json.loads((root / "manifest.json").read_text())
     assert {"persona_fuzzy/toolset.md", "llm_tools/tool_sim.md", "llm_user/user_sim.md"} <= set(manifest["prompt_hashes"])
