@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
+import time
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -101,3 +104,60 @@ def records() -> Callable[[Path], dict[str, dict[str, dict]]]:
 def popen_synth() -> Callable[..., subprocess.Popen[bytes]]:
     """Start the CLI without waiting (for kill tests)."""
     return synth_popen
+
+
+# -- a real redis-server ---------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``redis://127.0.0.1:PORT/0`` of a throwaway redis-server (no persistence), stopped after the session."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not on PATH; install it (Debian/Ubuntu: apt-get install -y redis-server). "
+                    "The Redis mapping-store tests need a real server; .ci/run installs it.")
+    workdir = tmp_path_factory.mktemp("redis")
+    last_error = ""
+    for _attempt in range(5):  # another process may take the free port between the probe and the bind
+        port = _free_port()
+        proc = subprocess.Popen(
+            [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+             "--dir", str(workdir), "--daemonize", "no", "--logfile", ""],
+            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None and not _ping(port):
+            time.sleep(0.02)
+        if proc.poll() is None and _ping(port):
+            break
+        proc.kill()
+        out, _ = proc.communicate()
+        last_error = out.decode(errors="replace")[-2000:]
+    else:
+        pytest.fail(f"redis-server did not start:\n{last_error}")
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

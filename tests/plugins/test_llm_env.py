@@ -150,3 +150,49 @@ def test_user_guards_fire_and_are_counted(task) -> None:
     # the user model sees the conversation from its side and the hidden facts in its system prompt
     assert first_view[0]["role"] == "system" and all(str(f.value) in first_view[0]["content"] for f in task.user_context)
     assert [m["role"] for m in first_view[1:]] == ["assistant", "user"]
+
+
+WORKER = r"""
+import asyncio, json, sys
+from synthagent.core.models import ToolCall
+from synthagent.core.protocols import RunContext
+from synthagent.plugins.llm_tools import LLMToolSimulator
+from synthagent.plugins.mapping_redis import RedisMappingStore
+from synthagent.plugins.offline_domains import OfflineDomainsGenerator
+from synthagent.plugins.openai_backend import OpenAIBackend
+
+base_url, redis_url, prefix = sys.argv[1:4]
+task = OfflineDomainsGenerator(domains=["banking"]).sample(1, seed=2)[0]
+spec = next(t for t in task.tools if t.parameters.get("required"))
+param = spec.parameters["required"][0]
+
+async def main():
+    sim = LLMToolSimulator()
+    store = RedisMappingStore(url=redis_url, prefix=prefix)
+    sim.setup(RunContext(llm=OpenAIBackend(model="t", base_url=base_url), mapping=store, run_dir="", seed=0))
+    session = await sim.start(task, 0)
+    out = [(await session.call(ToolCall(f"c{i}", spec.name, {param: f"value-{i}"}))).content for i in range(15)]
+    await store.aclose()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_two_processes_share_responses_through_redis(redis_url: str, tmp_path) -> None:
+    import subprocess
+    import sys
+    import uuid
+
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    with ScriptedOpenAIServer(counting_reply(), latency_s=0.02) as server:
+        prefix = f"test:{uuid.uuid4().hex}:"
+        procs = [subprocess.Popen([sys.executable, str(script), server.base_url, redis_url, prefix],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    first, second = (json.loads(o[0]) for o in outs)
+    assert first == second and len({json.dumps(r) for r in first}) == 15  # same call, same response; distinct calls differ
+    # in lockstep both processes may miss and ask the teacher; first-writer-wins still makes them agree
+    assert 15 <= len(server.requests) <= 30
