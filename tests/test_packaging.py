@@ -29,8 +29,11 @@ def test_wheel_contains_every_package_and_the_domain_pack(wheel: Path) -> None:
             assert f"synthagent/{rel}" in names, f"{rel} is missing from the wheel (list it in pyproject.toml)"
     domains = sorted((REPO / "plugins/offline_domains/domains").glob("*.json"))
     assert len(domains) >= 8
-    for d in domains:
-        assert f"synthagent/plugins/offline_domains/domains/{d.name}" in names
+    data = [*domains, *(REPO / "plugins").rglob("prompts/*.md"), *(REPO / "plugins").rglob("*.jsonl")]
+    assert len(data) > len(domains)
+    for d in data:
+        rel = d.relative_to(REPO).as_posix()
+        assert f"synthagent/{rel}" in names, f"package data {rel} is missing from the wheel"
     assert not any(n.startswith(("core/", "plugins/")) for n in names), "never ship top-level core/plugins"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
