@@ -48,6 +48,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "synthagent.plugins.llm_user",
     "synthagent.plugins.persona_fuzzy",
     "synthagent.plugins.local_backends",
+    "synthagent.plugins.graph_domains",
     "synthagent.plugins.mapping_sqlite",
     "synthagent.plugins.mapping_redis",
 )
