@@ -76,6 +76,9 @@ class ExportConfig:
     """Exports (``[export]``): SFT keeps trajectories scoring at least ``min_score``."""
 
     min_score: float = attrs.field(default=1.0, validator=_non_negative)
+    #: Domains of the vertical split of the two-stage SFT curriculum (``exports/curriculum/vertical.jsonl``);
+    #: the general split (every domain) is ``exports/curriculum/general.jsonl``. Empty: no curriculum export.
+    vertical: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -162,6 +165,10 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str, origins: Mapping[str
             if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
                 raise ConfigError(f"{where} must be a table of tables ([plugins.NAME]), got {value!r}")
             kwargs[key] = {str(k): dict(v) for k, v in value.items()}
+        elif typing.get_origin(tp) in (list, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where} must be a list of strings, got {value!r}")
+            kwargs[key] = tuple(value)
         elif isinstance(tp, types.UnionType):
             kwargs[key] = value
         else:

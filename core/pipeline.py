@@ -241,7 +241,7 @@ class Pipeline:
         if stage in STAGE_FILES:
             store.files[STAGE_FILES[stage]].reset()
         elif stage == "export":
-            for name in ("sft.jsonl", "rl.jsonl"):
+            for name in ("sft.jsonl", "rl.jsonl", "curriculum/general.jsonl", "curriculum/vertical.jsonl"):
                 (store.exports / name).unlink(missing_ok=True)
         store.mark_stage(stage, "pending")
 
@@ -348,8 +348,19 @@ class Pipeline:
         rl = [rl_row(tasks[tid]) for tid in sorted(tasks)]
         write_jsonl_atomic(store.exports / "sft.jsonl", sft)
         write_jsonl_atomic(store.exports / "rl.jsonl", rl)
+        info: dict[str, Any] = {"sft": len(sft), "rl": len(rl)}
+        vertical = set(self.config.export.vertical)
+        if vertical:  # the two-stage curriculum: general (all domains) first, then the vertical domains
+            unknown = vertical - {t.domain for t in tasks.values()}
+            if unknown:
+                raise StageError(f"export.vertical names domains with no tasks: {sorted(unknown)}; "
+                                 f"domains: {sorted({t.domain for t in tasks.values()})}")
+            write_jsonl_atomic(store.exports / "curriculum" / "general.jsonl", sft)
+            write_jsonl_atomic(store.exports / "curriculum" / "vertical.jsonl",
+                               [r for r in sft if r["domain"] in vertical])
+            info["curriculum"] = {"general": len(sft), "vertical": sum(1 for r in sft if r["domain"] in vertical)}
         self.progress("export", 1, 1)
-        return {"sft": len(sft), "rl": len(rl)}
+        return info
 
     def component_stats(self) -> dict[str, dict[str, int]]:
         """Counters the implementations keep (``stats``), by kind: failures by kind, guard firings, hits."""
@@ -402,6 +413,7 @@ def summarize(store: RunStore) -> dict[str, Any]:
         "score_mean": round(statistics.fmean(ok_scores), 4) if ok_scores else None,
         "success_rate": round(sum(1 for s in scores if s.success) / len(scores), 4) if scores else None,
         "score_by_domain": {d: round(statistics.fmean(v), 4) for d, v in sorted(per_domain.items())},
+        "criteria_failed": dict(sorted(Counter(r.checker for s in scores for r in s.breakdown if not r.passed).items())),
         "dropped": stages.get("generate", {}).get("dropped", {}),
         "stats": stages.get("simulate", {}).get("stats", {}),
         "mapping_hit_rate": _hit_rate(stages.get("simulate", {}).get("stats", {}).get("tools", {})),

@@ -13,6 +13,7 @@ For validating rewards it can also act out a *corruption* of the oracle (option 
 ``ask_given``       also asks for a fact the instruction already gave
 ``extra_write``     performs one write that is not in the workflow
 ``wrong_argument``  changes one argument of a write (or of the last step)
+``wrong_row``       applies the first write to another row of the same table
 ``wrong_answer``    reports wrong values in the final answer
 ``nothing``         answers at once without doing anything
 ==================  ============================================================================
@@ -34,8 +35,8 @@ from synthagent.plugins.sqlite_tools import SQLiteDatabase
 
 __all__ = ["OracleBackend", "CORRUPTIONS", "plan_for"]
 
-CORRUPTIONS = ("none", "skip_step", "never_ask", "ask_given", "extra_write", "wrong_argument", "wrong_answer",
-               "nothing")
+CORRUPTIONS = ("none", "skip_step", "never_ask", "ask_given", "extra_write", "wrong_argument", "wrong_row",
+               "wrong_answer", "nothing")
 
 
 @attrs.frozen
@@ -117,6 +118,21 @@ def _perturb(value: Any) -> Any:
     return f"{value}-x"
 
 
+def _other_row(task: Task, step: WorkflowStep) -> dict[str, Any] | None:
+    """The step's arguments pointed at a different row of its table (same columns, another row's values)."""
+    spec = task.tool(step.tool or "")
+    if spec is None or spec.effect is None or task.initial_state is None or not spec.effect.where:
+        return None
+    rows = task.initial_state.rows.get(spec.effect.table, ())
+    for row in rows:
+        if all(row.get(col) != step.arguments.get(param) for param, col in spec.effect.where.items()
+               if param in step.arguments):
+            args = dict(step.arguments)
+            args.update({param: row[col] for param, col in spec.effect.where.items() if param in args})
+            return args
+    return None
+
+
 def plan_for(task: Task, corruption: str = "none") -> list[Action]:
     """The sequence of assistant messages the oracle (or a corruption of it) sends for ``task``."""
     if corruption == "nothing":
@@ -142,6 +158,9 @@ def plan_for(task: Task, corruption: str = "none") -> list[Action]:
             plan.append(Action("ask", facts=tuple(need), text=_question(need)))
             asked.update(f.name for f in need)
         args = dict(step.arguments)
+        if corruption == "wrong_row" and step.writes and wrong_target is None:
+            wrong_target = -1  # only the first write
+            args = _other_row(task, step) or {k: _perturb(v) for k, v in args.items()}
         if step.index == wrong_target and args:
             name = sorted(args)[0]
             args[name] = _perturb(args[name])

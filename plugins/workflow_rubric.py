@@ -34,9 +34,16 @@ from synthagent.core.models import (
 )
 from synthagent.plugins.rule_user import asked_facts
 
-__all__ = ["WorkflowRubricBuilder", "RubricScorer", "DEFAULT_WEIGHTS", "executed_calls", "values_match"]
+__all__ = ["WorkflowRubricBuilder", "VerifiedRubricBuilder", "RubricScorer", "DEFAULT_WEIGHTS", "executed_calls", "values_match"]
 
 DEFAULT_WEIGHTS = {"subgoal": 0.25, "interaction": 0.25, "success": 0.5}
+
+
+class _NoTool:
+    writes = False
+
+
+_NO_TOOL = _NoTool()
 
 
 def _norm(value: Any) -> Any:
@@ -130,6 +137,34 @@ class WorkflowRubricBuilder:
         return Rubric(id=rubric_id, task_id=task.id, builder=self.name, criteria=criteria, weights=self.weights)
 
 
+class VerifiedRubricBuilder(WorkflowRubricBuilder):
+    """AgentScaler's three-stage filter on top of the workflow rubric: **validity** (every call well-formed
+    and executed), **state alignment** (the final database equals the gold state) and, with ``exact_writes``,
+    the exact write-call sequence. A read-only task keeps its answer subgoal, so doing nothing never passes.
+
+    :param exact_writes: also require the successful writes to match the gold writes in order.
+    """
+
+    name = "verified"
+
+    def __init__(self, exact_writes: bool = False, weights: Mapping[str, float] | None = None) -> None:
+        super().__init__(weights)
+        self.exact_writes = bool(exact_writes)
+
+    def build(self, task: Task, demonstrations: Sequence[Trajectory]) -> Rubric:
+        """The workflow rubric plus the verification checks."""
+        base = super().build(task, demonstrations)
+        extra = [Criterion(id="valid-calls", kind="check", description="every call well-formed and executable",
+                           check="valid_calls")]
+        if self.exact_writes:
+            extra.append(Criterion(id="write-sequence", kind="check", description="writes match the gold sequence",
+                                   check="write_sequence", spec={"gold_writes": [
+                                       {"tool": s.tool, "arguments": s.arguments} for s in task.workflow if s.writes]}))
+        criteria = [*base.criteria, *extra]
+        rubric_id = stable_id("rubric", task.id, self.name, [c.id for c in criteria], self.weights)
+        return Rubric(id=rubric_id, task_id=task.id, builder=self.name, criteria=criteria, weights=self.weights)
+
+
 class RubricScorer:
     """Scores a trajectory against a rubric programmatically (no judge)."""
 
@@ -203,6 +238,17 @@ class RubricScorer:
             foreign = [call.name for call, _ in calls if call.name not in allowed]
             passed = not foreign
             evidence = "only task tools" if passed else f"called tools outside the task: {foreign}"
+        elif c.check == "valid_calls":
+            bad = [call.name for call, ok in calls if not ok] + [f"malformed:{traj.malformed_tool_calls}"] * bool(
+                traj.malformed_tool_calls)
+            passed = not bad
+            evidence = "every call was well-formed and executed" if passed else f"failed calls: {bad[:5]}"
+        elif c.check == "write_sequence":
+            done = [(call.name, call.arguments) for call, ok in calls if ok and (task.tool(call.name) or
+                                                                               _NO_TOOL).writes]
+            gold = [(g["tool"], g["arguments"]) for g in c.spec["gold_writes"]]
+            passed = len(done) == len(gold) and all(a == g[0] and values_match(g[1], b) for (a, b), g in zip(done, gold))
+            evidence = "writes match the gold sequence" if passed else f"writes {done} != gold {gold}"
         elif c.check == "final_state":
             passed = traj.final_state_digest == c.spec["digest"]
             evidence = "final state matches gold" if passed else \
@@ -214,8 +260,10 @@ class RubricScorer:
 
 @hookimpl
 def synth_register_rubric_builders(register: Any) -> None:
-    """Register the ``workflow`` rubric builder."""
+    """Register the ``workflow`` and ``verified`` rubric builders."""
     register("workflow", WorkflowRubricBuilder, description="subgoals, interactions, gates and state check from the workflow")
+    register("verified", VerifiedRubricBuilder,
+             description="workflow + AgentScaler verification: validity, state alignment, optional exact writes")
 
 
 @hookimpl

@@ -66,8 +66,23 @@ def _minilm_dir() -> Path | None:
     return path if (path / "config.json").exists() else None
 
 
+def _cache_path(texts: Sequence[str], model_dir: Path) -> Path:
+    import hashlib
+    import os
+
+    digest = hashlib.sha256((model_dir / "config.json").read_bytes())
+    for t in texts:
+        digest.update(t.encode("utf-8") + b"\0")
+    root = Path(os.environ.get("SYNTHAGENT_CACHE") or Path.home() / ".cache" / "synthagent")
+    return root / "embeddings" / f"minilm-{digest.hexdigest()[:24]}.npy"
+
+
 def embed(texts: Sequence[str], method: str = "auto") -> tuple[Any, str]:
-    """Unit-norm embeddings of ``texts`` and the method used (``minilm`` or ``tfidf``)."""
+    """Unit-norm embeddings of ``texts`` and the method used (``minilm`` or ``tfidf``).
+
+    MiniLM embeddings are cached on disk (``$SYNTHAGENT_CACHE`` or ``~/.cache/synthagent``), keyed by the model
+    and the exact texts, so rebuilding the graph of an unchanged pool costs no model time.
+    """
     model_dir = _minilm_dir() if method in ("auto", "minilm") else None
     if method == "minilm" and model_dir is None:
         from synthagent.core.errors import ConfigError
@@ -79,6 +94,15 @@ def embed(texts: Sequence[str], method: str = "auto") -> tuple[Any, str]:
     import os
 
     import numpy as np
+
+    cache = _cache_path(texts, model_dir)
+    if cache.exists():
+        try:
+            cached = np.load(cache)
+            if cached.shape[0] == len(texts):
+                return cached, "minilm"
+        except (OSError, ValueError):
+            pass
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -93,7 +117,15 @@ def embed(texts: Sequence[str], method: str = "auto") -> tuple[Any, str]:
             mask = batch["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             out.append(torch.nn.functional.normalize(pooled, dim=1).numpy())
-    return np.concatenate(out).astype("float32"), "minilm"
+    vectors = np.concatenate(out).astype("float32")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, vectors)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only home: no cache, same result
+    return vectors, "minilm"
 
 
 @attrs.define

@@ -83,7 +83,8 @@ def infer_effect(name: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
         effect["where"] = {key: key} if key in props else {p: p for p in list(props)[:1]}
         effect["set"] = {p: p for p in props if p not in effect["where"]}
         if not effect["set"]:
-            effect["const"] = {"status": parts[0] + ("ed" if not parts[0].endswith("e") else "d")}
+            past = {"cancel": "cancelled", "activate": "active", "deactivate": "inactive", "set": "set"}
+            effect["const"] = {"status": past.get(parts[0], parts[0] + ("d" if parts[0].endswith("e") else "ed"))}
     else:
         effect["where"] = {key: key} if key in props else {p: p for p in list(props)[:1]}
     return effect

@@ -79,11 +79,20 @@ def sample_task(domain: GraphDomain, rng: random.Random, *, seed: int, slot: str
         return available.get(param) or available.get(column_of(spec, param))
 
     tables = [t for t in domain.state.tables if domain.state.rows.get(t.name) and has_entry(t.name)]
+    user_knows_key = False
+    if not tables:
+        # no lookup by a natural attribute: the user knows the id of a root entity (an account number) that
+        # some read takes, as a customer quoting their household or account id would
+        tables = [t for t in domain.state.tables if domain.state.rows.get(t.name) and any(
+            not x.writes and t.primary_key in (x.parameters.get("required") or []) for x in domain.tools)]
+        user_knows_key = True
     if not tables:
         raise WalkRejected("no_entry_point")
     table = rng.choice(tables)
     anchor = dict(rng.choice(domain.state.rows[table.name]))
     known = natural(table.name, anchor)
+    if user_knows_key:
+        known[table.primary_key] = anchor[table.primary_key]
     # name -> (value, binding); the user knows the anchor row's natural attributes, not its ids
     available: dict[str, tuple[Any, str]] = {c: (v, f"fact:{c}") for c, v in known.items()}
     facts: dict[str, tuple[Any, str, str]] = {c: (v, f"your {_words(c)}", f"My {_words(c)} is {v}.")
@@ -92,6 +101,7 @@ def sample_task(domain: GraphDomain, rng: random.Random, *, seed: int, slot: str
     db = SQLiteDatabase(domain.state)
     steps: list[WorkflowStep] = []
     used_calls: set[str] = set()
+    touched: list[tuple[str, str]] = []  # (table, key) each write changed
     last_result: Any = None
     try:
         for index in range(target):
@@ -132,6 +142,9 @@ def sample_task(domain: GraphDomain, rng: random.Random, *, seed: int, slot: str
             if "error" in result:
                 continue  # e.g. a precondition this row does not meet: try another tool next round
             used_calls.add(signature)
+            if spec.writes and spec.effect is not None and isinstance(result, Mapping):
+                pk = domain.state.table(spec.effect.table).primary_key
+                touched.append((spec.effect.table, str(result.get("deleted", result.get(pk)))))
             step_no = len(steps)
             steps.append(WorkflowStep(step_no, spec.description, spec.name, args, bindings, spec.writes))
             last_result = result
@@ -168,6 +181,11 @@ def sample_task(domain: GraphDomain, rng: random.Random, *, seed: int, slot: str
     if not any(b.startswith("step:") for s in steps for b in s.bindings.values()):
         raise WalkRejected("no_dependency")
     writes = [s for s in steps if s.writes]
+    changes = compute_changes(domain.state, final_rows)
+    if writes and not changes:
+        raise WalkRejected("noop_write")  # doing nothing would match the gold state
+    if any(key not in changes.get(table_name, {}) for table_name, key in touched):
+        raise WalkRejected("write_undone")  # a later write undid an earlier one: the state could not tell
     answer: tuple[Any, ...] = ()
     if not writes:
         if not isinstance(last_result, Mapping) or "items" in last_result:
