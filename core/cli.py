@@ -62,6 +62,7 @@ def cli() -> None:
     synth run                 generate tasks, simulate trajectories, build rubrics, score, export
     synth plugins             list every registered implementation (and the plugin it came from)
     synth show RUN            print a run's summary
+    synth graph               the tool graph of an API pool and its domains (environment scaling)
 
     With no configuration, `synth run` uses the embedded offline default: the built-in SQLite domain pack,
     a rule-based user and the oracle teacher. No network, GPU or API key needed.
@@ -239,6 +240,44 @@ def plugins_cmd(as_json: bool, plugins: Sequence[str]) -> None:
     for row in rows:
         table.add_row(row["kind"], row["name"], row["plugin"], row["version"], row["description"])
     Console().print(table)
+
+
+@cli.command("graph")
+@click.option("--pool", type=click.Path(exists=True, path_type=Path), help="An API pool (default: the built-in one).")
+@click.option("--embedding", type=click.Choice(["auto", "minilm", "tfidf"]), default="auto", show_default=True,
+              help="How parameter descriptions are embedded.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Louvain seed.")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), help="Also draw the graph, coloured by domain.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_guard
+def graph_cmd(pool: Path | None, embedding: str, seed: int, png: Path | None, as_json: bool) -> None:
+    """Build the tool dependency graph of an API pool and print its Louvain domains and modularity.
+
+    This is what `synth run --set generator=graph-domains` uses; run it to inspect or tune a pool.
+    """
+    from synthagent.core.registry import load_plugins
+
+    factory = load_plugins().registry("generator").get("graph-domains")
+    generator = factory.create({"pool": str(pool or ""), "embedding": embedding})
+    generator.discover(seed)
+    report = generator.report()
+    if png:
+        generator.draw(png)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['tools']} tools -> {len(report['domains'])} domains, modularity "
+                        f"{report['modularity']} ({report['embedding']}, threshold {report['threshold']})")
+    for col in ("domain", "tools", "tables", "areas"):
+        table.add_column(col)
+    for d in report["domains"]:
+        table.add_row(d["name"], str(d["tools"]), str(d["tables"]), ", ".join(f"{a}:{n}" for a, n in d["areas"].items()))
+    Console().print(table)
+    if png:
+        Console().print(f"graph drawn to {png}")
 
 
 @cli.command("show")

@@ -98,6 +98,16 @@ class GraphDomainsGenerator:
             self.domains = domains
         return self.domains
 
+    def draw(self, path: str | Path) -> Path:
+        """The graph PNG with communities labelled by their domain names."""
+        assert self.graph is not None
+        names = {d.tools[0].name: d.name for d in self.domains}
+        labels = {i: next((names[t] for t in c if t in names), f"({len(c)})") for i, c in enumerate(self.graph.communities)}
+        kept = len(self.domains)
+        return self.graph.draw(path, labels=labels, title=(
+            f"{self.graph.graph.number_of_nodes()} tools -> {kept} domains (of {len(self.graph.communities)} "
+            f"communities), modularity {self.graph.modularity:.3f}, {self.graph.method} embeddings"))
+
     def report(self) -> dict[str, Any]:
         """Modularity, domain sizes, areas and tools (written to ``graph.json`` in the run directory)."""
         assert self.graph is not None
@@ -141,7 +151,7 @@ class GraphDomainsGenerator:
         tasks = self.sample(ctx.count, ctx.seed)
         if self.run_dir and Path(self.run_dir).is_dir() and self.graph is not None:
             (Path(self.run_dir) / "graph.json").write_text(json.dumps(self.report(), indent=2))
-            self.graph.draw(Path(self.run_dir) / "graph.png")
+            self.draw(Path(self.run_dir) / "graph.png")
         for task in tasks:
             yield task
 

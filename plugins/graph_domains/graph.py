@@ -143,22 +143,39 @@ class ToolGraph:
         """Community sizes, largest first."""
         return sorted((len(c) for c in self.communities), reverse=True)
 
-    def draw(self, path: str | Path, title: str = "") -> Path:
-        """Write a PNG of the graph coloured by community."""
+    def draw(self, path: str | Path, title: str = "", labels: dict[int, str] | None = None) -> Path:
+        """Write a PNG of the graph: each community in its own colour and place, labelled by ``labels``
+        (community index -> name; default: the index)."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         import networkx as nx
+        import numpy as np
 
-        colour = {n: i for i, c in enumerate(self.communities) for n in c}
-        pos = nx.spring_layout(self.graph, seed=0, k=0.35)
-        fig, ax = plt.subplots(figsize=(11, 9), dpi=110)
-        nx.draw_networkx_edges(self.graph, pos, ax=ax, alpha=0.15, width=0.5)
-        nx.draw_networkx_nodes(self.graph, pos, ax=ax, node_size=22, cmap="tab20",
-                               node_color=[colour.get(n, 0) % 20 for n in self.graph.nodes])
-        ax.set_title(title or f"{self.graph.number_of_nodes()} tools, {len(self.communities)} domains, "
-                              f"modularity {self.modularity:.3f} ({self.method})")
+        palette = list(plt.get_cmap("tab20").colors) + list(plt.get_cmap("tab20b").colors)
+        n = max(1, len(self.communities))
+        pos: dict[str, Any] = {}
+        fig, ax = plt.subplots(figsize=(12, 10), dpi=110)
+        for i, community in enumerate(self.communities):
+            angle = 2 * math.pi * i / n
+            centre = np.array([math.cos(angle), math.sin(angle)]) * (3.0 if len(community) > 1 else 3.6)
+            local = nx.spring_layout(self.graph.subgraph(community), seed=i, k=0.6) if len(community) > 1 \
+                else {community[0]: np.zeros(2)}
+            for node, xy in local.items():
+                pos[node] = centre + 0.55 * np.asarray(xy)
+            if len(community) > 1:
+                ax.annotate((labels or {}).get(i, str(i)), centre * 1.27, ha="center", va="center", fontsize=8,
+                            color=palette[i % len(palette)], fontweight="bold")
+        colour = {node: palette[i % len(palette)] for i, c in enumerate(self.communities) for node in c}
+        inside = [(a, b) for a, b in self.graph.edges if colour[a] == colour[b]]
+        across = [(a, b) for a, b in self.graph.edges if colour[a] != colour[b]]
+        nx.draw_networkx_edges(self.graph, pos, edgelist=across, ax=ax, alpha=0.08, width=0.4)
+        nx.draw_networkx_edges(self.graph, pos, edgelist=inside, ax=ax, alpha=0.35, width=0.6)
+        nx.draw_networkx_nodes(self.graph, pos, ax=ax, node_size=24,
+                               node_color=[colour[node] for node in self.graph.nodes])
+        ax.set_title(title or f"{self.graph.number_of_nodes()} tools, {len(self.communities)} communities, "
+                              f"modularity {self.modularity:.3f} ({self.method} embeddings)")
         ax.axis("off")
         fig.tight_layout()
         fig.savefig(path)
