@@ -40,7 +40,8 @@ def test_unknown_name_lists_known_ones_with_hint() -> None:
     p = load_plugins(environ=OFF)
     with pytest.raises(UnknownImplementationError) as err:
         p.registry("generator").get("offline-domain")
-    assert "known: offline-domains" in str(err.value) and "Did you mean 'offline-domains'" in str(err.value)
+    assert "known: graph-domains, offline-domains, persona-fuzzy" in str(err.value)
+    assert "Did you mean 'offline-domains'" in str(err.value)
 
 
 def test_plugin_module_by_path_registers(plugin_dir: Path) -> None:
