@@ -219,6 +219,7 @@ class Pipeline:
                 timings[stage] = round(time.perf_counter() - start, 3)
                 log.info("stage %s done in %.3f s: %s", stage, timings[stage], info)
                 if stage in STAGE_FILES:
+                    store.files[STAGE_FILES[stage]].touch()  # present even when the stage produced nothing
                     store.files[STAGE_FILES[stage]].sync()
                 store.mark_stage(stage, "done", **info)
             store.manifest["timings"] = timings

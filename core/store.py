@@ -132,6 +132,11 @@ class JsonlFile(Generic[T]):
                 if line.strip():
                     yield from_json_dict(self.cls, json.loads(line))
 
+    def touch(self) -> None:
+        """Create the file if it does not exist yet (a stage that wrote no record)."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
     def sync(self) -> None:
         """fsync what was written."""
         if self._fd is not None:

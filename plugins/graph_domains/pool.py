@@ -21,7 +21,7 @@ import attrs
 from synthagent.core.errors import ConfigError
 from synthagent.core.toolschema import schema_problems
 
-__all__ = ["PoolSpec", "load_pool", "infer_effect", "builtin_pool_dir", "EFFECT_KINDS"]
+__all__ = ["PoolSpec", "load_pool", "infer_effect", "check_effect", "builtin_pool_dir", "EFFECT_KINDS"]
 
 EFFECT_KINDS = ("read", "insert", "update", "delete")
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -90,7 +90,8 @@ def infer_effect(name: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
     return effect
 
 
-def _check_effect(effect: Any, props: Mapping[str, Any], where: str) -> list[str]:
+def check_effect(effect: Any, props: Mapping[str, Any], where: str) -> list[str]:
+    """Problems of an effect annotation against the spec's parameters (empty when valid)."""
     if not isinstance(effect, Mapping):
         return [f"{where}: x-effect must be an object"]
     problems = []
@@ -193,7 +194,7 @@ def load_pool(source: str | Path | None = None, *, strict: bool = True) -> tuple
                 annotated_by = "pool"
                 if effect is None:
                     effect, annotated_by = infer_effect(name, params), "rules"
-                problems += _check_effect(effect, params.get("properties", {}) or {}, where)
+                problems += check_effect(effect, params.get("properties", {}) or {}, where)
             if problems:
                 if strict:
                     raise ConfigError("invalid API spec " + problems[0] + (f" (and {len(problems) - 1} more)"

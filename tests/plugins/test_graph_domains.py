@@ -185,3 +185,33 @@ def test_synth_run_graph_domains_with_curriculum(synth, tmp_path: Path) -> None:
     vertical = [json.loads(line) for line in (root / "exports/curriculum/vertical.jsonl").read_text().splitlines()]
     assert len(general) == 60 and vertical and {r["domain"] for r in vertical} == {"banking", "travel"}
     assert Counter(json.loads(line)["domain"] for line in general)["banking"] == sum(r["domain"] == "banking" for r in vertical)
+
+
+def test_teacher_annotates_unannotated_specs_and_bad_annotations_fall_back(tmp_path: Path) -> None:
+    from synthagent.core.protocols import GenerationContext
+    from synthagent.core.testing import ScriptedOpenAIServer
+    from synthagent.plugins.openai_backend import OpenAIBackend
+
+    pool = tmp_path / "pool.jsonl"
+    params = {"type": "object", "properties": {"ticket_id": {"type": "string", "description": "the ticket"}},
+              "required": ["ticket_id"]}
+    lines = [{"type": "function", "function": {"name": name, "description": name, "parameters": params}}
+             for name in ("get_ticket", "close_ticket", "reopen_ticket", "escalate_ticket")]
+    pool.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    def reply(body):
+        text = body["messages"][0]["content"]
+        if '"escalate_ticket"' in text:
+            return '{"kind": "update", "entity": "ticket", "key": "ticket_id"}'  # no where: invalid twice
+        kind = "read" if '"get_ticket"' in text else "update"
+        return json.dumps({"kind": kind, "entity": "ticket", "key": "ticket_id", "where": {"ticket_id": "ticket_id"},
+                           **({"const": {"status": "closed"}} if kind == "update" else {})})
+
+    gen = GraphDomainsGenerator(pool=str(pool), annotate="teacher", min_tools=1, embedding="tfidf")
+    with ScriptedOpenAIServer(reply) as server:
+        asyncio.run(gen.annotate_with_teacher(OpenAIBackend(model="t", base_url=server.base_url)))
+    by = {s.name: s.annotated_by for s in gen.specs}
+    assert by == {"get_ticket": "teacher", "close_ticket": "teacher", "reopen_ticket": "teacher",
+                  "escalate_ticket": "rules"}
+    assert gen.stats["annotated_by_teacher"] == 3 and gen.stats["annotation_kept_rules"] == 1
+    assert next(s for s in gen.specs if s.name == "reopen_ticket").effect["const"] == {"status": "closed"}
