@@ -47,8 +47,9 @@ def test_text_embedded_call_is_parsed() -> None:
 
 @pytest.mark.parametrize("fault", ["500", "503", "429", "malformed", "drop", "timeout"])
 def test_each_transport_fault_is_retried_and_counted(fault: str) -> None:
-    with ScriptedOpenAIServer(faults={fault: 0.5}, seed=3, timeout_delay_s=0.6) as server:
-        backend = OpenAIBackend(model="m", base_url=server.base_url, timeout_s=0.3, backoff_s=0.01, max_retries=8)
+    # a generous client timeout: only the injected 3 s stalls time out, never a normal reply on a busy machine
+    with ScriptedOpenAIServer(faults={fault: 0.5}, seed=3, timeout_delay_s=3.0) as server:
+        backend = OpenAIBackend(model="m", base_url=server.base_url, timeout_s=1.0, backoff_s=0.01, max_retries=8)
         for _ in range(6):
             assert chat(backend).message.content == "ok"
     kind = {"timeout": "timeout", "malformed": "malformed_body", "drop": "connect"}.get(fault, f"http_{fault}")
@@ -115,9 +116,9 @@ def test_pipeline_survives_injected_faults_and_never_scores_an_infra_fault(tmp_p
 
     tasks = OfflineDomainsGenerator().sample(40, seed=0)
     faults = {"500": 0.1, "503": 0.1, "timeout": 0.1, "malformed": 0.1}
-    with ScriptedOpenAIServer(oracle_over_http(tasks), faults=faults, seed=7, timeout_delay_s=0.5) as server:
+    with ScriptedOpenAIServer(oracle_over_http(tasks), faults=faults, seed=7, timeout_delay_s=1.5) as server:
         config = load_config(None, ["tasks=40", "llm.backend=openai", "llm.model=scripted", f"llm.base_url={server.base_url}",
-                                    "llm.timeout_s=0.25", "plugins.openai.backoff_s=0.01", "plugins.openai.max_retries=3",
+                                    "llm.timeout_s=0.6", "plugins.openai.backoff_s=0.01", "plugins.openai.max_retries=3",
                                     "simulate.concurrency=16"])
         pipeline = Pipeline(config, load_plugins(environ={"SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD": "1"}))
         pipeline.open_store(tmp_path / "faulty", resume=False)
