@@ -15,9 +15,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build from a private copy of the sources: setuptools builds in-tree (build/), and two test workers
+    building the same checkout at once collide there."""
+    import shutil
+
+    src = tmp_path_factory.mktemp("src") / "synthagent"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", "venv", "build", "dist", "*.egg-info", ".git",
+                                                              "runs", "__pycache__", ".pytest_cache"))
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
-                   check=True, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return next(out.glob("synthagent-*.whl"))
 
 

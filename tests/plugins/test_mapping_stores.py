@@ -199,7 +199,7 @@ def test_sqlite_never_blocks_the_event_loop(tmp_path: Path) -> None:
 
     ticks, max_gap, elapsed = asyncio.run(body())
     assert elapsed >= hold_s * 0.8, "the puts should have waited for the other connection's write lock"
-    assert ticks >= 50, f"the event loop ticked only {ticks} times in {elapsed:.2f}s"
+    assert ticks >= 10, f"the event loop ticked only {ticks} times in {elapsed:.2f}s"  # blocked: 1-2 ticks
     # SQLite on the loop thread would stall it for the whole lock hold; a busy CI machine may delay a tick a bit
     assert max_gap < hold_s * 0.8, f"the event loop was blocked for {max_gap:.3f}s (the lock was held {hold_s}s)"
 
