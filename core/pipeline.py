@@ -409,6 +409,7 @@ def summarize(store: RunStore) -> dict[str, Any]:
         "hidden_facts_per_task": round(statistics.fmean(len(t.user_context) for t in tasks), 3) if tasks else 0.0,
         "terminations": dict(sorted(Counter(t.termination for t in trajectories).items())),
         "infra_errors": sum(1 for t in trajectories if t.error is not None),
+        "judge_errors": sum(1 for s in scores if s.status == "judge_error"),
         "tool_errors": sum(t.tool_errors for t in trajectories),
         "malformed_tool_calls": sum(t.malformed_tool_calls for t in trajectories),
         "score_mean": round(statistics.fmean(ok_scores), 4) if ok_scores else None,

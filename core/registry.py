@@ -49,6 +49,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "synthagent.plugins.persona_fuzzy",
     "synthagent.plugins.local_backends",
     "synthagent.plugins.graph_domains",
+    "synthagent.plugins.judge",
     "synthagent.plugins.mapping_sqlite",
     "synthagent.plugins.mapping_redis",
 )

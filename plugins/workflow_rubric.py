@@ -34,7 +34,7 @@ from synthagent.core.models import (
 )
 from synthagent.plugins.rule_user import asked_facts
 
-__all__ = ["WorkflowRubricBuilder", "VerifiedRubricBuilder", "RubricScorer", "DEFAULT_WEIGHTS", "executed_calls", "values_match"]
+__all__ = ["WorkflowRubricBuilder", "VerifiedRubricBuilder", "RubricScorer", "combine", "DEFAULT_WEIGHTS", "executed_calls", "values_match"]
 
 DEFAULT_WEIGHTS = {"subgoal": 0.25, "interaction": 0.25, "success": 0.5}
 
@@ -90,15 +90,17 @@ class WorkflowRubricBuilder:
     """Builds the rubric from the workflow (see the module docstring).
 
     :param weights: overrides of ``subgoal``, ``interaction`` and ``success`` weights.
+    :param judge: questions for an LLM judge (``check: judge`` subgoals, scored by the ``judged`` scorer).
     """
 
     name = "workflow"
 
-    def __init__(self, weights: Mapping[str, float] | None = None) -> None:
+    def __init__(self, weights: Mapping[str, float] | None = None, judge: Sequence[str] = ()) -> None:
         unknown = set(weights or {}) - set(DEFAULT_WEIGHTS)
         if unknown:
             raise ValueError(f"unknown weight(s) {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
+        self.judge = tuple(str(q) for q in judge)
 
     def build(self, task: Task, demonstrations: Sequence[Trajectory]) -> Rubric:
         """The rubric of ``task`` (demonstrations are not needed by this deterministic builder)."""
@@ -128,6 +130,9 @@ class WorkflowRubricBuilder:
             id="no-foreign-tool", kind="forbidden", description="no tool outside the task",
             check="tool_outside_task", spec={"tools": sorted(t.name for t in task.tools)},
         ))
+        for i, question in enumerate(self.judge):  # language criteria for the ``judged`` scorer
+            criteria.append(Criterion(id=f"judge-{i}", kind="subgoal", description=question, check="judge",
+                                      spec={"question": question}))
         if task.gold_state is not None:
             criteria.append(Criterion(
                 id="final-state", kind="check", description="the final database equals the gold state",
@@ -135,6 +140,26 @@ class WorkflowRubricBuilder:
             ))
         rubric_id = stable_id("rubric", task.id, self.name, [c.id for c in criteria], self.weights)
         return Rubric(id=rubric_id, task_id=task.id, builder=self.name, criteria=criteria, weights=self.weights)
+
+
+def combine(results: Sequence[CriterionResult], weights: Mapping[str, float]) -> tuple[float, bool, dict[str, float]]:
+    """Total, success and components of criterion results: forbidden criteria gate, the rest are weighted
+    (``subgoal`` and ``interaction`` fractions, ``success`` when every subgoal, interaction and check passed)."""
+    by_kind: dict[str, list[CriterionResult]] = {}
+    for r in results:
+        by_kind.setdefault(r.kind, []).append(r)
+
+    def frac(kind: str) -> float:
+        items = by_kind.get(kind, [])
+        return sum(r.score for r in items) / len(items) if items else 1.0
+
+    gate = all(r.passed for r in by_kind.get("forbidden", []))
+    success = all(r.passed for r in results if r.kind in ("subgoal", "interaction", "check"))
+    components = {"subgoal": frac("subgoal"), "interaction": frac("interaction"), "success": float(success)}
+    w = {**DEFAULT_WEIGHTS, **weights}
+    raw = sum(w[k] * components[k] for k in DEFAULT_WEIGHTS) / (sum(w[k] for k in DEFAULT_WEIGHTS) or 1.0)
+    components["gate"] = float(gate)
+    return round(raw if gate else 0.0, 6), success and gate, components
 
 
 class VerifiedRubricBuilder(WorkflowRubricBuilder):
@@ -177,23 +202,8 @@ class RubricScorer:
             return Score(score_id, trajectory.id, task.id, rubric.id, self.name, "infra_error", None, False, (), {})
         calls = executed_calls(trajectory.messages)
         results = [self._evaluate(c, task, trajectory, calls) for c in rubric.criteria]
-        by_kind: dict[str, list[CriterionResult]] = {}
-        for r in results:
-            by_kind.setdefault(r.kind, []).append(r)
-
-        def frac(kind: str) -> float:
-            items = by_kind.get(kind, [])
-            return sum(r.score for r in items) / len(items) if items else 1.0
-
-        gate = all(r.passed for r in by_kind.get("forbidden", []))
-        success = all(r.passed for r in results if r.kind in ("subgoal", "interaction", "check"))
-        components = {"subgoal": frac("subgoal"), "interaction": frac("interaction"), "success": float(success)}
-        w = {**DEFAULT_WEIGHTS, **rubric.weights}
-        total_w = sum(w.values()) or 1.0
-        raw = sum(w[k] * components[k] for k in DEFAULT_WEIGHTS) / total_w
-        total = round(raw if gate else 0.0, 6)
-        components["gate"] = float(gate)
-        return Score(score_id, trajectory.id, task.id, rubric.id, self.name, "ok", total, success and gate,
+        total, success, components = combine(results, rubric.weights)
+        return Score(score_id, trajectory.id, task.id, rubric.id, self.name, "ok", total, success,
                      tuple(results), components)
 
     def _evaluate(self, c: Criterion, task: Task, traj: Trajectory,
@@ -253,6 +263,8 @@ class RubricScorer:
             passed = traj.final_state_digest == c.spec["digest"]
             evidence = "final state matches gold" if passed else \
                 f"final state differs from gold (changed rows: {traj.final_state_changes})"
+        elif c.check == "judge":
+            evidence = "needs an LLM judge: use the 'judged' scorer"
         else:
             evidence = f"unknown check {c.check!r}"
         return CriterionResult(c.id, c.kind, passed, 1.0 if passed else 0.0, evidence[:500], f"{self.name}:{c.check}")
