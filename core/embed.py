@@ -34,7 +34,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph import END
 
 from synthagent.core.models import Message, Task, ToolCall, ToolSpec
-from synthagent.core.protocols import ChatRequest, LLMBackend, ToolSession, UserSession
+from synthagent.core.protocols import ChatRequest, ToolSession, UserSession
 
 __all__ = ["SynthChatModel", "simulated_tools", "user_node", "until_user_stops", "from_langchain", "to_langchain",
            "USER_STOP_KEY"]

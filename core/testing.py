@@ -345,7 +345,10 @@ class TransformersServer:
         # one torch thread: two torch processes with 2 threads each on 2 cores slowed each other ~15x here
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_CACHE": str(hub),
                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        self._log = open(self.log_path or tempfile.mktemp(prefix="transformers-serve-", suffix=".log"), "wb")
+        if self.log_path:
+            self._log = open(self.log_path, "wb")
+        else:
+            self._log = tempfile.NamedTemporaryFile(prefix="transformers-serve-", suffix=".log", delete=False)
         self._proc = subprocess.Popen([exe, "serve", self.model_dir, "--host", "127.0.0.1", "--port", str(port),
                                        "--device", "cpu"], stdout=self._log, stderr=subprocess.STDOUT, env=env)
         self.base_url = f"http://127.0.0.1:{port}/v1"

@@ -196,8 +196,7 @@ def sample_task(domain: GraphDomain, rng: random.Random, *, seed: int, slot: str
         if not options:
             raise WalkRejected("read_only_without_answer")
         answer = (rng.choice(options),)
-    used = sorted({n.split("fact:", 1)[1] for s in steps for b in s.bindings.values() if "fact:" in b
-                   for n in [b]})
+    used = sorted({b.split("fact:", 1)[1] for s in steps for b in s.bindings.values() if "fact:" in b})
     if not used:
         raise WalkRejected("no_user_facts")
     k = rng.randint(1, min(max_hidden, len(used)))

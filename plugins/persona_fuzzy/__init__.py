@@ -86,6 +86,8 @@ class PersonaFuzzyGenerator:
         self.prompts = {name: load_prompt(_PKG, f"{name}.md") for name in ("toolset", "task", "fuzzy")}
         #: Drops and repairs by reason (``toolset_invalid``, ``gap_value_visible``, ...), and ``kept``.
         self.stats: Counter[str] = Counter()
+        self._order: list[int] = []
+        self._order_seed: int | None = None
 
     def setup(self, ctx: RunContext) -> None:
         """Refuse the offline oracle as teacher: it plays an agent and cannot write JSON."""
@@ -132,11 +134,18 @@ class PersonaFuzzyGenerator:
             for fut in pending:
                 fut.cancel()
 
+    def _persona_order(self, seed: int) -> list[int]:
+        """Every persona once per pass, in a seed-dependent order (computed once per seed)."""
+        if self._order_seed != seed:
+            order = list(range(len(self.personas)))
+            random.Random(seed).shuffle(order)
+            self._order, self._order_seed = order, seed
+        return self._order
+
     async def synthesize(self, llm: Any, slot: int, seed: int) -> Task | None:
         """Run the three teacher steps for one slot; None when it was dropped (reason in :attr:`stats`)."""
         rng = random.Random(f"{seed}:{slot}")
-        order = list(range(len(self.personas)))
-        random.Random(seed).shuffle(order)  # every persona once per pass, in a seed-dependent order
+        order = self._persona_order(seed)
         persona = self.personas[order[slot % len(order)]]
         slot_seed = rng.randrange(2**31)
         try:

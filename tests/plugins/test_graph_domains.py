@@ -15,7 +15,7 @@ from synthagent.plugins.graph_domains import GraphDomainsGenerator
 from synthagent.plugins.graph_domains.pool import infer_effect, load_pool
 from synthagent.plugins.oracle import OracleBackend
 from synthagent.plugins.rule_user import RuleUser
-from synthagent.plugins.sqlite_tools import SQLiteDatabase, SQLiteToolSimulator
+from synthagent.plugins.sqlite_tools import SQLiteDatabase, SQLiteToolSimulator, compute_changes
 from synthagent.plugins.workflow_rubric import RubricScorer, VerifiedRubricBuilder
 
 
@@ -165,8 +165,7 @@ def test_compiled_tools_only_touch_their_own_table(gen: GraphDomainsGenerator) -
         assert isinstance(result, dict)
         if tool.writes and "error" not in result and tool.effect.kind == "insert":
             continue  # an insert of odd text is a legitimate write to its own table
-    changed = {t for t, rows in __import__("synthagent.plugins.sqlite_tools", fromlist=["x"]).compute_changes(
-        domain.state, db.rows()).items()}
+    changed = set(compute_changes(domain.state, db.rows()))
     writable = {t.effect.table for t in domain.tools if t.writes and t.effect.kind == "insert"}
     assert changed <= writable  # injection never changed a row through a read, update or delete
     db.close()
@@ -188,7 +187,6 @@ def test_synth_run_graph_domains_with_curriculum(synth, tmp_path: Path) -> None:
 
 
 def test_teacher_annotates_unannotated_specs_and_bad_annotations_fall_back(tmp_path: Path) -> None:
-    from synthagent.core.protocols import GenerationContext
     from synthagent.core.testing import ScriptedOpenAIServer
     from synthagent.plugins.openai_backend import OpenAIBackend
 

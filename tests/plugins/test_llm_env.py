@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections import Counter
 
 import pytest
 
+from synthagent.core.mapping import call_key
 from synthagent.core.models import Message, ToolCall
 from synthagent.core.protocols import RunContext
 from synthagent.core.testing import ScriptedOpenAIServer
@@ -89,7 +89,7 @@ def test_malformed_teacher_output_is_reasked_and_never_stored(task) -> None:
         result = asyncio.run(session.call(ToolCall("c", spec.name, args)))
         assert result.content["error"] == "tool_unavailable" and not result.ok
         assert sim.stats["failures"] == 1
-        assert asyncio.run(sim.mapping.get(task.id, __import__("synthagent.core.mapping", fromlist=["x"]).call_key(spec.name, args))) is None
+        assert asyncio.run(sim.mapping.get(task.id, call_key(spec.name, args))) is None
 
 
 def test_bad_calls_never_reach_the_teacher(task) -> None:
