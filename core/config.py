@@ -93,7 +93,7 @@ class RunConfig:
     user: str = "rule"
     tools: str = "sqlite"
     mapping: str = "sqlite"
-    rubric: str = "workflow"
+    rubric: str = "workflow-rubric"
     scorer: str = "rubric"
     executor: str = "local"
     llm: LLMConfig = attrs.field(factory=LLMConfig)

@@ -355,13 +355,14 @@ class Trajectory:
 class Criterion:
     """One rubric criterion.
 
-    ``kind`` is ``subgoal`` | ``interaction`` | ``forbidden`` | ``check``; ``check`` names the programmatic
+    ``kind`` is ``subgoal`` | ``interaction`` | ``penalty`` | ``forbidden`` | ``check`` (a ``penalty`` only
+    takes reward away: failing it zeroes the interaction term and success); ``check`` names the programmatic
     test (``tool_call``, ``answer_contains``, ``asked_for_fact``, ``unexpected_write``, ``tool_outside_task``,
     ``final_state``) and ``spec`` its parameters.
     """
 
     id: str
-    kind: Literal["subgoal", "interaction", "forbidden", "check"]
+    kind: Literal["subgoal", "interaction", "penalty", "forbidden", "check"]
     description: str
     check: str
     spec: dict[str, Any] = attrs.field(factory=dict, converter=_dict)
@@ -370,13 +371,21 @@ class Criterion:
 
 @attrs.frozen
 class Rubric:
-    """A task's rubric: criteria plus how they combine (``weights`` by kind, forbidden criteria gate)."""
+    """A task's rubric: criteria plus how they combine (``weights`` by kind, forbidden criteria gate).
+
+    ``dropped`` is set (with the reason) when the task cannot be rubric-scored, e.g. because the teacher's
+    demonstrations do not cover its workflow; such a task's trajectories are not scored or exported.
+    ``provenance`` records how the rubric was made (demonstrations used, support per criterion, checker
+    validation counts).
+    """
 
     id: str
     task_id: str
     builder: str
     criteria: tuple[Criterion, ...] = attrs.field(converter=_tuple)
     weights: dict[str, float] = attrs.field(factory=dict, converter=_dict)
+    dropped: str | None = None
+    provenance: dict[str, Any] = attrs.field(factory=dict, converter=_dict)
 
 
 @attrs.frozen
@@ -393,14 +402,15 @@ class CriterionResult:
 
 @attrs.frozen
 class Score:
-    """A trajectory's score. ``total`` is None when ``status`` is not ``ok`` (e.g. ``infra_error``)."""
+    """A trajectory's score. ``total`` is None when ``status`` is not ``ok`` (``infra_error``, ``judge_error``,
+    or ``dropped`` when the task's rubric was dropped)."""
 
     id: str
     trajectory_id: str
     task_id: str
     rubric_id: str
     scorer: str
-    status: Literal["ok", "infra_error", "judge_error"]
+    status: Literal["ok", "infra_error", "judge_error", "dropped"]
     total: float | None
     success: bool
     breakdown: tuple[CriterionResult, ...] = attrs.field(converter=_tuple)
@@ -410,6 +420,7 @@ class Score:
 RECORD_TYPES: dict[str, type] = {
     "tasks": Task,
     "trajectories": Trajectory,
+    "demonstrations": Trajectory,
     "rubrics": Rubric,
     "scores": Score,
 }

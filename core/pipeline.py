@@ -140,6 +140,10 @@ class Pipeline:
         self.plugins = plugins
         self.progress = progress or (lambda stage, advance, total: None)
         self.components = build_components(config, plugins)
+        name = str(getattr(self.components.rubric, "demonstrator", "") or "")
+        #: the backend that plays rubric demonstrations (the run's model unless the builder names another)
+        self.demonstrator: LLMBackend = plugins.registry("llm").get(name).create(
+            dict(getattr(self.components.rubric, "demonstrator_options", {}) or {})) if name else self.components.llm
         self.store: RunStore | None = None
 
     # -- run directory ---------------------------------------------------------------------------
@@ -277,51 +281,113 @@ class Pipeline:
         self.progress("simulate", total - len(jobs), total)
         failures: Counter[str] = Counter()
 
-        async def rollout(job: tuple[Task, int]) -> Trajectory:
-            task, sample = job
-            seed = episode_seed(task.id, sample, self.config.seed)
-            tool_session = await c.tools.start(task, seed)
-            try:
-                user = await c.user.start(task, seed)
-                return await run_episode(
-                    task, policy=c.llm, tools=tool_session, user=user,
-                    max_turns=self.config.simulate.max_turns, sample=sample, seed=self.config.seed,
-                    params={"temperature": self.config.llm.temperature, "max_tokens": self.config.llm.max_tokens},
-                )
-            finally:
-                await tool_session.aclose()
-
-        async for (task, sample), result in c.executor.map(rollout, jobs, concurrency=self.config.simulate.concurrency):
+        async for (task, sample), result in c.executor.map(self._rollout, jobs, concurrency=self.config.simulate.concurrency):
             if isinstance(result, BaseException):
                 if isinstance(result, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
                     raise result
                 failures[type(result).__name__] += 1
                 log.error("rollout of task %s sample %d failed: %s: %s", task.id, sample, type(result).__name__,
                           result, exc_info=result)
-                result = Trajectory(
-                    id=stable_id("traj", task.id, c.llm.name, sample, self.config.seed), task_id=task.id,
-                    policy=c.llm.name, sample=sample, seed=0, messages=(), termination="infra_error", turns=0,
-                    error=f"{type(result).__name__}: {result}",
-                )
+                result = self._infra_failure(task, sample, result)
             store.trajectories.append(result)
             self.progress("simulate", 1, total)
         return {"count": len(store.trajectories), "rollout_exceptions": dict(failures),
                 "stats": self.component_stats()}
 
+    async def _demonstrations(self, tasks: list[Task], k: int) -> dict[str, list[Trajectory]]:
+        """K teacher demonstrations per task: sample ``i`` of the run's teacher, reused from the simulate
+        stage when it has that sample (same policy, seed and sample give the same trajectory), otherwise
+        rolled out now and kept in ``demonstrations.jsonl`` (resumable like every record file)."""
+        store = self._store()
+        c = self.components
+        teacher = self.demonstrator
+        simulated = {t.id: t for t in store.trajectories}
+        have = {t.id: t for t in store.demonstrations}
+        jobs = []
+        for task in tasks:
+            for sample in range(k):
+                tid = stable_id("traj", task.id, teacher.name, sample, self.config.seed)
+                if tid in simulated and tid not in have:
+                    store.demonstrations.append(simulated[tid])
+                elif tid not in have:
+                    jobs.append((task, sample))
+        failures: Counter[str] = Counter()
+        async def demo(job: tuple[Task, int]) -> Trajectory:
+            return await self._rollout(job, teacher)
+
+        async for (task, sample), result in c.executor.map(demo, jobs, concurrency=self.config.simulate.concurrency):
+            if isinstance(result, BaseException):
+                if isinstance(result, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
+                    raise result
+                failures[type(result).__name__] += 1
+                log.error("demonstration %d of task %s failed: %s: %s", sample, task.id, type(result).__name__, result)
+                result = self._infra_failure(task, sample, result, teacher.name)
+            store.demonstrations.append(result)
+        if failures:
+            log.warning("demonstration rollouts failed: %s", dict(failures))
+        out: dict[str, list[Trajectory]] = {}
+        for demo in store.demonstrations:
+            out.setdefault(demo.task_id, []).append(demo)
+        for demos in out.values():
+            demos.sort(key=lambda t: t.sample)
+        return out
+
+    async def _rollout(self, job: tuple[Task, int], policy: LLMBackend | None = None) -> Trajectory:
+        """One episode of the run's policy (or ``policy``) on a task (a fresh tool session and user per rollout)."""
+        task, sample = job
+        c = self.components
+        policy = policy or c.llm
+        seed = episode_seed(task.id, sample, self.config.seed)
+        tool_session = await c.tools.start(task, seed)
+        try:
+            user = await c.user.start(task, seed)
+            return await run_episode(
+                task, policy=policy, tools=tool_session, user=user,
+                max_turns=self.config.simulate.max_turns, sample=sample, seed=self.config.seed,
+                params={"temperature": self.config.llm.temperature, "max_tokens": self.config.llm.max_tokens},
+            )
+        finally:
+            await tool_session.aclose()
+
+    def _infra_failure(self, task: Task, sample: int, error: BaseException, policy: str | None = None) -> Trajectory:
+        """The record of a rollout that failed for infrastructure reasons (never scored as 0)."""
+        policy = policy or self.components.llm.name
+        return Trajectory(
+            id=stable_id("traj", task.id, policy, sample, self.config.seed), task_id=task.id,
+            policy=policy, sample=sample, seed=0, messages=(), termination="infra_error", turns=0,
+            error=f"{type(error).__name__}: {error}",
+        )
+
     async def _stage_rubric(self) -> dict[str, Any]:
         store = self._store()
-        by_task: dict[str, list[Trajectory]] = {}
-        for traj in store.trajectories:
-            by_task.setdefault(traj.task_id, []).append(traj)
         tasks = store.tasks.load()
+        builder = self.components.rubric
+        k = int(getattr(builder, "demonstrations", 0) or 0)
+        if k > 0:
+            by_task = await self._demonstrations(tasks, k)
+        else:  # a builder that asks for no demonstrations gets the simulate stage's trajectories
+            by_task = {}
+            for traj in store.trajectories:
+                by_task.setdefault(traj.task_id, []).append(traj)
         self.progress("rubric", 0, len(tasks))
         done_tasks = {r.task_id for r in store.rubrics}
         for task in tasks:
             if task.id not in done_tasks:
-                rubric = self.components.rubric.build(task, by_task.get(task.id, []))
+                rubric = builder.build(task, by_task.get(task.id, []))
+                if inspect.isawaitable(rubric):
+                    rubric = await rubric
                 store.rubrics.append(rubric)
             self.progress("rubric", 1, len(tasks))
-        return {"count": len(store.rubrics)}
+        rubrics = list(store.rubrics)
+        dropped = Counter(str(r.dropped).split(":")[0] for r in rubrics if r.dropped)
+        checkers: Counter[str] = Counter()
+        for r in rubrics:
+            checkers.update(r.provenance.get("checkers", {}))
+        info: dict[str, Any] = {"count": len(rubrics), "dropped": dict(sorted(dropped.items())),
+                                "demonstrations": len(store.demonstrations) if k else 0}
+        if checkers:
+            info["checkers"] = dict(sorted(checkers.items()))
+        return info
 
     async def _stage_score(self) -> dict[str, Any]:
         store = self._store()
@@ -332,8 +398,13 @@ class Pipeline:
         self.progress("score", 0, len(trajectories))
         for traj in trajectories:
             if traj.id not in done:
-                task = tasks[traj.task_id]
-                store.scores.append(await self.components.scorer.score(task, rubrics[task.id], traj))
+                task, rubric = tasks[traj.task_id], rubrics[traj.task_id]
+                if rubric.dropped and traj.error is None:  # never scored: the rubric says why
+                    score = Score(stable_id("score", traj.id, rubric.id, "dropped"), traj.id, task.id, rubric.id,
+                                  self.config.scorer, "dropped", None, False, (), {})
+                else:
+                    score = await self.components.scorer.score(task, rubric, traj)
+                store.scores.append(score)
             self.progress("score", 1, len(trajectories))
         return {"count": len(store.scores)}
 
@@ -341,15 +412,24 @@ class Pipeline:
         store = self._store()
         tasks = {t.id: t for t in store.tasks}
         scores = {s.trajectory_id: s for s in store.scores}
+        rubrics = {r.task_id: r for r in store.rubrics}
         trajectories = sorted(store.trajectories, key=lambda t: (t.task_id, t.sample))
-        sft = [
-            sft_row(tasks[t.task_id], t, scores[t.id]) for t in trajectories
-            if t.id in scores and scores[t.id].status == "ok" and (scores[t.id].total or 0) >= self.config.export.min_score
-        ]
-        rl = [rl_row(tasks[tid]) for tid in sorted(tasks)]
+        min_score = self.config.export.min_score
+        sft, rejected = [], []
+        for t in trajectories:
+            reason = _rejection(t, scores.get(t.id), rubrics.get(t.task_id), min_score)
+            if reason is None:
+                sft.append(sft_row(tasks[t.task_id], t, scores[t.id]))
+            else:
+                s = scores.get(t.id)
+                rejected.append({"trajectory_id": t.id, "task_id": t.task_id, "domain": tasks[t.task_id].domain,
+                                 "score": s.total if s else None, "reason": reason[0], "detail": reason[1]})
+        rl = [rl_row(tasks[tid]) for tid in sorted(tasks) if not (rubrics.get(tid) and rubrics[tid].dropped)]
         write_jsonl_atomic(store.exports / "sft.jsonl", sft)
+        write_jsonl_atomic(store.exports / "sft_rejected.jsonl", rejected)
         write_jsonl_atomic(store.exports / "rl.jsonl", rl)
-        info: dict[str, Any] = {"sft": len(sft), "rl": len(rl)}
+        info: dict[str, Any] = {"sft": len(sft), "rl": len(rl),
+                                "rejected": dict(sorted(Counter(r["reason"] for r in rejected).items()))}
         vertical = set(self.config.export.vertical)
         if vertical:  # the two-stage curriculum: general (all domains) first, then the vertical domains
             unknown = vertical - {t.domain for t in tasks.values()}
@@ -377,6 +457,22 @@ class Pipeline:
         """Compute ``summary.json`` from the records and write it."""
         store = self._store()
         return summarize(store)
+
+
+def _rejection(traj: Trajectory, score: Score | None, rubric: Any, min_score: float) -> tuple[str, str] | None:
+    """Why a trajectory is left out of the SFT export: ``(reason, detail)``, or None to keep it."""
+    if traj.error is not None:
+        return "infra_error", traj.error[:300]
+    if rubric is not None and rubric.dropped:
+        return "task_dropped", str(rubric.dropped)[:300]
+    if score is None:
+        return "unscored", "no score record"
+    if score.status != "ok" or score.total is None:
+        return score.status, "; ".join(r.evidence for r in score.breakdown if not r.passed)[:300]
+    if score.total < min_score:
+        failed = [f"{r.criterion_id}: {r.evidence}" for r in score.breakdown if not r.passed]
+        return "below_min_score", f"{score.total} < {min_score}; failed " + "; ".join(failed)[:300]
+    return None
 
 
 def _hit_rate(stats: dict[str, int]) -> float | None:
@@ -417,6 +513,9 @@ def summarize(store: RunStore) -> dict[str, Any]:
         "score_by_domain": {d: round(statistics.fmean(v), 4) for d, v in sorted(per_domain.items())},
         "criteria_failed": dict(sorted(Counter(r.checker for s in scores for r in s.breakdown if not r.passed).items())),
         "dropped": stages.get("generate", {}).get("dropped", {}),
+        "rubrics_dropped": stages.get("rubric", {}).get("dropped", {}),
+        "checkers": stages.get("rubric", {}).get("checkers", {}),
+        "sft_rejected": stages.get("export", {}).get("rejected", {}),
         "stats": stages.get("simulate", {}).get("stats", {}),
         "mapping_hit_rate": _hit_rate(stages.get("simulate", {}).get("stats", {}).get("tools", {})),
         "timings_s": store.manifest.get("timings", {}),

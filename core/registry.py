@@ -50,6 +50,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "synthagent.plugins.local_backends",
     "synthagent.plugins.graph_domains",
     "synthagent.plugins.judge",
+    "synthagent.plugins.rewards",
     "synthagent.plugins.mapping_sqlite",
     "synthagent.plugins.mapping_redis",
 )

@@ -178,6 +178,11 @@ class RunStore:
         return self.files["trajectories"]
 
     @property
+    def demonstrations(self) -> JsonlFile[Any]:
+        """``demonstrations.jsonl``: teacher rollouts a rubric builder asked for (``demonstrations = K``)."""
+        return self.files["demonstrations"]
+
+    @property
     def rubrics(self) -> JsonlFile[Any]:
         """``rubrics.jsonl``."""
         return self.files["rubrics"]

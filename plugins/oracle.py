@@ -16,11 +16,24 @@ For validating rewards it can also act out a *corruption* of the oracle (option 
 ``wrong_row``       applies the first write to another row of the same table
 ``wrong_answer``    reports wrong values in the final answer
 ``nothing``         answers at once without doing anything
+``forbidden_tool``  also calls a write tool the workflow never uses (or, if none, a tool the task lacks)
 ==================  ============================================================================
+
+The oracle asks for confirmation before an irreversible write (a ``delete``) and closes with the answer
+values, or for a task without any, the keys of the rows it changed (the confirmation numbers).
+
+Demonstrations for rubrics (``docs/rewards.md``) come from a teacher that is not always the same and not
+always right; two options make the oracle such a teacher, both seeded by the request's seed:
+
+* ``vary``: harmless variation between demonstrations (ask every hidden fact up front or just in time,
+  repeat a read, another wording of the answer);
+* ``mistakes``: the probability that a demonstration plays ``skip_step``, ``wrong_argument`` or
+  ``never_ask`` instead of the oracle.
 """
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -33,10 +46,16 @@ from synthagent.core.models import Fact, Message, Task, ToolCall, ToolSpec, Usag
 from synthagent.core.protocols import ChatRequest, ChatResponse
 from synthagent.plugins.sqlite_tools import SQLiteDatabase
 
-__all__ = ["OracleBackend", "CORRUPTIONS", "plan_for"]
+__all__ = ["OracleBackend", "CORRUPTIONS", "MISTAKES", "CONFIRM_TEXT", "plan_for", "wrong_value"]
 
 CORRUPTIONS = ("none", "skip_step", "never_ask", "ask_given", "extra_write", "wrong_argument", "wrong_row",
-               "wrong_answer", "nothing")
+               "wrong_answer", "nothing", "forbidden_tool")
+
+#: The question the oracle asks before an irreversible write (the rule user answers it with a yes).
+CONFIRM_TEXT = "This cannot be undone. Shall I go ahead?"
+
+#: The corruptions a ``mistakes`` demonstration plays.
+MISTAKES = ("skip_step", "wrong_argument", "never_ask")
 
 
 @attrs.frozen
@@ -59,8 +78,13 @@ def _question(facts: Sequence[Fact]) -> str:
     return "To help with that, could you please tell me " + " and ".join(parts) + "?"
 
 
-def _final(task: Task, values: Sequence[Any]) -> str:
+def _final(task: Task, values: Sequence[Any], style: int = 0) -> str:
     done = "; ".join(s.description[:1].lower() + s.description[1:] for s in task.workflow if s.writes)
+    if style:
+        text = "Everything is taken care of." if not done else f"I have finished: {done}."
+        if values:
+            text += " For your records: " + "; ".join(str(v) for v in values) + "."
+        return text
     text = "Your request is complete." if not done else f"All done. Steps completed: {done}."
     if values:
         text += " Here is what I found: " + ", ".join(str(v) for v in values) + "."
@@ -118,6 +142,21 @@ def _perturb(value: Any) -> Any:
     return f"{value}-x"
 
 
+def wrong_value(value: Any) -> Any:
+    """A plausible but wrong version of a reported value: the next number, the next identifier
+    (``T0058`` -> ``T0059``), or for other text a different word."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    text = str(value)
+    digits = re.search(r"(\d+)(?!.*\d)", text)
+    if digits:
+        n = str(int(digits.group(1)) + 1).zfill(len(digits.group(1)))
+        return text[:digits.start(1)] + n + text[digits.end(1):]
+    return f"{text}-x"
+
+
 def _other_row(task: Task, step: WorkflowStep) -> dict[str, Any] | None:
     """The step's arguments pointed at a different row of its table (same columns, another row's values)."""
     spec = task.tool(step.tool or "")
@@ -133,8 +172,28 @@ def _other_row(task: Task, step: WorkflowStep) -> dict[str, Any] | None:
     return None
 
 
-def plan_for(task: Task, corruption: str = "none") -> list[Action]:
-    """The sequence of assistant messages the oracle (or a corruption of it) sends for ``task``."""
+def _forbidden_call(task: Task) -> Action:
+    """A write tool the workflow never uses, with arguments that execute if any do; else a foreign tool."""
+    gold = {s.tool for s in task.workflow if s.tool}
+    spare = [t for t in task.tools if t.writes and t.name not in gold]
+    if not spare:
+        return Action("call", tool="admin_override", arguments={"confirm": True})
+    extra = _extra_write(attrs.evolve(task, tools=tuple(spare) + tuple(t for t in task.tools if not t.writes)))
+    if extra is not None:
+        return extra
+    spec = spare[0]
+    props = spec.parameters.get("properties", {})
+    return Action("call", tool=spec.name, arguments={p: _default_for(props.get(p, {}))
+                                                     for p in spec.parameters.get("required", [])})
+
+
+def plan_for(task: Task, corruption: str = "none", *, rng: random.Random | None = None) -> list[Action]:
+    """The sequence of assistant messages the oracle (or a corruption of it) sends for ``task``.
+
+    :param rng: with a generator, harmless variation (see ``vary`` in the module docstring).
+    """
+    from synthagent.plugins.workflow_rubric import report_values
+
     if corruption == "nothing":
         return [Action("final", text="I'm sorry, I can't help with that.")]
     hidden = {f.name: f for f in task.user_context}
@@ -145,6 +204,14 @@ def plan_for(task: Task, corruption: str = "none") -> list[Action]:
         steps = [s for s in steps if s is not victim]
     plan: list[Action] = []
     asked: set[str] = set()
+    upfront = rng is not None and rng.random() < 0.5
+    repeat = rng.randrange(len(steps)) if rng is not None and steps and rng.random() < 0.3 else -1
+    if upfront and corruption != "never_ask":
+        names = [n for s in steps for b in s.bindings.values() for n in re.findall(r"fact:([a-z0-9_]+)", b)]
+        need = [hidden[n] for n in dict.fromkeys(names) if n in hidden]
+        if need:
+            plan.append(Action("ask", facts=tuple(need), text=_question(need)))
+            asked.update(f.name for f in need)
     if corruption == "ask_given" and task.visible_facts:
         plan.append(Action("ask", facts=(task.visible_facts[0],), text=_question([task.visible_facts[0]])))
     wrong_target = None
@@ -164,15 +231,22 @@ def plan_for(task: Task, corruption: str = "none") -> list[Action]:
         if step.index == wrong_target and args:
             name = sorted(args)[0]
             args[name] = _perturb(args[name])
+        spec = task.tool(step.tool or "")
+        if spec is not None and spec.effect is not None and spec.effect.kind == "delete" and corruption != "never_ask":
+            plan.append(Action("ask", text=CONFIRM_TEXT))
         plan.append(Action("call", tool=step.tool or "", arguments=args))
+        if step.index == repeat and not step.writes:
+            plan.append(Action("call", tool=step.tool or "", arguments=dict(args)))
     if corruption == "extra_write":
         extra = _extra_write(task)
         if extra is not None:
             plan.append(extra)
-    values = list(task.answer)
+    if corruption == "forbidden_tool":
+        plan.append(_forbidden_call(task))
+    values = list(report_values(task))
     if corruption == "wrong_answer":
-        values = [_perturb(v) for v in values] or ["nothing to report"]
-    plan.append(Action("final", text=_final(task, values)))
+        values = [wrong_value(v) for v in values] or ["nothing to report"]
+    plan.append(Action("final", text=_final(task, values, style=int(rng is not None and rng.random() < 0.5))))
     return plan
 
 
@@ -180,24 +254,35 @@ class OracleBackend:
     """The offline teacher as an LLM backend (see the module docstring).
 
     :param corruption: one of :data:`CORRUPTIONS` (default ``none``).
+    :param vary: vary harmlessly between episodes (seeded by the request's seed).
+    :param mistakes: probability in [0, 1] that an episode plays one of :data:`MISTAKES` instead.
     :param model: accepted for symmetry with real backends; only used in the policy id.
     """
 
-    def __init__(self, corruption: str = "none", model: str = "") -> None:
+    def __init__(self, corruption: str = "none", vary: bool = False, mistakes: float = 0.0, model: str = "") -> None:
         if corruption not in CORRUPTIONS:
             raise ConfigError(f"unknown oracle corruption {corruption!r}; choose one of {list(CORRUPTIONS)}")
+        if not 0.0 <= float(mistakes) <= 1.0:
+            raise ConfigError(f"oracle mistakes must be a probability in [0, 1], got {mistakes!r}")
         self.corruption = corruption
+        self.vary = bool(vary)
+        self.mistakes = float(mistakes)
         self.name = "oracle" if corruption == "none" else f"oracle:{corruption}"
-        self._plans: dict[str, list[Action]] = {}
+        self._plans: dict[tuple[str, int], list[Action]] = {}
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         """The next assistant message of the plan, given how many the conversation already has."""
         task = request.task
         if task is None:
             raise UsageError("the oracle backend acts only as a teacher: it needs ChatRequest.task")
-        plan = self._plans.get(task.id)
+        key = (task.id, request.seed if (self.vary or self.mistakes) else 0)
+        plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[task.id] = plan_for(task, self.corruption)
+            rng = random.Random(f"{task.id}|{request.seed}") if (self.vary or self.mistakes) else None
+            corruption = self.corruption
+            if rng is not None and self.mistakes and corruption == "none" and rng.random() < self.mistakes:
+                corruption = rng.choice(MISTAKES)
+            plan = self._plans[key] = plan_for(task, corruption, rng=rng if self.vary else None)
             if len(self._plans) > 4096:
                 self._plans.pop(next(iter(self._plans)))
         position = sum(1 for m in request.messages if m.role == "assistant")

@@ -17,6 +17,7 @@ Defaults ``0.25 / 0.25 / 0.5`` make any single failure cost at least half the re
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,7 +35,8 @@ from synthagent.core.models import (
 )
 from synthagent.plugins.rule_user import asked_facts
 
-__all__ = ["WorkflowRubricBuilder", "VerifiedRubricBuilder", "RubricScorer", "combine", "DEFAULT_WEIGHTS", "executed_calls", "values_match"]
+__all__ = ["WorkflowRubricBuilder", "VerifiedRubricBuilder", "RubricScorer", "combine", "DEFAULT_WEIGHTS",
+           "executed_calls", "values_match", "report_values", "mentions_value"]
 
 DEFAULT_WEIGHTS = {"subgoal": 0.25, "interaction": 0.25, "success": 0.5}
 
@@ -76,14 +78,26 @@ def executed_calls(messages: Sequence[Message]) -> list[tuple[ToolCall, bool]]:
     return [(c, results.get(c.id, False)) for m in messages if m.role == "assistant" for c in m.tool_calls]
 
 
-def _contains(text: str, value: Any) -> bool:
-    text_l = text.lower()
-    if isinstance(value, float):
-        candidates = {str(value), f"{value:.2f}", f"{value:,.2f}"}
-        if value.is_integer():
-            candidates.add(str(int(value)))
-        return any(c.lower() in text_l for c in candidates)
-    return str(value).lower() in text_l
+def report_values(task: Task) -> tuple[Any, ...]:
+    """What the final answer must report: the task's answer values, or for a task without any, the keys of
+    the rows its workflow changes (the confirmation numbers of what was done)."""
+    if task.answer:
+        return tuple(task.answer)
+    if task.gold_state is None:
+        return ()
+    return tuple(key for table in sorted(task.gold_state.changes) for key in sorted(task.gold_state.changes[table]))
+
+
+def mentions_value(text: str, value: Any) -> bool:
+    """Whether ``text`` mentions ``value`` as a whole token (numbers in their usual renderings, text
+    case-insensitively): ``T0058`` is not mentioned by ``T00581`` or ``T0058-x``."""
+    if isinstance(value, bool):
+        forms = {str(value)}
+    elif isinstance(value, float):
+        forms = {str(value), f"{value:.2f}", f"{value:,.2f}"} | ({str(int(value))} if value.is_integer() else set())
+    else:
+        forms = {str(value)}
+    return any(re.search(r"(?<![\w-])" + re.escape(f.lower()) + r"(?![\w-]|\.\d)", text.lower()) for f in forms if f)
 
 
 class WorkflowRubricBuilder:
@@ -111,15 +125,20 @@ class WorkflowRubricBuilder:
                     id=f"step-{step.index}", kind="subgoal", description=step.description, check="tool_call",
                     spec={"tool": step.tool, "arguments": step.arguments, "writes": step.writes},
                 ))
-        if task.answer:
+        if report_values(task):
             criteria.append(Criterion(
                 id="answer", kind="subgoal", description="report the result to the user",
-                check="answer_contains", spec={"values": list(task.answer)},
+                check="answer_contains", spec={"values": list(report_values(task))},
             ))
         for fact in task.user_context:
             criteria.append(Criterion(
                 id=f"ask-{fact.name}", kind="interaction", description=f"ask the user for {fact.description}",
                 check="asked_for_fact", spec={"fact": fact.name, "keywords": list(fact.keywords)},
+            ))
+        if task.visible_facts:
+            criteria.append(Criterion(
+                id="no-redundant-question", kind="penalty", description="do not ask for what the user already said",
+                check="no_redundant_question", spec={"facts": [f.name for f in task.visible_facts]},
             ))
         gold_writes = [{"tool": s.tool, "arguments": s.arguments} for s in task.workflow if s.writes]
         criteria.append(Criterion(
@@ -142,24 +161,26 @@ class WorkflowRubricBuilder:
         return Rubric(id=rubric_id, task_id=task.id, builder=self.name, criteria=criteria, weights=self.weights)
 
 
-def combine(results: Sequence[CriterionResult], weights: Mapping[str, float]) -> tuple[float, bool, dict[str, float]]:
-    """Total, success and components of criterion results: forbidden criteria gate, the rest are weighted
-    (``subgoal`` and ``interaction`` fractions, ``success`` when every subgoal, interaction and check passed)."""
-    by_kind: dict[str, list[CriterionResult]] = {}
-    for r in results:
-        by_kind.setdefault(r.kind, []).append(r)
+def combine(results: Sequence[CriterionResult], weights: Mapping[str, float],
+            reward: Any = None, checks: Mapping[str, str] | None = None) -> tuple[float, bool, dict[str, float]]:
+    """Total, success and components of criterion results.
 
-    def frac(kind: str) -> float:
-        items = by_kind.get(kind, [])
-        return sum(r.score for r in items) / len(items) if items else 1.0
+    The total is the ``reward`` composition (:mod:`synthagent.plugins.rewards.compose`), by default a gate on
+    the forbidden criteria over the weighted ``subgoal`` and ``interaction`` fractions and ``success`` (every
+    subgoal, interaction and check passed). ``success`` also requires the gate.
+    """
+    from synthagent.plugins.rewards.compose import Reward, default_reward, evaluate
 
-    gate = all(r.passed for r in by_kind.get("forbidden", []))
-    success = all(r.passed for r in results if r.kind in ("subgoal", "interaction", "check"))
-    components = {"subgoal": frac("subgoal"), "interaction": frac("interaction"), "success": float(success)}
     w = {**DEFAULT_WEIGHTS, **weights}
-    raw = sum(w[k] * components[k] for k in DEFAULT_WEIGHTS) / (sum(w[k] for k in DEFAULT_WEIGHTS) or 1.0)
-    components["gate"] = float(gate)
-    return round(raw if gate else 0.0, 6), success and gate, components
+    rw = reward if isinstance(reward, Reward) else Reward(reward if reward is not None else default_reward(w))
+    components = {
+        "subgoal": evaluate("kind:subgoal", results),
+        "interaction": evaluate({"min": ["kind:interaction", "kind:penalty"]}, results),
+        "success": float(all(r.passed for r in results if r.kind in ("subgoal", "interaction", "penalty", "check"))),
+        "gate": float(all(r.passed for r in results if r.kind == "forbidden")),
+    }
+    total = rw(results, checks)
+    return total, bool(components["success"] and components["gate"]), components
 
 
 class VerifiedRubricBuilder(WorkflowRubricBuilder):
@@ -191,18 +212,30 @@ class VerifiedRubricBuilder(WorkflowRubricBuilder):
 
 
 class RubricScorer:
-    """Scores a trajectory against a rubric programmatically (no judge)."""
+    """Scores a trajectory against a rubric programmatically (no judge).
+
+    :param reward: a reward composition (:mod:`synthagent.plugins.rewards.compose`), e.g. from
+        ``[plugins.rubric.scorer.reward]``; by default the gate over the weighted sum of the module docstring.
+    """
 
     name = "rubric"
+
+    def __init__(self, reward: Any = None) -> None:
+        from synthagent.plugins.rewards.compose import compile_reward
+
+        self.reward = compile_reward(reward) if reward is not None else None
 
     async def score(self, task: Task, rubric: Rubric, trajectory: Trajectory) -> Score:
         """Evaluate every criterion and combine them (module docstring)."""
         score_id = stable_id("score", trajectory.id, rubric.id, self.name)
         if trajectory.error is not None:
             return Score(score_id, trajectory.id, task.id, rubric.id, self.name, "infra_error", None, False, (), {})
+        if rubric.dropped:
+            return Score(score_id, trajectory.id, task.id, rubric.id, self.name, "dropped", None, False, (), {})
         calls = executed_calls(trajectory.messages)
         results = [self._evaluate(c, task, trajectory, calls) for c in rubric.criteria]
-        total, success, components = combine(results, rubric.weights)
+        total, success, components = combine(results, rubric.weights, self.reward,
+                                             {c.id: c.check for c in rubric.criteria})
         return Score(score_id, trajectory.id, task.id, rubric.id, self.name, "ok", total, success,
                      tuple(results), components)
 
@@ -218,7 +251,7 @@ class RubricScorer:
         elif c.check == "answer_contains":
             final = next((m.content or "" for m in reversed(traj.messages)
                           if m.role == "assistant" and not m.tool_calls), "")
-            missing = [v for v in c.spec["values"] if not _contains(final, v)]
+            missing = [v for v in c.spec["values"] if not mentions_value(final, v)]
             passed = not missing
             evidence = "final answer has every value" if passed else f"final answer lacks {missing}"
         elif c.check == "asked_for_fact":
@@ -243,6 +276,28 @@ class RubricScorer:
             passed = not unexpected
             evidence = "every write is in the workflow" if passed else \
                 f"unexpected write(s): {[(u.name, u.arguments) for u in unexpected]}"
+        elif c.check == "no_redundant_question":
+            given = [f for f in task.visible_facts if f.name in set(c.spec.get("facts", []))]
+            asks = [m.content for m in traj.messages if m.role == "assistant" and not m.tool_calls and m.content
+                    and "?" in m.content and asked_facts(m.content, given)]
+            passed = not asks
+            evidence = "never asked for what the user already gave" if passed else f"asked again: {asks[0]!r}"
+        elif c.check == "forbidden_tool_called":
+            banned = set(c.spec.get("tools", []))
+            hits = [call.name for call, _ in calls if call.name in banned]
+            passed = not hits
+            evidence = "no forbidden tool called" if passed else f"called forbidden tool(s): {hits}"
+        elif c.check == "write_without_confirmation":
+            from synthagent.plugins.rewards import confirmed_before
+
+            confirmed = confirmed_before(traj.messages, c.spec["tool"])
+            passed = confirmed is not False
+            evidence = {None: f"{c.spec['tool']} not executed", True: "confirmed before the irreversible write",
+                        False: f"{c.spec['tool']} executed without asking for confirmation"}[confirmed]
+        elif c.check == "checker":
+            from synthagent.plugins.rewards.checkers import evaluate as run_checker
+
+            passed, evidence = run_checker(c.spec["checker"], task, traj)
         elif c.check == "tool_outside_task":
             allowed = set(c.spec["tools"])
             foreign = [call.name for call, _ in calls if call.name not in allowed]

@@ -51,7 +51,8 @@ def test_one_failing_rollout_is_recorded_and_the_rest_complete(tmp_path: Path, m
 
 
 def test_summary_counts_by_domain_and_termination(tmp_path: Path) -> None:
-    config = load_config(None, ["tasks=24", "plugins.oracle.corruption=nothing"])
+    config = load_config(None, ["tasks=24", "plugins.oracle.corruption=nothing",
+                                "plugins.workflow-rubric.demonstrator=oracle"])
     pipeline = Pipeline(config, load_plugins(environ={"SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD": "1"}))
     pipeline.open_store(tmp_path / "nothing", resume=False)
     summary = asyncio.run(pipeline.run())

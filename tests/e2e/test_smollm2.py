@@ -31,7 +31,9 @@ def common(server, out: Path, name: str) -> list[str]:
     return ["run", "-q", "--out", str(out), "--name", name, "--set", "llm.backend=openai",
             "--set", f"llm.base_url={server.base_url}", "--set", f"llm.model={server.model}",
             "--set", "llm.timeout_s=600", "--set", "llm.max_tokens=96", "--set", "simulate.max_turns=2",
-            "--set", "simulate.concurrency=1", "--set", "export.min_score=0"]
+            "--set", "simulate.concurrency=1", "--set", "export.min_score=0",
+            # SmolLM2 is the student here, not a teacher: rubrics from the workflow alone, no demonstrations
+            "--set", "rubric=workflow"]
 
 
 def layout_present(root: Path) -> None:

@@ -163,7 +163,13 @@ def test_synth_run_with_llm_generator_tools_and_user(synth, personas: Path, tmp_
     assert summary["stats"]["user"]["turns"] >= 5
     manifest = json.loads((root / "manifest.json").read_text())
     assert {"persona_fuzzy/toolset.md", "llm_tools/tool_sim.md", "llm_user/user_sim.md"} <= set(manifest["prompt_hashes"])
-    for name in ("exports/sft.jsonl", "exports/rl.jsonl", "rubrics.jsonl"):
-        assert (root / name).stat().st_size > 0
+    # the scripted teacher's demonstrations never follow the invented workflow, so the workflow-rubric
+    # builder drops every task, says why, and nothing unrewardable reaches the exports
+    assert summary["rubrics_dropped"] == {"uncovered": 5}
+    rubrics = [json.loads(line) for line in (root / "rubrics.jsonl").read_text().splitlines()]
+    assert all(r["dropped"].startswith("uncovered: 0/3 demonstrations cover the workflow") for r in rubrics)
+    rejected = [json.loads(line) for line in (root / "exports/sft_rejected.jsonl").read_text().splitlines()]
+    assert len(rejected) == 5 and {r["reason"] for r in rejected} == {"task_dropped"}
+    assert (root / "exports/sft.jsonl").read_text() == "" and (root / "exports/rl.jsonl").read_text() == ""
     found = subprocess.run(["grep", "-r", "-l", "SECRET", str(root)], capture_output=True, text=True)
     assert found.stdout == ""
