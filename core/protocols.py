@@ -162,8 +162,14 @@ class MappingStore(Protocol):
 class RubricBuilder(Protocol):
     """Builds a task's rubric from its workflow and demonstrations. Hook: :func:`synth_register_rubric_builders`."""
 
-    def build(self, task: Task, demonstrations: Sequence[Trajectory]) -> Rubric:
-        """Return the rubric for ``task``."""
+    def build(self, task: Task, demonstrations: Sequence[Trajectory]) -> Rubric | Awaitable[Rubric]:
+        """Return the rubric for ``task`` (or an awaitable of it, for a builder that asks a teacher).
+
+        A builder with an integer attribute ``demonstrations = K`` gets K teacher demonstrations per task
+        (samples 0..K-1 of the run's model, or of the backend named by its ``demonstrator`` attribute);
+        otherwise it gets the simulate stage's trajectories. Set ``Rubric.dropped`` to a reason to drop a
+        task: its trajectories are then neither scored nor exported.
+        """
         ...
 
 
