@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,12 @@ class GRPOAlgorithm:
 
 
 def train_grpo(request: TrainRequest, config: Any, own: dict[str, Any], zv_filter: Any,
-               *, keep_rollouts: list[Any] | None = None) -> dict[str, Any]:
-    """Run GRPO with a built ``GRPOConfig`` (used by :class:`GRPOAlgorithm` and the benchmarks)."""
+               *, keep_rollouts: list[Any] | None = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Run GRPO with a built ``GRPOConfig`` (used by :class:`GRPOAlgorithm`, the tests and the benchmarks).
+
+    :param keep_rollouts: when given, receives every rollout call's ``(rollouts, tokens, env_masks)``.
+    :param callbacks: extra ``transformers.TrainerCallback`` objects.
+    """
     import datasets
     from accelerate.utils import gather_object
     from trl import GRPOTrainer
@@ -121,7 +126,7 @@ def train_grpo(request: TrainRequest, config: Any, own: dict[str, Any], zv_filte
     rollout_func = make_rollout_func(env, task_ids, filter=zv_filter, max_turn_tokens=int(own["max_turn_tokens"]),
                                      seed=int(config.seed), on_stats=on_stats, keep_rollouts=keep_rollouts)
     trainer = GRPOTrainer(model=model, reward_funcs=[rubric_reward], args=config, train_dataset=dataset,
-                          processing_class=tokenizer, rollout_func=rollout_func, callbacks=[make_callback(metrics)])
+                          processing_class=tokenizer, rollout_func=rollout_func, callbacks=[make_callback(metrics), *callbacks])
     holder["trainer"] = trainer
     train_output = trainer.train()
     main = trainer.accelerator.is_main_process
@@ -150,7 +155,4 @@ def train_grpo(request: TrainRequest, config: Any, own: dict[str, Any], zv_filte
             png = plot_curves(metrics.rows, out / "curves.png", title=f"GRPO on {Path(request.run_dir).name}")
             summary["curves"] = str(png) if png else None
         write_json(out / "train_summary.json", summary)
-    holder["trainer_obj"] = trainer
-    if keep_rollouts is not None:
-        keep_rollouts.append(("trainer", trainer))
     return summary

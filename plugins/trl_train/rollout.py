@@ -404,41 +404,44 @@ def make_rollout_func(env: RunEnvironment, task_pool: Sequence[str], *, filter: 
                                                generation_kwargs=trainer.generation_kwargs,
                                                gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs)
 
-        generate_fn = model_generate_fn(model, trainer.processing_class, trainer.generation_config, eos_ids,
-                                        unwrap=unwrap)
         budget = int(trainer.max_completion_length)
         calls["n"] += 1
         base_sample = calls["n"] * 1000 + int(trainer.accelerator.process_index) * 100_000
-
-        def run(group_tasks: Sequence[Task], offset: int) -> tuple[list[Rollout], list[EpisodeTokens], int]:
-            jobs = [(t, base_sample + offset + i) for t in group_tasks for i in range(group)]
-            rollouts, tokens, batcher = asyncio.run(run_batch(env, jobs, generate_fn, renderer, budget=budget,
-                                                              max_turn_tokens=max_turn_tokens, eos_ids=eos_ids,
-                                                              seed=seed))
-            return rollouts, tokens, batcher.calls
-
-        was_training = model.training
-        rollouts, tokens, gen_calls = run(tasks, 0)
         stats = RolloutStats(groups=len(tasks))
-        rewards = [r.reward for r in rollouts]
-        flat = filter.flat_groups(rewards, group)
-        stats.zero_variance_groups = len(flat)
-        if filter.mode == "resample":
-            for round_ in range(filter.max_resample):
-                if not flat:
-                    break
-                fresh = [env.tasks[tid] for tid in rng.sample(list(task_pool), k=min(len(flat), len(task_pool)))]
-                while len(fresh) < len(flat):
-                    fresh.append(env.tasks[rng.choice(list(task_pool))])
-                new_rollouts, new_tokens, more_calls = run(fresh, (round_ + 1) * 10)
-                gen_calls += more_calls
-                stats.resampled_groups += len(flat)
-                for j, g in enumerate(flat):
-                    lo = g * group
-                    rollouts[lo:lo + group] = new_rollouts[j * group:(j + 1) * group]
-                    tokens[lo:lo + group] = new_tokens[j * group:(j + 1) * group]
-                rewards = [r.reward for r in rollouts]
-                flat = filter.flat_groups(rewards, group)
+        was_training = model.training
+        # One unwrap per call (every process calls the rollout once per generation step): under DeepSpeed ZeRO-3
+        # the parameter gather is a collective, so it must not depend on how many turns this process's episodes take.
+        with unwrap() as gen_model:
+            generate_fn = model_generate_fn(gen_model, trainer.processing_class, trainer.generation_config, eos_ids)
+
+            def run(group_tasks: Sequence[Task], offset: int) -> tuple[list[Rollout], list[EpisodeTokens], int]:
+                jobs = [(t, base_sample + offset + i) for t in group_tasks for i in range(group)]
+                rollouts, tokens, batcher = asyncio.run(run_batch(
+                    env, jobs, generate_fn, renderer, budget=budget, max_turn_tokens=max_turn_tokens,
+                    eos_ids=eos_ids, seed=seed))
+                return rollouts, tokens, batcher.calls
+
+            rollouts, tokens, gen_calls = run(tasks, 0)
+            rewards = [r.reward for r in rollouts]
+            flat = filter.flat_groups(rewards, group)
+            stats.zero_variance_groups = len(flat)
+            if filter.mode == "resample":
+                for round_ in range(filter.max_resample):
+                    if not flat:
+                        break
+                    pool = list(task_pool)
+                    fresh = [env.tasks[tid] for tid in rng.sample(pool, k=min(len(flat), len(pool)))]
+                    while len(fresh) < len(flat):
+                        fresh.append(env.tasks[rng.choice(pool)])
+                    new_rollouts, new_tokens, more_calls = run(fresh, (round_ + 1) * 10)
+                    gen_calls += more_calls
+                    stats.resampled_groups += len(flat)
+                    for j, g in enumerate(flat):
+                        lo = g * group
+                        rollouts[lo:lo + group] = new_rollouts[j * group:(j + 1) * group]
+                        tokens[lo:lo + group] = new_tokens[j * group:(j + 1) * group]
+                    rewards = [r.reward for r in rollouts]
+                    flat = filter.flat_groups(rewards, group)
         masks = [list(t.mask) for t in tokens]
         if filter.mode in ("resample", "drop") and flat:
             filter.mask_groups(masks, flat, group)
