@@ -59,6 +59,9 @@ def main() -> None:
     p.add_argument("--eval-batch", type=int, default=8)
     args = p.parse_args()
 
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from synthagent.core.protocols import TrainRequest
     from synthagent.plugins.trl_train.environment import RunEnvironment
     from synthagent.plugins.trl_train.grpo import GRPOAlgorithm
@@ -82,7 +85,7 @@ def main() -> None:
     train_env = RunEnvironment(train_run, max_turns=args.max_turns)
     eval_env = RunEnvironment(eval_run, max_turns=args.max_turns)
     overlap = set(train_env.tasks) & set(eval_env.tasks)
-    eval_ids = sorted(set(eval_env.tasks) - overlap)
+    eval_ids = sorted(set(eval_env.tasks) - overlap)[: args.eval_tasks]
     results["held_out"] = {"train_tasks": len(train_env.tasks), "eval_tasks": len(eval_ids),
                            "overlap_removed": len(overlap)}
     print(f"[bench] train tasks {len(train_env.tasks)}, held-out eval tasks {len(eval_ids)} "

@@ -231,6 +231,7 @@ class TokenPolicy:
         self.tokens = EpisodeTokens()
         self.exhausted = False
         self._seen = 0
+        self._turn = 0
         self._end_of_turn = ""
         #: An exception the policy raised (the agent loop records it as an infra error; training re-raises it).
         self.error: BaseException | None = None
@@ -278,7 +279,9 @@ class TokenPolicy:
             self.exhausted = True  # the turn was cut: the episode ends after it
         else:
             self._end_of_turn = str(self.renderer.tokenizer.decode([out[-1]], skip_special_tokens=False))
-        message = parse_assistant(self._decode(out))
+        # ids unique within the episode (the scorer pairs each call with its result by id)
+        self._turn += 1
+        message = parse_assistant(self._decode(out), id_prefix=f"call_t{self._turn}")
         self._seen = len(messages) + 1  # the graph appends this message before anything new
         return ChatResponse(message, Usage(len(self.tokens.prompt_ids), len(out), 1))
 
@@ -508,6 +511,7 @@ def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str]
         rollouts, _, _ = asyncio.run(run_batch(env, jobs, generate_fn, renderer, budget=budget,
                                                max_turn_tokens=max_turn_tokens, eos_ids=eos_ids, seed=seed))
         results.extend(rollouts)
+        log.info("evaluated %d/%d tasks in %.0f s", len(results), len(ids), time.perf_counter() - start)
     return {
         "tasks": len(results),
         "success_rate": round(sum(r.success for r in results) / len(results), 4) if results else None,

@@ -46,6 +46,25 @@ def small_run(work: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def open_run(work: Path, small_run: Path) -> Path:
+    """The small run with every hidden fact made visible (rubrics, scores and exports rebuilt with
+    ``--from rubric``): an agent that asks nothing can still earn the rubric's partial credit, so even a tiny
+    policy's rewards vary within a group (a malformed tool call trips the foreign-tool gate, plain text does not)."""
+    import shutil
+
+    root = work / "runs" / "open"
+    shutil.copytree(small_run, root)
+    tasks = [json.loads(line) for line in (root / "tasks.jsonl").read_text().splitlines()]
+    for t in tasks:
+        t["visible_facts"] = list(t["visible_facts"]) + list(t["user_context"])
+        t["user_context"] = []
+    (root / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
+    result = _synth("run", "-q", "--out", str(work / "runs"), "--name", "open", "--from", "rubric", *SMALL_RUN)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root
+
+
+@pytest.fixture(scope="module")
 def tiny_model(work: Path, small_run: Path) -> str:
     from synthagent.core.testing import build_tiny_model
 
@@ -163,7 +182,7 @@ def test_loss_mask_is_zero_on_tool_and_user_tokens_and_one_on_policy_tokens(smal
 
 
 def test_grpo_three_steps_through_the_environment_changes_weights_and_logs_rubric_reward(
-        work: Path, small_run: Path, sft_result: dict[str, Any]) -> None:
+        work: Path, open_run: Path, sft_result: dict[str, Any]) -> None:
     from trl import GRPOConfig
 
     from synthagent.plugins.trl_train.grpo import GRPO_OPTIONS, train_grpo
@@ -174,11 +193,11 @@ def test_grpo_three_steps_through_the_environment_changes_weights_and_logs_rubri
     before = _weights(start)
     out = work / "grpo"
     config = GRPOConfig(output_dir=str(out / "trainer"), max_steps=3, learning_rate=1e-3, num_generations=4,
-                        per_device_train_batch_size=4, max_completion_length=384, temperature=1.0, seed=0,
+                        per_device_train_batch_size=4, max_completion_length=256, temperature=1.0, seed=0,
                         use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none",
                         save_strategy="no", logging_steps=1, disable_tqdm=True)
     kept: list[Any] = []
-    request = TrainRequest(run_dir=str(small_run), model=start, output_dir=str(out), options={})
+    request = TrainRequest(run_dir=str(open_run), model=start, output_dir=str(out), options={})
     summary = train_grpo(request, config, {**GRPO_OPTIONS, "max_turn_tokens": 48}, ZeroVarianceFilter("resample", 2),
                          keep_rollouts=kept)
     assert summary["steps"] == 3 and summary["scorer"] == "rubric"
@@ -199,7 +218,9 @@ def test_grpo_three_steps_through_the_environment_changes_weights_and_logs_rubri
     scorer = RubricScorer()
     from synthagent.plugins.trl_train.environment import RunEnvironment
 
-    env = RunEnvironment(small_run)
+    env = RunEnvironment(open_run)
+    assert len({r.reward for r in rollouts}) > 1  # the rewards varied, so there was something to learn
+    assert any(sum(t.mask) < len(t.mask) for item in kept for t in item[1])  # some episode had environment turns
     for r in rollouts[:8]:
         assert r.reward == (asyncio.run(scorer.score(r.task, env.rubrics[r.task.id], r.trajectory)).total or 0.0)
     # what TRL got as env_mask is the episode's policy mask (or zeros for a dropped group)
