@@ -121,6 +121,7 @@ def main() -> None:
         synth += synth_round(i)
     b, s = statistics.median(bare), statistics.median(synth)
     result = {"bare_trl_step_s": round(b, 4), "synthagent_step_s": round(s, 4), "ratio": round(s / b, 3),
+              "ratio_of_fastest_steps": round(min(synth) / min(bare), 3),
               "steps_measured_each": len(bare), "batch": args.batch, "generations": args.generations,
               "completion_tokens": args.tokens, "model": "tiny (built here)" if not args.model else args.model,
               "bare_all_s": [round(x, 4) for x in bare], "synth_all_s": [round(x, 4) for x in synth]}
