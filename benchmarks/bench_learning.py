@@ -56,6 +56,7 @@ def main() -> None:
     p.add_argument("--budget", type=int, default=1024, help="completion tokens per episode (policy + environment)")
     p.add_argument("--max-turns", type=int, default=10)
     p.add_argument("--zero-variance", default="resample")
+    p.add_argument("--max-resample", type=int, default=2)
     p.add_argument("--eval-batch", type=int, default=8)
     args = p.parse_args()
 
@@ -147,7 +148,7 @@ def main() -> None:
                      "num_generations": args.num_generations, "per_device_train_batch_size": args.grpo_batch,
                      "max_completion_length": args.budget, "max_turn_tokens": args.max_turn_tokens,
                      "max_turns": args.max_turns, "temperature": args.temperature, "seed": 0,
-                     "zero_variance": args.zero_variance}))
+                     "zero_variance": args.zero_variance, "max_resample": args.max_resample}))
         summary.pop("task_ids", None)
         summary["wall_s"] = round(time.perf_counter() - t, 1)
         results.setdefault("train", {})["grpo"] = summary
