@@ -248,7 +248,22 @@ def synth_register_reward_scorers(register):
 '''
 
 
-@pytest.mark.parametrize("mode", ["drop", "resample"])
+def test_zero_variance_filter_finds_and_masks_exactly_the_flat_groups() -> None:
+    from synthagent.core.errors import ConfigError
+    from synthagent.plugins.trl_train.rollout import ZeroVarianceFilter
+
+    f = ZeroVarianceFilter("drop")
+    rewards = [0.5, 0.5, 0.5, 1.0, 0.0, 1.0, 0.25, 0.25 + 1e-9]
+    assert f.flat_groups(rewards, 2) == [0, 3]  # (0.5, 0.5) and (0.25, 0.25+1e-9); (0.5, 1.0) and (0, 1) vary
+    masks = [[1, 1, 0, 1] for _ in rewards]
+    f.mask_groups(masks, [0, 3], 2)
+    assert masks[0] == masks[1] == masks[6] == masks[7] == [0, 0, 0, 0]
+    assert masks[2] == masks[5] == [1, 1, 0, 1]
+    with pytest.raises(ConfigError):
+        ZeroVarianceFilter("sometimes")
+
+
+@pytest.mark.parametrize("mode", ["resample"])
 def test_a_crafted_zero_variance_group_is_filtered_and_counted(work: Path, tiny_model: str, mode: str,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from trl import GRPOConfig
