@@ -344,8 +344,11 @@ def train_cmd(algorithm: str, model: Path, run_dir: Path, out: Path | None, over
     request = TrainRequest(run_dir=str(run_dir), model=str(model),
                            output_dir=str(out or run_dir / "train" / algorithm), options=options)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    import contextlib
+
     try:
-        result = impl.create().train(request)
+        with contextlib.redirect_stdout(sys.stderr):  # trainers print their logs; stdout carries only the result
+            result = impl.create().train(request)
     except ImportError as exc:
         raise UsageError(f"algorithm {algorithm!r} needs the training extra: pip install 'synthagent[train]' ({exc})") from exc
     except SynthError:
