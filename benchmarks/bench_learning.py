@@ -58,6 +58,10 @@ def main() -> None:
     p.add_argument("--zero-variance", default="resample")
     p.add_argument("--max-resample", type=int, default=2)
     p.add_argument("--eval-batch", type=int, default=8)
+    p.add_argument("--grpo-save-every", type=int, default=0,
+                   help="also checkpoint GRPO every N steps (OUT/grpo/trainer/checkpoint-*), for long runs")
+    p.add_argument("--grpo-model", default="",
+                   help="evaluate this GRPO model (e.g. a checkpoint of an interrupted run) instead of training")
     args = p.parse_args()
 
     import logging
@@ -140,7 +144,10 @@ def main() -> None:
     evaluate("sft", str(sft_out / "model"))
 
     grpo_out = out / "grpo"
-    if "grpo" not in results.get("train", {}):
+    if args.grpo_model:
+        results.setdefault("train", {})["grpo"] = {"evaluated_checkpoint": args.grpo_model}
+        evaluate("sft+grpo", args.grpo_model)
+    elif "grpo" not in results.get("train", {}):
         t = time.perf_counter()
         summary = GRPOAlgorithm().train(TrainRequest(
             run_dir=str(train_run), model=str(sft_out / "model"), output_dir=str(grpo_out),
@@ -148,12 +155,15 @@ def main() -> None:
                      "num_generations": args.num_generations, "per_device_train_batch_size": args.grpo_batch,
                      "max_completion_length": args.budget, "max_turn_tokens": args.max_turn_tokens,
                      "max_turns": args.max_turns, "temperature": args.temperature, "seed": 0,
-                     "zero_variance": args.zero_variance, "max_resample": args.max_resample}))
+                     "zero_variance": args.zero_variance, "max_resample": args.max_resample,
+                     **({"save_strategy": "steps", "save_steps": args.grpo_save_every, "save_total_limit": 1}
+                        if args.grpo_save_every else {})}))
         summary.pop("task_ids", None)
         summary["wall_s"] = round(time.perf_counter() - t, 1)
         results.setdefault("train", {})["grpo"] = summary
         save()
-    evaluate("sft+grpo", str(grpo_out / "model"))
+    if not args.grpo_model:
+        evaluate("sft+grpo", str(grpo_out / "model"))
 
     ev = results["eval"]
     results["wall_s_total_this_invocation"] = round(time.perf_counter() - t0, 1)
