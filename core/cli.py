@@ -63,6 +63,7 @@ def cli() -> None:
     synth plugins             list every registered implementation (and the plugin it came from)
     synth show RUN            print a run's summary
     synth graph               the tool graph of an API pool and its domains (environment scaling)
+    synth train               train a model on a run with an RL algorithm plugin (grpo, sft; extra [train])
 
     With no configuration, `synth run` uses the embedded offline default: the built-in SQLite domain pack,
     a rule-based user and the oracle teacher. No network, GPU or API key needed.
@@ -298,6 +299,63 @@ def show_cmd(run: Path, as_json: bool) -> None:
         click.echo(json.dumps(summary, indent=2))
     else:
         _print_summary(summary, run)
+
+
+@cli.command("train")
+@click.option("-a", "--algorithm", required=True, help="RL algorithm by name (synth plugins lists them: grpo, sft, ...).")
+@click.option("-m", "--model", "model", required=True, type=click.Path(path_type=Path),
+              help="A local Hugging Face model directory to start from.")
+@click.option("-r", "--run", "run_dir", required=True, type=click.Path(path_type=Path),
+              help="The run directory (from synth run) whose tasks, rubrics and exports to train on.")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder for the model, metrics.jsonl and curves.png  [default: RUN/train/ALGORITHM]")
+@click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="An algorithm option or a TRL config field, e.g. --set max_steps=50 (repeatable; values are TOML).")
+@click.option("-p", "--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="Load a plugin by entry-point name or module path (repeatable).")
+@_guard
+def train_cmd(algorithm: str, model: Path, run_dir: Path, out: Path | None, overrides: Sequence[str],
+              plugins: Sequence[str]) -> None:
+    """Train MODEL on run RUN with an RL algorithm plugin and print its final metrics as JSON.
+
+    \b
+    Examples:
+      synth train --algorithm sft --model ./SmolLM2 --run runs/base --set max_steps=50
+      synth train --algorithm grpo --model runs/base/train/sft/model --run runs/base --set max_steps=20
+      accelerate launch -m synthagent.core train --algorithm grpo ...   (multi-GPU, DeepSpeed, FSDP)
+    """
+    from synthagent.core.config import parse_set
+    from synthagent.core.errors import RunDirectoryError
+    from synthagent.core.protocols import TrainRequest
+    from synthagent.core.registry import load_plugins
+
+    options: dict[str, Any] = {}
+    for item in overrides:
+        keys, value = parse_set(item)
+        node = options
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    impl = load_plugins(plugins).registry("algorithm").get(algorithm)
+    if not (run_dir / "manifest.json").is_file():
+        raise RunDirectoryError(f"--run {str(run_dir)!r} is not a run directory (no manifest.json); make one with synth run")
+    if not (model / "config.json").is_file():
+        raise UsageError(f"--model {str(model)!r} is not a local Hugging Face model directory (no config.json)")
+    request = TrainRequest(run_dir=str(run_dir), model=str(model),
+                           output_dir=str(out or run_dir / "train" / algorithm), options=options)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    import contextlib
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # trainers print their logs; stdout carries only the result
+            result = impl.create().train(request)
+    except ImportError as exc:
+        raise UsageError(f"algorithm {algorithm!r} needs the training extra: pip install 'synthagent[train]' ({exc})") from exc
+    except SynthError:
+        raise
+    except Exception as exc:
+        raise SynthError(f"training failed: {type(exc).__name__}: {exc}") from exc
+    click.echo(json.dumps({k: v for k, v in dict(result).items() if k != "task_ids"}, indent=2, default=str))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -53,6 +53,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "synthagent.plugins.rewards",
     "synthagent.plugins.mapping_sqlite",
     "synthagent.plugins.mapping_redis",
+    "synthagent.plugins.trl_train",
 )
 ENV_AUTOLOAD_OFF = "SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD"
 ENV_PLUGINS = "SYNTHAGENT_PLUGINS"
