@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import inspect
 import logging
+import os
 import platform
 import statistics
 import sys
@@ -25,8 +26,9 @@ from typing import Any
 import attrs
 
 from synthagent.core import __version__
-from synthagent.core.agent_loop import episode_seed, initial_messages, run_episode
+from synthagent.core.agent_loop import initial_messages
 from synthagent.core.config import STAGES, RunConfig
+from synthagent.core.engine import JobRunner, LoopLagMonitor, WorkerSpec, resolve_concurrency
 from synthagent.core.errors import RunDirectoryError, StageError, UsageError
 from synthagent.core.models import Score, Task, Trajectory, stable_id
 from synthagent.core.protocols import (
@@ -276,22 +278,10 @@ class Pipeline:
         total = len(tasks) * samples
         self.progress("simulate", total - len(jobs), total)
         failures: Counter[str] = Counter()
-
-        async def rollout(job: tuple[Task, int]) -> Trajectory:
-            task, sample = job
-            seed = episode_seed(task.id, sample, self.config.seed)
-            tool_session = await c.tools.start(task, seed)
-            try:
-                user = await c.user.start(task, seed)
-                return await run_episode(
-                    task, policy=c.llm, tools=tool_session, user=user,
-                    max_turns=self.config.simulate.max_turns, sample=sample, seed=self.config.seed,
-                    params={"temperature": self.config.llm.temperature, "max_tokens": self.config.llm.max_tokens},
-                )
-            finally:
-                await tool_session.aclose()
-
-        async for (task, sample), result in c.executor.map(rollout, jobs, concurrency=self.config.simulate.concurrency):
+        runner = JobRunner(self.worker_spec(), "rollout", components=c)  # picklable: workers rebuild components
+        concurrency = resolve_concurrency(self.config, c.llm)
+        lag = LoopLagMonitor().start()  # how late the loop wakes: anything blocking it shows here
+        async for (task, sample), result in c.executor.map(runner, jobs, concurrency=concurrency):
             if isinstance(result, BaseException):
                 if isinstance(result, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
                     raise result
@@ -305,8 +295,9 @@ class Pipeline:
                 )
             store.trajectories.append(result)
             self.progress("simulate", 1, total)
+        await lag.stop()
         return {"count": len(store.trajectories), "rollout_exceptions": dict(failures),
-                "stats": self.component_stats()}
+                "stats": self.component_stats(), "engine": self._engine_info(runner, concurrency, lag)}
 
     async def _stage_rubric(self) -> dict[str, Any]:
         store = self._store()
@@ -330,10 +321,14 @@ class Pipeline:
         done = {s.trajectory_id for s in store.scores}
         trajectories = store.trajectories.load()
         self.progress("score", 0, len(trajectories))
-        for traj in trajectories:
-            if traj.id not in done:
-                task = tasks[traj.task_id]
-                store.scores.append(await self.components.scorer.score(task, rubrics[task.id], traj))
+        self.progress("score", sum(1 for t in trajectories if t.id in done), len(trajectories))
+        jobs = [(tasks[t.task_id], rubrics[t.task_id], t) for t in trajectories if t.id not in done]
+        runner = JobRunner(self.worker_spec(), "score", components=self.components)
+        async for _job, result in self.components.executor.map(
+                runner, jobs, concurrency=resolve_concurrency(self.config, self.components.llm)):
+            if isinstance(result, BaseException):
+                raise result  # a scorer records judge failures itself; anything else stops the stage (--resume)
+            store.scores.append(result)
             self.progress("score", 1, len(trajectories))
         return {"count": len(store.scores)}
 
@@ -363,13 +358,37 @@ class Pipeline:
         self.progress("export", 1, 1)
         return info
 
+    def _engine_info(self, runner: JobRunner, concurrency: int, lag: LoopLagMonitor) -> dict[str, Any]:
+        counts = Counter(runner.stats)
+        worker_stats = getattr(self.components.executor, "worker_stats", None)
+        if callable(worker_stats):
+            counts.update(worker_stats().get("engine", {}))
+        return {"executor": self.config.executor, "concurrency": concurrency, **dict(sorted(counts.items())),
+                "driver_loop_lag_ms": lag.summary()}
+
+    def worker_spec(self) -> WorkerSpec:
+        """What an executor's worker processes need to rebuild this run's components."""
+        extra = tuple(p["name"] for p in self.plugins.loaded if p.get("source") != "builtin")
+        environ = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("SYNTHAGENT_")))
+        run_dir = str(self.store.root) if self.store is not None else ""
+        return WorkerSpec(self.config, extra, environ, run_dir)
+
     def component_stats(self) -> dict[str, dict[str, int]]:
-        """Counters the implementations keep (``stats``), by kind: failures by kind, guard firings, hits."""
+        """Counters the implementations keep (``stats``), by kind: failures by kind, guard firings, hits.
+        With worker processes (an executor with ``worker_stats()``), the workers' counters are added in."""
         out: dict[str, dict[str, int]] = {}
         for kind in ("llm", "user", "tools", "mapping", "generator", "scorer"):
             stats = getattr(getattr(self.components, kind), "stats", None)
             if stats:
                 out[kind] = dict(sorted(stats.items()))
+        worker_stats = getattr(self.components.executor, "worker_stats", None)
+        if callable(worker_stats):
+            for kind, counts in worker_stats().items():
+                if kind == "engine":
+                    continue
+                merged = Counter(out.get(kind, {}))
+                merged.update(counts)
+                out[kind] = dict(sorted(merged.items()))
         return out
 
     # -- summary ---------------------------------------------------------------------------------
