@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 import time
 from collections import Counter
@@ -33,7 +34,7 @@ import attrs
 from synthagent.core.agent_loop import episode_seed, run_episode
 from synthagent.core.config import RunConfig
 from synthagent.core.errors import SynthError
-from synthagent.core.models import Rubric, Score, Task, Trajectory
+from synthagent.core.models import Rubric, Score, Task, Trajectory, from_json_dict, to_json_dict
 
 __all__ = [
     "WorkerSpec",
@@ -179,28 +180,50 @@ class JobRunner:
 
     :param spec: how to rebuild the components in another process.
     :param op: ``"rollout"`` (item ``(task, sample)`` -> :class:`Trajectory`) or ``"score"`` (item
-        ``(task, rubric, trajectory)`` -> :class:`Score`).
+        ``(task, rubric, trajectory)`` -> :class:`Score`); ``task`` is a :class:`Task` or the id of one in
+        ``tasks`` (ids keep items small: the tasks travel once per worker, not once per job).
     :param components: the driver's components (used as they are in this process; dropped when pickled).
+    :param tasks: the tasks items may name by id.
     """
 
     OPS = ("rollout", "score")
 
-    def __init__(self, spec: WorkerSpec, op: str, components: Any = None) -> None:
+    def __init__(self, spec: WorkerSpec, op: str, components: Any = None,
+                 tasks: Mapping[str, Task] | None = None) -> None:
         if op not in self.OPS:
             raise ValueError(f"unknown job {op!r}; one of {self.OPS}")
         self.spec = spec
         self.op = op
         self._components = components
         self._local_stats: Counter[str] | None = Counter() if components is not None else None
+        self._tasks: dict[str, Task] = dict(tasks or {})
+        self._task_json: dict[str, str] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"spec": self.spec, "op": self.op}
+        # Tasks travel once per worker and stage, as JSON text (a Task pickles slowly: ~1 ms, ~28 kB with its
+        # database), and are decoded in the worker only when one of its jobs names them.
+        if self._task_json is None:
+            self._task_json = {tid: json.dumps(to_json_dict(t), ensure_ascii=False) for tid, t in self._tasks.items()}
+        return {"spec": self.spec, "op": self.op, "task_json": self._task_json}
 
     def __setstate__(self, state: Mapping[str, Any]) -> None:
         self.spec = state["spec"]
         self.op = state["op"]
         self._components = None
         self._local_stats = None
+        self._tasks = {}
+        self._task_json = dict(state.get("task_json") or {})
+
+    def task(self, ref: Task | str) -> Task:
+        """The task an item names: a :class:`Task`, or the id of one this runner was given."""
+        if isinstance(ref, Task):
+            return ref
+        task = self._tasks.get(ref)
+        if task is None:
+            if not self._task_json or ref not in self._task_json:
+                raise KeyError(f"job names task {ref!r}, which this runner was not given")
+            task = self._tasks[ref] = from_json_dict(Task, json.loads(self._task_json[ref]))
+        return task
 
     @property
     def stats(self) -> Counter[str]:
@@ -218,9 +241,9 @@ class JobRunner:
     async def __call__(self, item: Any) -> Any:
         if self.op == "rollout":
             task, sample = item
-            return await self.rollout(task, sample)
+            return await self.rollout(self.task(task), sample)
         task, rubric, trajectory = item
-        return await self.score(task, rubric, trajectory)
+        return await self.score(self.task(task), rubric, trajectory)
 
     async def _episode(self, c: Any, task: Task, sample: int) -> Trajectory:
         config = self.spec.config

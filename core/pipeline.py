@@ -278,18 +278,20 @@ class Pipeline:
         total = len(tasks) * samples
         self.progress("simulate", total - len(jobs), total)
         failures: Counter[str] = Counter()
-        runner = JobRunner(self.worker_spec(), "rollout", components=c)  # picklable: workers rebuild components
+        # picklable: worker processes rebuild the components; items name tasks by id (tasks travel once per worker)
+        runner = JobRunner(self.worker_spec(), "rollout", components=c, tasks={t.id: t for t, _ in jobs})
         concurrency = resolve_concurrency(self.config, c.llm)
         lag = LoopLagMonitor().start()  # how late the loop wakes: anything blocking it shows here
-        async for (task, sample), result in c.executor.map(runner, jobs, concurrency=concurrency):
+        items = [(task.id, sample) for task, sample in jobs]
+        async for (task_id, sample), result in c.executor.map(runner, items, concurrency=concurrency):
             if isinstance(result, BaseException):
                 if isinstance(result, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
                     raise result
                 failures[type(result).__name__] += 1
-                log.error("rollout of task %s sample %d failed: %s: %s", task.id, sample, type(result).__name__,
+                log.error("rollout of task %s sample %d failed: %s: %s", task_id, sample, type(result).__name__,
                           result, exc_info=result)
                 result = Trajectory(
-                    id=stable_id("traj", task.id, c.llm.name, sample, self.config.seed), task_id=task.id,
+                    id=stable_id("traj", task_id, c.llm.name, sample, self.config.seed), task_id=task_id,
                     policy=c.llm.name, sample=sample, seed=0, messages=(), termination="infra_error", turns=0,
                     error=f"{type(result).__name__}: {result}",
                 )
@@ -322,8 +324,8 @@ class Pipeline:
         trajectories = store.trajectories.load()
         self.progress("score", 0, len(trajectories))
         self.progress("score", sum(1 for t in trajectories if t.id in done), len(trajectories))
-        jobs = [(tasks[t.task_id], rubrics[t.task_id], t) for t in trajectories if t.id not in done]
-        runner = JobRunner(self.worker_spec(), "score", components=self.components)
+        jobs = [(t.task_id, rubrics[t.task_id], t) for t in trajectories if t.id not in done]
+        runner = JobRunner(self.worker_spec(), "score", components=self.components, tasks=tasks)
         async for _job, result in self.components.executor.map(
                 runner, jobs, concurrency=resolve_concurrency(self.config, self.components.llm)):
             if isinstance(result, BaseException):

@@ -81,7 +81,10 @@ async def _serve(conn: Any) -> None:
         msg = await inbox.get()
         kind = msg[0]
         if kind == "fn":
-            fns[msg[1]] = msg[2]
+            try:
+                fns[msg[1]] = pickle.loads(msg[2])
+            except Exception as exc:  # noqa: BLE001 - every job of this map then fails with the reason
+                fns[msg[1]] = _Failing(portable_error(exc))
         elif kind == "job":
             _, job_id, fn_id, item = msg
             task = asyncio.ensure_future(run(job_id, fns[fn_id], item))
@@ -96,6 +99,16 @@ async def _serve(conn: Any) -> None:
                 task.cancel()
             await close_process_components()
             return
+
+
+class _Failing:
+    """Stands in for a job callable that did not unpickle in the worker: every job fails with the reason."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    async def __call__(self, item: Any) -> Any:
+        raise self.error
 
 
 class _Worker:
@@ -185,16 +198,15 @@ class ProcessExecutor:
                 f"executor 'process' sends the job to other processes, and this one cannot be pickled "
                 f"({type(exc).__name__}: {exc}); pass a module-level function or a synthagent.core.engine.JobRunner"
             ) from exc
-        del payload
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             if not self._workers:
                 self._start()
-            async for pair in self._map(fn, items, concurrency):
+            async for pair in self._map(payload, items, concurrency):
                 yield pair
 
-    async def _map(self, fn: Any, items: Iterable[Any], concurrency: int) -> AsyncIterator[tuple[Any, Any]]:
+    async def _map(self, fn: bytes, items: Iterable[Any], concurrency: int) -> AsyncIterator[tuple[Any, Any]]:
         assert self._inbox is not None
         fn_id = next(self._ids)
         iterator = iter(items)

@@ -34,11 +34,17 @@ R = TypeVar("R")
 class _RayWorker:
     """The actor: runs jobs on its event loop (Ray async actor), reports and closes its components."""
 
-    async def run(self, fn: Any, item: Any) -> Any:
+    def __init__(self) -> None:
+        self.fns: dict[int, Any] = {}
+
+    async def set_fn(self, fn_id: int, fn: Any) -> None:
+        self.fns = {fn_id: fn}  # one map at a time: the previous map's job (and its tasks) can go
+
+    async def run(self, fn_id: int, item: Any) -> Any:
         from synthagent.core.engine import portable_error
 
         try:
-            return await fn(item)
+            return await self.fns[fn_id](item)
         except Exception as exc:  # noqa: BLE001 - travels back as the item's error
             raise portable_error(exc) from None
 
@@ -113,7 +119,10 @@ class RayExecutor:
         from ray.exceptions import RayActorError, RayTaskError
 
         self._ensure()
-        fn_ref = ray.put(fn)
+        fn_ref = ray.put(fn)  # pickled once; each actor deserializes it once (set_fn), not once per job
+        fn_id = self._next_fn = getattr(self, "_next_fn", 0) + 1
+        await asyncio.gather(*[asyncio.wrap_future(a.set_fn.remote(fn_id, fn_ref).future())
+                               for i, a in enumerate(self._actors) if i not in self._dead], return_exceptions=True)
         iterator = iter(items)
         load = [0] * len(self._actors)
         pending: dict[asyncio.Future[Any], tuple[T, int]] = {}
@@ -129,7 +138,7 @@ class RayExecutor:
                     item = next(iterator)
                 except StopIteration:
                     return
-                ref = self._actors[index].run.remote(fn_ref, item)
+                ref = self._actors[index].run.remote(fn_id, item)
                 pending[asyncio.wrap_future(ref.future())] = (item, index)
                 load[index] += 1
 
