@@ -120,11 +120,14 @@ class RunConfig:
         return attrs.asdict(self)
 
     def fingerprint(self) -> str:
-        """Canonical JSON of everything that decides the records (not ``name``/``out``/concurrency)."""
+        """Canonical JSON of everything that decides the records (not ``name``/``out``/concurrency/retries:
+        retries change only how infrastructure failures are handled, and leaving them out keeps runs started
+        before they existed resumable)."""
         data = self.to_dict()
         for key in ("name", "out"):
             data.pop(key)
         data["simulate"].pop("concurrency")
+        data["simulate"].pop("retries")
         return canonical_json(data)
 
 
