@@ -25,7 +25,6 @@ __all__ = [
     "smollm2_model_dir",
     "TransformersServer",
     "executor_probe_job",
-    "shared_tool_call_job",
 ]
 
 
@@ -399,45 +398,3 @@ async def executor_probe_job(item: Mapping[str, Any]) -> dict[str, Any]:
     if item.get("raise"):
         raise ValueError(f"probe job {item.get('value')} failed on purpose")
     return {"value": item.get("value", 0) * 2, "pid": os.getpid()}
-
-
-class _PidTeacher:
-    """A teacher that answers every tool simulation, after ``delay_s``, with JSON naming its process."""
-
-    def __init__(self, delay_s: float) -> None:
-        self.delay_s = delay_s
-        self.name = "pid-teacher"
-        self.calls = 0
-
-    async def chat(self, request: ChatRequest) -> ChatResponse:
-        import asyncio
-        import json
-        import os
-
-        self.calls += 1
-        await asyncio.sleep(self.delay_s)
-        return ChatResponse(Message("assistant", json.dumps({"served_by_pid": os.getpid(), "status": "ok"})),
-                            Usage(calls=1))
-
-
-async def shared_tool_call_job(item: tuple[str, str, Task, ToolCall, float]) -> dict[str, Any]:
-    """Issue one tool call through the ``llm`` tool simulator backed by the Redis mapping store, in this
-    process: ``item = (redis_url, prefix, task, call, teacher_delay_s)``. The teacher answers with its own
-    process id after the delay, so two workers that both miss the store would disagree unless the store makes
-    the first writer win. Returns ``{"pid", "response", "stats"}``."""
-    import os
-
-    from synthagent.core.protocols import RunContext
-    from synthagent.plugins.llm_tools import LLMToolSimulator
-    from synthagent.plugins.mapping_redis import RedisMappingStore
-
-    url, prefix, task, call, delay = item
-    store = RedisMappingStore(url, prefix=prefix)
-    sim = LLMToolSimulator()
-    sim.setup(RunContext(llm=_PidTeacher(delay), mapping=store, run_dir="", seed=0))
-    try:
-        session = await sim.start(task, 0)
-        result = await session.call(call)
-    finally:
-        await store.aclose()
-    return {"pid": os.getpid(), "response": result.content, "stats": dict(sim.stats)}

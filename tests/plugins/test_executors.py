@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,9 @@ from synthagent.core.errors import UsageError
 from synthagent.core.models import ToolCall
 from synthagent.core.pipeline import Pipeline
 from synthagent.core.registry import load_plugins
-from synthagent.core.testing import executor_probe_job, shared_tool_call_job
+from synthagent.core.models import Message, Task, Usage
+from synthagent.core.protocols import ChatRequest, ChatResponse
+from synthagent.core.testing import executor_probe_job
 from synthagent.plugins.process_executor import ProcessExecutor
 
 NO_AUTOLOAD = {"SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD": "1"}
@@ -125,12 +128,57 @@ def test_ray_run_records_equal_the_single_process_run_and_resume(ray_cluster: An
         assert (root / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
 
 
+class PidTeacher:
+    """A teacher that answers every tool simulation, after ``delay_s``, with JSON naming its process."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.name = "pid-teacher"
+        self.calls = 0
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        import asyncio
+        import json
+        import os
+
+        self.calls += 1
+        await asyncio.sleep(self.delay_s)
+        return ChatResponse(Message("assistant", json.dumps({"served_by_pid": os.getpid(), "status": "ok"})),
+                            Usage(calls=1))
+
+
+async def shared_tool_call_job(item: tuple[str, str, Task, ToolCall, float]) -> dict[str, Any]:
+    """Issue one tool call through the ``llm`` tool simulator backed by the Redis mapping store, in this
+    process: ``item = (redis_url, prefix, task, call, teacher_delay_s)``. The teacher answers with its own
+    process id after the delay, so two workers that both miss the store would disagree unless the store makes
+    the first writer win. Returns ``{"pid", "response", "stats"}``."""
+    import os
+
+    from synthagent.core.protocols import RunContext
+    from synthagent.plugins.llm_tools import LLMToolSimulator
+    from synthagent.plugins.mapping_redis import RedisMappingStore
+
+    url, prefix, task, call, delay = item
+    store = RedisMappingStore(url, prefix=prefix)
+    sim = LLMToolSimulator()
+    sim.setup(RunContext(llm=PidTeacher(delay), mapping=store, run_dir="", seed=0))
+    try:
+        session = await sim.start(task, 0)
+        result = await session.call(call)
+    finally:
+        await store.aclose()
+    return {"pid": os.getpid(), "response": result.content, "stats": dict(sim.stats)}
+
+
 def test_two_ray_workers_issuing_the_same_tool_call_get_the_same_response(ray_cluster: Any,
                                                                           redis_url: str) -> None:
     """Two Ray workers simulate the same call of the same task at the same time through the llm tool
     simulator and the Redis mapping store; each teacher answers with its own pid, yet both get one response."""
-    from synthagent.plugins.offline_domains import OfflineDomainsGenerator  # noqa: F401 - fails loudly if renamed
+    import cloudpickle
+
     from synthagent.plugins.ray_executor import RayExecutor
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import a test module by name
 
     task = _first_task()
     step = next(s for s in task.workflow if s.tool)
