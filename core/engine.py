@@ -180,13 +180,14 @@ class JobRunner:
 
     :param spec: how to rebuild the components in another process.
     :param op: ``"rollout"`` (item ``(task, sample)`` -> :class:`Trajectory`) or ``"score"`` (item
-        ``(task, rubric, trajectory)`` -> :class:`Score`); ``task`` is a :class:`Task` or the id of one in
-        ``tasks`` (ids keep items small: the tasks travel once per worker, not once per job).
+        ``(task, rubric, trajectory)`` -> :class:`Score`) or ``"generate"`` (item: a generation slot ->
+        :class:`Task` or None); ``task`` is a :class:`Task` or the id of one in ``tasks`` (ids keep items small:
+        the tasks travel once per worker, not once per job).
     :param components: the driver's components (used as they are in this process; dropped when pickled).
     :param tasks: the tasks items may name by id.
     """
 
-    OPS = ("rollout", "score")
+    OPS = ("rollout", "score", "generate")
 
     def __init__(self, spec: WorkerSpec, op: str, components: Any = None,
                  tasks: Mapping[str, Task] | None = None) -> None:
@@ -242,6 +243,8 @@ class JobRunner:
         if self.op == "rollout":
             task, sample = item
             return await self.rollout(self.task(task), sample)
+        if self.op == "generate":
+            return await self.generate(item)
         task, rubric, trajectory = item
         return await self.score(self.task(task), rubric, trajectory)
 
@@ -282,6 +285,14 @@ class JobRunner:
                 stats["rollout_failures"] += 1
             return trajectory
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def generate(self, slot: Any) -> Task | None:
+        """Synthesize the task of one generation slot (generators with ``slots``/``synthesize``), or None when
+        the slot was dropped (the reason is in the generator's ``stats``)."""
+        c = self.components()
+        self.stats["slots"] += 1
+        task: Task | None = await c.generator.synthesize(c.llm, slot, self.spec.config.seed)
+        return task
 
     async def score(self, task: Task, rubric: Rubric, trajectory: Trajectory) -> Score:
         """Score one trajectory against its task's rubric."""

@@ -9,6 +9,7 @@ re-runs one stage and those after it. All setup (plugins, implementations, optio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import logging
@@ -18,7 +19,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -256,14 +257,40 @@ class Pipeline:
         ctx = GenerationContext(count=target, seed=self.config.seed, llm=self.components.llm,
                                 done_slots=frozenset(t.provenance.slot for t in store.tasks))
         written = 0
-        async for task in self.components.generator.generate(ctx):
-            if store.tasks.append(task):
-                written += 1
-                self.progress("generate", 1, target)
-            if len(store.tasks) >= target:
-                break
-        stats = dict(getattr(self.components.generator, "stats", {}) or {})
-        return {"count": len(store.tasks), "written": written, "dropped": stats}
+        async with contextlib.aclosing(self._generated(ctx)) as generated:
+            async for task in generated:
+                if store.tasks.append(task):
+                    written += 1
+                    self.progress("generate", 1, target)
+                if len(store.tasks) >= target:
+                    break
+        stats = Counter(getattr(self.components.generator, "stats", {}) or {})
+        worker_stats = getattr(self.components.executor, "worker_stats", None)
+        if callable(worker_stats) and self._generate_remotely():
+            stats.update(worker_stats().get("generator", {}))
+        return {"count": len(store.tasks), "written": written, "dropped": dict(stats)}
+
+    def _generate_remotely(self) -> bool:
+        """Generation is spread over the executor's workers when the executor runs jobs in other processes
+        (``remote``) and the generator works slot by slot (``slots(ctx)`` and ``synthesize(llm, slot, seed)``)."""
+        gen = self.components.generator
+        return bool(getattr(self.components.executor, "remote", False)) and all(
+            callable(getattr(gen, name, None)) for name in ("slots", "synthesize"))
+
+    async def _generated(self, ctx: GenerationContext) -> AsyncIterator[Task]:
+        if not self._generate_remotely():
+            async for task in self.components.generator.generate(ctx):
+                yield task
+            return
+        runner = JobRunner(self.worker_spec(), "generate", components=self.components)
+        results = self.components.executor.map(runner, self.components.generator.slots(ctx),
+                                               concurrency=resolve_concurrency(self.config, self.components.llm))
+        async with contextlib.aclosing(results):
+            async for _slot, task in results:
+                if isinstance(task, BaseException):
+                    raise task  # as when the generator runs here: the stage stops, --resume continues it
+                if task is not None:
+                    yield task
 
     async def _stage_simulate(self) -> dict[str, Any]:
         store = self._store()

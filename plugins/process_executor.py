@@ -15,6 +15,7 @@ remaining items go to the surviving workers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import multiprocessing
 import os
@@ -133,6 +134,8 @@ class ProcessExecutor:
     """
 
     name = "process"
+    #: Jobs run in other processes: the pipeline also spreads slot-by-slot generation over the workers.
+    remote = True
 
     def __init__(self, workers: int = 0, start_method: str = "spawn") -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
@@ -203,12 +206,17 @@ class ProcessExecutor:
         async with self._lock:
             if not self._workers:
                 self._start()
-            async for pair in self._map(payload, items, concurrency):
-                yield pair
+            # closed explicitly: a caller that stops early must not leave _map's clean-up (which reads the
+            # workers' answers) running later, beside the next map
+            async with contextlib.aclosing(self._map(payload, items, concurrency)) as pairs:
+                async for pair in pairs:
+                    yield pair
 
     async def _map(self, fn: bytes, items: Iterable[Any], concurrency: int) -> AsyncIterator[tuple[Any, Any]]:
         assert self._inbox is not None
         fn_id = next(self._ids)
+        for w in self._workers:
+            w.load = 0  # jobs an earlier map abandoned (it stopped early) finish on their own; answers are ignored
         iterator = iter(items)
         backlog: deque[Any] = deque()  # items a dying worker never took: offered again first
         inflight: dict[int, tuple[Any, _Worker]] = {}

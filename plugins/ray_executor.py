@@ -73,6 +73,8 @@ class RayExecutor:
     """
 
     name = "ray"
+    #: Jobs run in other processes: the pipeline also spreads slot-by-slot generation over the workers.
+    remote = True
 
     def __init__(self, address: str = "", workers: int = 0, num_cpus_per_worker: float = 1.0,
                  init: Mapping[str, Any] | None = None) -> None:

@@ -61,6 +61,27 @@ def test_process_executor_isolates_an_exception_and_a_dead_worker() -> None:
     assert second[100]["value"] == 200
 
 
+@pytest.mark.timeout(60)
+def test_process_executor_serves_the_next_map_after_a_caller_stops_early() -> None:
+    """The generate stage stops reading once it has its tasks; the jobs still running must not disturb the
+    next stage's map (their answers are ignored, the workers' counters still arrive)."""
+    import contextlib
+
+    async def main() -> dict[Any, Any]:
+        executor = ProcessExecutor(workers=2)
+        try:
+            items = [{"value": i, "sleep": 0.2} for i in range(20)]
+            async with contextlib.aclosing(executor.map(executor_probe_job, items, concurrency=6)) as results:
+                async for _ in results:
+                    break
+            return await _collect(executor, executor_probe_job, [{"value": v} for v in range(100, 110)], 4)
+        finally:
+            await executor.aclose()
+
+    second = asyncio.run(main())
+    assert {v: r["value"] for v, r in second.items()} == {v: 2 * v for v in range(100, 110)}
+
+
 def test_process_executor_refuses_a_job_it_cannot_send() -> None:
     async def main() -> None:
         executor = ProcessExecutor(workers=1)
