@@ -104,7 +104,7 @@ async def measure(base_url: str, root: Path, executor: str, workers: int, concur
     if executor == "process":
         overrides.append(f"plugins.process.workers={workers}")
     pipeline = Pipeline(load_config(None, overrides), load_plugins(environ={"SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD": "1"}))
-    pipeline.open_store(root / f"{executor}-{workers}-{concurrency}", resume=False)
+    pipeline.open_store(root / f"{executor}-{workers}-{concurrency}-{time.monotonic_ns()}", resume=False)
     c = pipeline.components
     runner = JobRunner(pipeline.worker_spec(), "rollout", components=c)
     jobs = [(tasks[i % len(tasks)], i // len(tasks)) for i in range(rollouts)]

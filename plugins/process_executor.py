@@ -127,6 +127,8 @@ class ProcessExecutor:
 
     :param workers: worker processes (0: one per CPU core of this machine).
     :param start_method: ``spawn`` (default; safe with threads) or ``forkserver``.
+    :param max_restarts: dead workers replaced by fresh ones over the executor's life (-1: as many as there
+        are workers; 0: none, the survivors take the remaining jobs).
 
     Workers start at the first ``map`` and stay up (with the components they built) until :meth:`aclose`.
     ``map`` calls are served one at a time. :meth:`worker_stats` sums the counters of every worker's components
@@ -137,12 +139,17 @@ class ProcessExecutor:
     #: Jobs run in other processes: the pipeline also spreads slot-by-slot generation over the workers.
     remote = True
 
-    def __init__(self, workers: int = 0, start_method: str = "spawn") -> None:
+    def __init__(self, workers: int = 0, start_method: str = "spawn", max_restarts: int = -1) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ConfigError(f"executor 'process': workers must be an integer >= 0 (0: one per core), got {workers!r}")
         if start_method not in ("spawn", "forkserver"):
             raise ConfigError(f"executor 'process': start_method must be 'spawn' or 'forkserver', got {start_method!r}")
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int):
+            raise ConfigError(f"executor 'process': max_restarts must be an integer, got {max_restarts!r}")
         self.workers = workers or os.cpu_count() or 1
+        #: Dead workers replaced so far, and the most that will be (default: as many as there are workers).
+        self.restarts = 0
+        self.max_restarts = self.workers if max_restarts < 0 else max_restarts
         self.start_method = start_method
         self._workers: list[_Worker] = []
         self._inbox: asyncio.Queue[Any] | None = None
@@ -151,30 +158,41 @@ class ProcessExecutor:
         self._stats: dict[str, dict[str, int]] = {}
 
     def _start(self) -> None:
-        loop = asyncio.get_running_loop()
         self._inbox = asyncio.Queue()
-        inbox = self._inbox
-        ctx = multiprocessing.get_context(self.start_method)
         for index in range(self.workers):
-            parent, child = ctx.Pipe(duplex=True)
-            process = ctx.Process(target=worker_main, args=(child,), daemon=True, name=f"synthagent-worker-{index}")
-            process.start()
-            child.close()
-            worker = _Worker(index, process, parent)
-            self._workers.append(worker)
+            self._workers.append(self._spawn(index))
 
-            def read(w: _Worker = worker) -> None:
-                while True:
-                    try:
-                        msg = w.conn.recv()
-                    except (EOFError, OSError):
-                        loop.call_soon_threadsafe(inbox.put_nowait, ("dead", w.index))
-                        return
-                    except Exception as exc:  # noqa: BLE001 - a result that does not unpickle here
-                        msg = ("undecodable", w.index, exc)
-                    loop.call_soon_threadsafe(inbox.put_nowait, msg)
+    def _spawn(self, index: int) -> _Worker:
+        """Start worker process ``index`` and the driver thread that reads its answers."""
+        loop = asyncio.get_running_loop()
+        inbox = self._inbox
+        assert inbox is not None
+        ctx = multiprocessing.get_context(self.start_method)
+        parent, child = ctx.Pipe(duplex=True)
+        process = ctx.Process(target=worker_main, args=(child,), daemon=True, name=f"synthagent-worker-{index}")
+        process.start()
+        child.close()
+        worker = _Worker(index, process, parent)
 
-            threading.Thread(target=read, daemon=True, name=f"synthagent-driver-reader-{index}").start()
+        def read(w: _Worker = worker) -> None:
+            while True:
+                try:
+                    msg = w.conn.recv()
+                except (EOFError, OSError):
+                    loop.call_soon_threadsafe(inbox.put_nowait, ("dead", w))
+                    return
+                except Exception as exc:  # noqa: BLE001 - a result that does not unpickle here
+                    msg = ("undecodable", w.index, exc)
+                loop.call_soon_threadsafe(inbox.put_nowait, msg)
+
+        threading.Thread(target=read, daemon=True, name=f"synthagent-driver-reader-{index}").start()
+        return worker
+
+    def _replace(self, worker: _Worker) -> None:
+        """A worker died: start a fresh one in its place while the restart budget lasts."""
+        if self._workers[worker.index] is worker and self.restarts < self.max_restarts:
+            self.restarts += 1
+            self._workers[worker.index] = self._spawn(worker.index)
 
     def worker_stats(self) -> dict[str, dict[str, int]]:
         """The workers' component counters summed, by kind (as of the end of the last ``map``)."""
@@ -267,9 +285,10 @@ class ProcessExecutor:
                         entry[1].load -= 1
                         yield entry[0], msg[3]
                 elif msg[0] == "dead":
-                    worker = self._workers[msg[1]]
+                    worker = msg[1]
                     worker.alive = False
                     await asyncio.get_running_loop().run_in_executor(None, worker.process.join, 5)
+                    self._replace(worker)
                     for job_id, (item, w) in list(inflight.items()):
                         if w is worker:
                             del inflight[job_id]
@@ -296,7 +315,8 @@ class ProcessExecutor:
                 for kind, counts in msg[2].items():
                     totals.setdefault(kind, Counter()).update(counts)
             elif msg[0] == "dead":
-                self._workers[msg[1]].alive = False
+                msg[1].alive = False
+                self._replace(msg[1])
                 asked = [w for w in asked if w.alive]
         self._stats = {kind: dict(sorted(c.items())) for kind, c in totals.items()}
 
