@@ -236,7 +236,7 @@ def main() -> None:
     labels = {"raw_sync": "raw LangGraph, sync nodes, invoke",
               "raw_async": "raw LangGraph, async nodes, gather",
               "synth": "synthagent run_episode (SQLite + rule user)",
-              "synth_sync_routers": "synthagent with sync routers (before)"}
+              "synth_sync_routers": "synthagent, sync routers (as before)"}
     for key, label in labels.items():
         print(f"{label:<44} {med[key]:>9.0f} {1e6 / med[key]:>8.0f} {med[key] / med['raw_async']:>13.2f}")
     per_step = 1e6 / med["synth"]
