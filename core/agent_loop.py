@@ -9,7 +9,9 @@
 
 The same graph serves teacher demonstrations, evaluation and RL rollouts. The graph is compiled once per
 process; each episode's policy, tool session and user session travel in the run config
-(``configurable.episode``), so nothing is rebuilt per rollout. Nodes are async: nothing blocks the loop.
+(``configurable.episode``), so nothing is rebuilt per rollout. Nodes *and routers* are coroutines: under
+``ainvoke`` LangGraph runs a sync node or conditional-edge function in a thread pool (a thread hop per step,
+and a ``sqlite3`` connection refuses use from another thread), so nothing here is sync.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ async def _user(state: EpisodeState, config: RunnableConfig) -> dict[str, Any]:
     return update
 
 
-def _after_agent(state: EpisodeState, config: RunnableConfig) -> str:
+async def _after_agent(state: EpisodeState, config: RunnableConfig) -> str:
     if state.get("termination"):
         return END
     last = state["messages"][-1]
@@ -114,11 +116,11 @@ def _after_agent(state: EpisodeState, config: RunnableConfig) -> str:
     return "user" if _episode(config).user is not None else "final"
 
 
-def _final(state: EpisodeState) -> dict[str, Any]:
+async def _final(state: EpisodeState) -> dict[str, Any]:
     return {"termination": "final_answer"}
 
 
-def _after_user(state: EpisodeState) -> str:
+async def _after_user(state: EpisodeState) -> str:
     return END if state.get("termination") else "agent"
 
 

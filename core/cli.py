@@ -62,6 +62,7 @@ def cli() -> None:
     synth run                 generate tasks, simulate trajectories, build rubrics, score, export
     synth plugins             list every registered implementation (and the plugin it came from)
     synth show RUN            print a run's summary
+    synth report RUN          an offline HTML page with plots of a run
     synth graph               the tool graph of an API pool and its domains (environment scaling)
     synth train               train a model on a run with an RL algorithm plugin (grpo, sft; extra [train])
 
@@ -356,6 +357,20 @@ def train_cmd(algorithm: str, model: Path, run_dir: Path, out: Path | None, over
     except Exception as exc:
         raise SynthError(f"training failed: {type(exc).__name__}: {exc}") from exc
     click.echo(json.dumps({k: v for k, v in dict(result).items() if k != "task_ids"}, indent=2, default=str))
+
+
+@cli.command("report")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for index.html and its PNG plots  [default: RUN/report]")
+@_guard
+def report_cmd(run: Path, out: Path | None) -> None:
+    """Write an HTML report of run directory RUN: the summary table and PNG plots (rewards, tool calls,
+    turns, mapping hit rate, failures and drops, learning curves when the run trained). Opens offline."""
+    from synthagent.core.report import write_report
+
+    page = write_report(run, out)
+    click.echo(f"report written to {page}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

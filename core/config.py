@@ -64,11 +64,15 @@ class LLMConfig:
 
 @attrs.frozen
 class SimulateConfig:
-    """Rollouts (``[simulate]``): trajectories per task, the turn limit and the number in flight."""
+    """Rollouts (``[simulate]``): trajectories per task, the turn limit, the number in flight (0: sized to the
+    backend, see :func:`synthagent.core.engine.resolve_concurrency`) and the retries of a failed rollout."""
 
     samples: int = attrs.field(default=1, validator=_positive)
     max_turns: int = attrs.field(default=30, validator=_positive)
-    concurrency: int = attrs.field(default=32, validator=_positive)
+    concurrency: int = attrs.field(default=0, validator=_non_negative)
+    #: A rollout that raised or ended in ``infra_error`` runs again on fresh tool and user sessions this many
+    #: times before it is recorded as an infrastructure failure.
+    retries: int = attrs.field(default=1, validator=_non_negative)
 
 
 @attrs.frozen
@@ -116,11 +120,14 @@ class RunConfig:
         return attrs.asdict(self)
 
     def fingerprint(self) -> str:
-        """Canonical JSON of everything that decides the records (not ``name``/``out``/concurrency)."""
+        """Canonical JSON of everything that decides the records (not ``name``/``out``/concurrency/retries:
+        retries change only how infrastructure failures are handled, and leaving them out keeps runs started
+        before they existed resumable)."""
         data = self.to_dict()
         for key in ("name", "out"):
             data.pop(key)
         data["simulate"].pop("concurrency")
+        data["simulate"].pop("retries")
         return canonical_json(data)
 
 
@@ -245,4 +252,13 @@ def load_config(
         if value is not None:
             data[key] = value
             origins[key] = f"--{key}"
+    executor = data.get("executor", attrs.fields(RunConfig).executor.default)
+    if isinstance(executor, str) and isinstance(data.get(executor), Mapping) and executor not in attrs.fields_dict(RunConfig):
+        # shorthand: [ray] (or --set ray.address=...) is [plugins.ray] when executor = "ray"
+        plugins = data.setdefault("plugins", {})
+        if isinstance(plugins, dict):
+            table = data.pop(executor)
+            plugins[executor] = {**dict(plugins.get(executor) or {}), **dict(table)}
+            for key in [k for k in origins if k == executor or k.startswith(executor + ".")]:
+                origins["plugins." + key] = origins.pop(key)
     return _build(RunConfig, data, "", origins)

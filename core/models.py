@@ -50,6 +50,12 @@ Role = Literal["system", "user", "assistant", "tool"]
 
 def _canon(value: Any) -> Any:
     """Normalize a JSON value for hashing: integral floats become ints, keys are sorted by json.dumps."""
+    cls = type(value)
+    if cls is str or cls is int or value is None:  # fast paths: the bulk of database rows (same result)
+        return value
+    if cls is dict:
+        return {(k if type(k) is str else str(k)): (v if type(v) is str or type(v) is int or v is None else _canon(v))
+                for k, v in value.items()}
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
     if isinstance(value, Mapping):

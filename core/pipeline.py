@@ -9,15 +9,17 @@ re-runs one stage and those after it. All setup (plugins, implementations, optio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import logging
+import os
 import platform
 import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import attrs
 from synthagent.core import __version__
 from synthagent.core.agent_loop import episode_seed, initial_messages, run_episode
 from synthagent.core.config import STAGES, RunConfig
+from synthagent.core.engine import JobRunner, LoopLagMonitor, WorkerSpec, resolve_concurrency
 from synthagent.core.errors import RunDirectoryError, StageError, UsageError
 from synthagent.core.models import Score, Task, Trajectory, stable_id
 from synthagent.core.protocols import (
@@ -258,14 +261,40 @@ class Pipeline:
         ctx = GenerationContext(count=target, seed=self.config.seed, llm=self.components.llm,
                                 done_slots=frozenset(t.provenance.slot for t in store.tasks))
         written = 0
-        async for task in self.components.generator.generate(ctx):
-            if store.tasks.append(task):
-                written += 1
-                self.progress("generate", 1, target)
-            if len(store.tasks) >= target:
-                break
-        stats = dict(getattr(self.components.generator, "stats", {}) or {})
-        return {"count": len(store.tasks), "written": written, "dropped": stats}
+        async with contextlib.aclosing(self._generated(ctx)) as generated:
+            async for task in generated:
+                if store.tasks.append(task):
+                    written += 1
+                    self.progress("generate", 1, target)
+                if len(store.tasks) >= target:
+                    break
+        stats = Counter(getattr(self.components.generator, "stats", {}) or {})
+        worker_stats = getattr(self.components.executor, "worker_stats", None)
+        if callable(worker_stats) and self._generate_remotely():
+            stats.update(worker_stats().get("generator", {}))
+        return {"count": len(store.tasks), "written": written, "dropped": dict(stats)}
+
+    def _generate_remotely(self) -> bool:
+        """Generation is spread over the executor's workers when the executor runs jobs in other processes
+        (``remote``) and the generator works slot by slot (``slots(ctx)`` and ``synthesize(llm, slot, seed)``)."""
+        gen = self.components.generator
+        return bool(getattr(self.components.executor, "remote", False)) and all(
+            callable(getattr(gen, name, None)) for name in ("slots", "synthesize"))
+
+    async def _generated(self, ctx: GenerationContext) -> AsyncIterator[Task]:
+        if not self._generate_remotely():
+            async for task in self.components.generator.generate(ctx):
+                yield task
+            return
+        runner = JobRunner(self.worker_spec(), "generate", components=self.components)
+        results = self.components.executor.map(runner, self.components.generator.slots(ctx),
+                                               concurrency=resolve_concurrency(self.config, self.components.llm))
+        async with contextlib.aclosing(results):
+            async for _slot, task in results:
+                if isinstance(task, BaseException):
+                    raise task  # as when the generator runs here: the stage stops, --resume continues it
+                if task is not None:
+                    yield task
 
     async def _stage_simulate(self) -> dict[str, Any]:
         store = self._store()
@@ -280,19 +309,24 @@ class Pipeline:
         total = len(tasks) * samples
         self.progress("simulate", total - len(jobs), total)
         failures: Counter[str] = Counter()
-
-        async for (task, sample), result in c.executor.map(self._rollout, jobs, concurrency=self.config.simulate.concurrency):
+        # picklable: worker processes rebuild the components; items name tasks by id (tasks travel once per worker)
+        runner = JobRunner(self.worker_spec(), "rollout", components=c, tasks={t.id: t for t, _ in jobs})
+        concurrency = resolve_concurrency(self.config, c.llm)
+        lag = LoopLagMonitor().start()  # how late the loop wakes: anything blocking it shows here
+        items = [(task.id, sample) for task, sample in jobs]
+        async for (task_id, sample), result in c.executor.map(runner, items, concurrency=concurrency):
             if isinstance(result, BaseException):
                 if isinstance(result, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
                     raise result
                 failures[type(result).__name__] += 1
-                log.error("rollout of task %s sample %d failed: %s: %s", task.id, sample, type(result).__name__,
+                log.error("rollout of task %s sample %d failed: %s: %s", task_id, sample, type(result).__name__,
                           result, exc_info=result)
-                result = self._infra_failure(task, sample, result)
+                result = self._infra_failure(task_id, sample, result)
             store.trajectories.append(result)
             self.progress("simulate", 1, total)
+        await lag.stop()
         return {"count": len(store.trajectories), "rollout_exceptions": dict(failures),
-                "stats": self.component_stats()}
+                "stats": self.component_stats(), "engine": self._engine_info(runner, concurrency, lag)}
 
     async def _demonstrations(self, tasks: list[Task], k: int) -> dict[str, list[Trajectory]]:
         """K teacher demonstrations per task: sample ``i`` of the run's teacher, reused from the simulate
@@ -312,16 +346,24 @@ class Pipeline:
                 elif tid not in have:
                     jobs.append((task, sample))
         failures: Counter[str] = Counter()
-        async def demo(job: tuple[Task, int]) -> Trajectory:
-            return await self._rollout(job, teacher)
+        concurrency = resolve_concurrency(self.config, teacher)
+        if teacher is c.llm:  # the run's model: through the executor, like the simulate stage
+            runner: Any = JobRunner(self.worker_spec(), "rollout", components=c, tasks={t.id: t for t, _ in jobs})
+            results = c.executor.map(runner, [(t.id, s) for t, s in jobs], concurrency=concurrency)
+        else:  # another backend plays the demonstrations: here, on this event loop
+            async def demo(job: tuple[str, int]) -> Trajectory:
+                return await self._rollout((by_id[job[0]], job[1]), teacher)
 
-        async for (task, sample), result in c.executor.map(demo, jobs, concurrency=self.config.simulate.concurrency):
+            by_id = {t.id: t for t, _ in jobs}
+            local = self.plugins.registry("executor").get("local").create({})
+            results = local.map(demo, [(t.id, s) for t, s in jobs], concurrency=concurrency)
+        async for (task_id, sample), result in results:
             if isinstance(result, BaseException):
                 if isinstance(result, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
                     raise result
                 failures[type(result).__name__] += 1
-                log.error("demonstration %d of task %s failed: %s: %s", sample, task.id, type(result).__name__, result)
-                result = self._infra_failure(task, sample, result, teacher.name)
+                log.error("demonstration %d of task %s failed: %s: %s", sample, task_id, type(result).__name__, result)
+                result = self._infra_failure(task_id, sample, result, teacher.name)
             store.demonstrations.append(result)
         if failures:
             log.warning("demonstration rollouts failed: %s", dict(failures))
@@ -349,11 +391,11 @@ class Pipeline:
         finally:
             await tool_session.aclose()
 
-    def _infra_failure(self, task: Task, sample: int, error: BaseException, policy: str | None = None) -> Trajectory:
+    def _infra_failure(self, task_id: str, sample: int, error: BaseException, policy: str | None = None) -> Trajectory:
         """The record of a rollout that failed for infrastructure reasons (never scored as 0)."""
         policy = policy or self.components.llm.name
         return Trajectory(
-            id=stable_id("traj", task.id, policy, sample, self.config.seed), task_id=task.id,
+            id=stable_id("traj", task_id, policy, sample, self.config.seed), task_id=task_id,
             policy=policy, sample=sample, seed=0, messages=(), termination="infra_error", turns=0,
             error=f"{type(error).__name__}: {error}",
         )
@@ -396,15 +438,24 @@ class Pipeline:
         done = {s.trajectory_id for s in store.scores}
         trajectories = store.trajectories.load()
         self.progress("score", 0, len(trajectories))
-        for traj in trajectories:
-            if traj.id not in done:
-                task, rubric = tasks[traj.task_id], rubrics[traj.task_id]
-                if rubric.dropped and traj.error is None:  # never scored: the rubric says why
-                    score = Score(stable_id("score", traj.id, rubric.id, "dropped"), traj.id, task.id, rubric.id,
-                                  self.config.scorer, "dropped", None, False, (), {})
-                else:
-                    score = await self.components.scorer.score(task, rubric, traj)
-                store.scores.append(score)
+        self.progress("score", sum(1 for t in trajectories if t.id in done), len(trajectories))
+        jobs = []
+        for t in trajectories:
+            if t.id in done:
+                continue
+            rubric = rubrics[t.task_id]
+            if rubric.dropped and t.error is None:  # never scored: the rubric says why
+                store.scores.append(Score(stable_id("score", t.id, rubric.id, "dropped"), t.id, t.task_id, rubric.id,
+                                          self.config.scorer, "dropped", None, False, (), {}))
+                self.progress("score", 1, len(trajectories))
+            else:
+                jobs.append((t.task_id, rubric, t))
+        runner = JobRunner(self.worker_spec(), "score", components=self.components, tasks=tasks)
+        async for _job, result in self.components.executor.map(
+                runner, jobs, concurrency=resolve_concurrency(self.config, self.components.llm)):
+            if isinstance(result, BaseException):
+                raise result  # a scorer records judge failures itself; anything else stops the stage (--resume)
+            store.scores.append(result)
             self.progress("score", 1, len(trajectories))
         return {"count": len(store.scores)}
 
@@ -443,13 +494,37 @@ class Pipeline:
         self.progress("export", 1, 1)
         return info
 
+    def _engine_info(self, runner: JobRunner, concurrency: int, lag: LoopLagMonitor) -> dict[str, Any]:
+        counts = Counter(runner.stats)
+        worker_stats = getattr(self.components.executor, "worker_stats", None)
+        if callable(worker_stats):
+            counts.update(worker_stats().get("engine", {}))
+        return {"executor": self.config.executor, "concurrency": concurrency, **dict(sorted(counts.items())),
+                "driver_loop_lag_ms": lag.summary()}
+
+    def worker_spec(self) -> WorkerSpec:
+        """What an executor's worker processes need to rebuild this run's components."""
+        extra = tuple(p["name"] for p in self.plugins.loaded if p.get("source") != "builtin")
+        environ = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("SYNTHAGENT_")))
+        run_dir = str(self.store.root) if self.store is not None else ""
+        return WorkerSpec(self.config, extra, environ, run_dir)
+
     def component_stats(self) -> dict[str, dict[str, int]]:
-        """Counters the implementations keep (``stats``), by kind: failures by kind, guard firings, hits."""
+        """Counters the implementations keep (``stats``), by kind: failures by kind, guard firings, hits.
+        With worker processes (an executor with ``worker_stats()``), the workers' counters are added in."""
         out: dict[str, dict[str, int]] = {}
         for kind in ("llm", "user", "tools", "mapping", "generator", "scorer"):
             stats = getattr(getattr(self.components, kind), "stats", None)
             if stats:
                 out[kind] = dict(sorted(stats.items()))
+        worker_stats = getattr(self.components.executor, "worker_stats", None)
+        if callable(worker_stats):
+            for kind, counts in worker_stats().items():
+                if kind == "engine":
+                    continue
+                merged = Counter(out.get(kind, {}))
+                merged.update(counts)
+                out[kind] = dict(sorted(merged.items()))
         return out
 
     # -- summary ---------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "synthagent.plugins.workflow_rubric",
     "synthagent.plugins.memory_mapping",
     "synthagent.plugins.local_executor",
+    "synthagent.plugins.process_executor",
+    "synthagent.plugins.ray_executor",
     "synthagent.plugins.openai_backend",
     "synthagent.plugins.llm_tools",
     "synthagent.plugins.llm_user",

@@ -24,6 +24,7 @@ __all__ = [
     "build_tiny_model",
     "smollm2_model_dir",
     "TransformersServer",
+    "executor_probe_job",
 ]
 
 
@@ -97,19 +98,24 @@ class ScriptedOpenAIServer:
         JSON body with status 200), ``"drop"`` (closes the connection without answering).
     :param seed: seeds the fault draws, so a test run is reproducible.
     :param latency_s: delay before every answer.
+    :param fault_for: ``fault_for(request_body) -> kind | None``: a fault aimed at chosen requests (same kinds
+        as ``faults``; None: answer normally, after the random draw). Example: drop the connection of one
+        rollout's call mid-flight, ``fault_for=lambda b: "drop" if "ORDER-7" in str(b) else None``.
 
     Use as a context manager; :attr:`base_url` is ``http://127.0.0.1:PORT/v1``; :attr:`served` counts what
     was answered by kind and :attr:`requests` keeps every request body.
     """
 
     def __init__(self, reply: Any = None, *, faults: Mapping[str, float] | None = None, seed: int = 0,
-                 latency_s: float = 0.0, timeout_delay_s: float = 5.0, retry_after_s: float = 0.01) -> None:
+                 latency_s: float = 0.0, timeout_delay_s: float = 5.0, retry_after_s: float = 0.01,
+                 fault_for: Any = None) -> None:
         import random
         import threading
         from collections import Counter
 
         self.reply = reply or (lambda body: "ok")
         self.faults = dict(faults or {})
+        self.fault_for = fault_for
         self.latency_s = latency_s
         self.timeout_delay_s = timeout_delay_s
         self.retry_after_s = retry_after_s
@@ -166,7 +172,7 @@ class ScriptedOpenAIServer:
                     outer.requests.append(body)
                 if outer.latency_s:
                     time.sleep(outer.latency_s)
-                kind = outer._draw()
+                kind = (outer.fault_for(body) if outer.fault_for is not None else None) or outer._draw()
                 with outer._lock:
                     outer.served[kind] += 1
                 if kind == "429":
@@ -374,3 +380,21 @@ class TransformersServer:
                 self._proc.kill()
         if self._log is not None:
             self._log.close()
+
+
+# -- executor contract helpers (module-level, so worker processes and Ray actors can import them) ----------
+
+
+async def executor_probe_job(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A job for testing executors: sleeps ``item["sleep"]`` seconds, then raises ``ValueError`` when
+    ``item["raise"]``, ends its whole process when ``item["exit"]`` (a crashed worker), else returns
+    ``{"value": item["value"] * 2, "pid": <the process that ran it>}``."""
+    import asyncio
+    import os
+
+    await asyncio.sleep(float(item.get("sleep", 0.0)))
+    if item.get("exit"):
+        os._exit(17)
+    if item.get("raise"):
+        raise ValueError(f"probe job {item.get('value')} failed on purpose")
+    return {"value": item.get("value", 0) * 2, "pid": os.getpid()}

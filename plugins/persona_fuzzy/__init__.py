@@ -99,13 +99,17 @@ class PersonaFuzzyGenerator:
         """Hashes of the three prompts (recorded in the manifest)."""
         return {f"persona_fuzzy/{name}.md": digest for name, (_, digest) in self.prompts.items()}
 
+    def slots(self, ctx: GenerationContext) -> list[int]:
+        """The slots to try, in order, skipping ``ctx.done_slots`` (with :meth:`synthesize`, this lets an
+        executor with worker processes spread generation: one job per slot)."""
+        return [i for i in range(ctx.count * self.max_slots_factor) if str(i) not in ctx.done_slots]
+
     async def generate(self, ctx: GenerationContext) -> AsyncIterator[Task]:
         """Synthesize tasks slot by slot (skipping ``ctx.done_slots``) until ``ctx.count`` exist."""
         if ctx.llm is None:
             raise ConfigError("persona-fuzzy needs the run's teacher (GenerationContext.llm)")
         needed = ctx.count - len(ctx.done_slots)
-        slots = [i for i in range(ctx.count * self.max_slots_factor) if str(i) not in ctx.done_slots]
-        queue = iter(slots)
+        queue = iter(self.slots(ctx))
         semaphore = asyncio.Semaphore(self.concurrency)
 
         async def run(i: int) -> Task | None:

@@ -34,7 +34,8 @@ def synth_register_tool_simulators(register):
 def test_one_failing_rollout_is_recorded_and_the_rest_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "tp_flaky.py").write_text(textwrap.dedent(FLAKY))
     monkeypatch.syspath_prepend(str(tmp_path))
-    config = load_config(None, ["tools=flaky", "tasks=12", "simulate.concurrency=4"])
+    # retries=0: the failure is recorded (with the default retry it would run again on a fresh environment)
+    config = load_config(None, ["tools=flaky", "tasks=12", "simulate.concurrency=4", "simulate.retries=0"])
     plugins = load_plugins(["tp_flaky"], environ={"SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD": "1"})
     pipeline = Pipeline(config, plugins)
     pipeline.open_store(tmp_path / "runs" / "flaky", resume=False)

@@ -173,3 +173,27 @@ def test_synth_run_with_llm_generator_tools_and_user(synth, personas: Path, tmp_
     assert (root / "exports/sft.jsonl").read_text() == "" and (root / "exports/rl.jsonl").read_text() == ""
     found = subprocess.run(["grep", "-r", "-l", "SECRET", str(root)], capture_output=True, text=True)
     assert found.stdout == ""
+
+
+def test_generation_spreads_over_worker_processes(personas: Path, tmp_path: Path) -> None:
+    """With executor=process, persona-fuzzy's slots are synthesized in the worker processes (each builds its own
+    teacher client from the config); the driver writes the tasks, and the workers' drop counts reach the run."""
+    from synthagent.core.config import load_config
+    from synthagent.core.pipeline import Pipeline
+    from synthagent.core.registry import load_plugins
+
+    with ScriptedOpenAIServer(Teacher()) as server:
+        config = load_config(None, [
+            "tasks=5", "generator=persona-fuzzy", "tools=llm", "user=llm", "llm.backend=openai",
+            f"llm.base_url={server.base_url}", "llm.model=teacher", f'plugins.persona-fuzzy.personas="{personas}"',
+            "export.min_score=0", "executor=process", "plugins.process.workers=2"])
+        pipeline = Pipeline(config, load_plugins(environ={"SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD": "1"}))
+        pipeline.open_store(tmp_path / "pf", resume=False)
+        summary = asyncio.run(pipeline.run())
+    assert summary["tasks"] == summary["trajectories"] == summary["scores"] == 5
+    assert pipeline.components.generator.stats.get("toolset_invalid", 0) == 0  # the driver synthesized nothing
+    assert summary["dropped"]["toolset_invalid"] >= 1 and summary["dropped"]["fuzzy_invalid"] >= 1
+    manifest = json.loads((tmp_path / "pf" / "manifest.json").read_text())
+    assert manifest["stages"]["simulate"]["engine"]["rollouts"] == 5
+    tasks = [json.loads(line) for line in (tmp_path / "pf" / "tasks.jsonl").read_text().splitlines()]
+    assert len({t["id"] for t in tasks}) == 5 and all(t["provenance"]["generator"] == "persona-fuzzy" for t in tasks)

@@ -97,3 +97,40 @@ def test_pathological_query_is_stopped_by_the_timeout(db: SQLiteDatabase) -> Non
     with pytest.raises(ToolExecutionError) as err:
         db._guarded(slow, [], "accounts", sqlite3.SQLITE_SELECT)
     assert err.value.code == "timeout"
+
+
+def test_final_state_reuses_untouched_tables_and_equals_the_full_computation() -> None:
+    """final_state() takes the digest parts of tables no write touched from a per-state cache; over the oracle
+    and its corruptions (extra writes, wrong rows, no writes) it equals the digest and changes of every row."""
+    import asyncio
+
+    from synthagent.core.agent_loop import run_episode
+    from synthagent.core.models import state_digest
+    from synthagent.core.protocols import GenerationContext
+    from synthagent.core.registry import load_plugins
+    from synthagent.plugins.sqlite_tools import compute_changes
+
+    plugins = load_plugins(environ={"SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    gen = plugins.registry("generator").get("offline-domains").create({})
+    tools = plugins.registry("tools").get("sqlite").create({})
+    user = plugins.registry("user").get("rule").create({})
+
+    async def main() -> int:
+        tasks = [t async for t in gen.generate(GenerationContext(count=24, seed=4))]
+        checked = 0
+        for i, task in enumerate(tasks):
+            corruption = ("none", "extra_write", "wrong_row", "nothing", "skip_step", "wrong_argument")[i % 6]
+            oracle = plugins.registry("llm").get("oracle").create({"corruption": corruption})
+            for _ in range(2):  # the second episode of a task hits the cache
+                session = await tools.start(task, 0)
+                await run_episode(task, policy=oracle, tools=session, user=await user.start(task, 0), max_turns=30)
+                fast = session.final_state()
+                rows = session.db.rows()
+                keys = {t.name: t.primary_key for t in task.initial_state.tables}
+                assert fast.digest == state_digest(rows, keys), (task.id, corruption)
+                assert fast.changes == compute_changes(task.initial_state, rows), (task.id, corruption)
+                await session.aclose()
+                checked += 1
+        return checked
+
+    assert asyncio.run(main()) == 48

@@ -1,0 +1,260 @@
+"""``synth report RUN``: an HTML page with PNG plots and the summary table of a run directory.
+
+The page (``index.html``) and its images are written side by side (default ``RUN/report/``); the HTML refers
+to the images by relative file name only, so it opens offline in any browser and can be copied as a folder.
+Plots: reward distribution, tool calls per trajectory, turns per trajectory, mapping-store hit rate, failures
+and drops by reason, and learning curves when the run trained (``RUN/train/*/metrics.jsonl``: every numeric key
+against ``step``). matplotlib (``synthagent[plots]``) is imported only here, with its non-interactive ``Agg``
+canvas: no display needed.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import statistics
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from synthagent.core.errors import UsageError
+
+__all__ = ["write_report", "PLOTS", "read_training_metrics"]
+
+#: The image files a report holds (learning_curves.png only when the run trained).
+PLOTS = ("reward.png", "tool_calls.png", "turns.png", "mapping.png", "failures.png", "learning_curves.png")
+
+
+def read_training_metrics(run: Path) -> dict[str, list[dict[str, float]]]:
+    """``RUN/train/<name>/metrics.jsonl`` files: name -> rows of numeric values (non-numeric keys dropped,
+    unreadable lines skipped), in file order."""
+    out: dict[str, list[dict[str, float]]] = {}
+    for path in sorted(run.glob("train/*/metrics.jsonl")):
+        rows = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                row = {k: float(v) for k, v in data.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                if row:
+                    rows.append(row)
+        if rows:
+            out[path.parent.name] = rows
+    return out
+
+
+def _figure(width: float = 6.0, height: float = 3.6) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _note(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes, color="#555")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _hist(path: Path, values: list[float], title: str, xlabel: str, *, integer: bool, empty: str) -> None:
+    fig = _figure()
+    ax = fig.add_subplot()
+    if values:
+        if integer:
+            lo, hi = int(min(values)), int(max(values))
+            bins = [b - 0.5 for b in range(lo, hi + 2)]
+        else:
+            bins = 20
+        ax.hist(values, bins=bins, color="#3b6ea5", edgecolor="white")
+        if integer:
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("count")
+        ax.set_xlabel(xlabel)
+        title += f" (n={len(values)}, mean {statistics.fmean(values):.3g})"
+    else:
+        _note(ax, empty)
+    ax.set_title(title)
+    fig.savefig(path)
+
+
+def _barh(path: Path, counts: Mapping[str, int], title: str, empty: str) -> None:
+    items = sorted(((k, v) for k, v in counts.items() if v), key=lambda kv: kv[1])
+    fig = _figure(7.0, max(2.4, 0.32 * len(items) + 1.2))
+    ax = fig.add_subplot()
+    if items:
+        ax.barh([k for k, _ in items], [v for _, v in items], color="#c0504d")
+        for i, (_, v) in enumerate(items):
+            ax.text(v, i, f" {v}", va="center", fontsize=8)
+        ax.set_xlabel("count")
+    else:
+        _note(ax, empty)
+    ax.set_title(title)
+    fig.savefig(path)
+
+
+def _mapping(path: Path, stats: Mapping[str, Mapping[str, int]]) -> str:
+    fig = _figure()
+    ax = fig.add_subplot()
+    rows = {kind: (int(s.get("hits", 0)), int(s.get("misses", 0))) for kind, s in stats.items()
+            if kind in ("tools", "mapping") and (s.get("hits", 0) or s.get("misses", 0))}
+    if rows:
+        kinds = list(rows)
+        hits = [rows[k][0] for k in kinds]
+        misses = [rows[k][1] for k in kinds]
+        ax.bar(kinds, hits, label="hits", color="#4f9a5b")
+        ax.bar(kinds, misses, bottom=hits, label="misses", color="#d9a441")
+        for i, k in enumerate(kinds):
+            total = hits[i] + misses[i]
+            ax.text(i, total, f"{hits[i] / total:.1%} hits", ha="center", va="bottom")
+        ax.set_ylabel("lookups")
+        ax.legend()
+        note = ", ".join(f"{k}: {rows[k][0] / sum(rows[k]):.1%}" for k in kinds)
+    else:
+        note = "no mapping-store lookups in this run (tools executed for real, e.g. the sqlite simulator)"
+        _note(ax, note)
+    ax.set_title("Mapping store hit rate")
+    fig.savefig(path)
+    return note
+
+
+def _learning_curves(path: Path, metrics: Mapping[str, list[dict[str, float]]]) -> list[str]:
+    keys = sorted({k for rows in metrics.values() for row in rows for k in row if k != "step"})
+    cols = min(3, max(1, len(keys)))
+    nrows = -(-len(keys) // cols)
+    fig = _figure(4.2 * cols, 3.0 * nrows)
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    for i, key in enumerate(keys):
+        ax = axes[i // cols][i % cols]
+        for name, rows in metrics.items():
+            points = [(row.get("step", float(j)), row[key]) for j, row in enumerate(rows) if key in row]
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], label=name, linewidth=1.2)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        if len(metrics) > 1:
+            ax.legend(fontsize=7)
+    for j in range(len(keys), nrows * cols):
+        axes[j // cols][j % cols].axis("off")
+    fig.savefig(path)
+    return keys
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items()) or "-"
+    return "-" if value is None else str(value)
+
+
+def write_report(run: Path, out: Path | None = None) -> Path:
+    """Write ``index.html`` and its PNG plots for run directory ``run`` into ``out`` (default ``run/report``);
+    return the page's path.
+
+    :raises UsageError: ``run`` is not a run directory, or matplotlib is missing.
+    """
+    from synthagent.core.models import Score, Task, Trajectory
+    from synthagent.core.pipeline import summarize
+    from synthagent.core.store import RunStore
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise UsageError("synth report draws with matplotlib: pip install 'synthagent[plots]'") from exc
+    store = RunStore.open(run)
+    try:
+        summary = summarize(store)
+        tasks: list[Task] = store.tasks.load()
+        trajectories: list[Trajectory] = store.trajectories.load()
+        scores: list[Score] = store.scores.load()
+        manifest = store.manifest
+    finally:
+        store.close()
+    out = out or run / "report"
+    out.mkdir(parents=True, exist_ok=True)
+
+    rewards = [s.total for s in scores if s.status == "ok" and s.total is not None]
+    _hist(out / "reward.png", rewards, "Reward distribution", "score (total)", integer=False,
+          empty="no scores in this run")
+    _hist(out / "tool_calls.png", [float(sum(len(m.tool_calls) for m in t.messages)) for t in trajectories],
+          "Tool calls per trajectory", "tool calls", integer=True, empty="no trajectories in this run")
+    _hist(out / "turns.png", [float(t.turns) for t in trajectories], "Turns per trajectory", "agent turns",
+          integer=True, empty="no trajectories in this run")
+    mapping_note = _mapping(out / "mapping.png", summary.get("stats", {}))
+    failures: Counter[str] = Counter()
+    for t in trajectories:
+        if t.termination not in ("user_stop", "final_answer"):
+            failures[f"termination: {t.termination}"] += 1
+        if t.error:
+            failures[f"infra error: {t.error.split(':', 1)[0]}"] += 1
+    for s in scores:
+        if s.status != "ok":
+            failures[f"score: {s.status}"] += 1
+    for reason, count in (summary.get("dropped") or {}).items():
+        failures[f"dropped at generation: {reason}"] += int(count)
+    for checker, count in (summary.get("criteria_failed") or {}).items():
+        failures[f"criterion failed: {checker}"] += int(count)
+    if summary.get("tool_errors"):
+        failures["tool error observations"] += int(summary["tool_errors"])
+    if summary.get("malformed_tool_calls"):
+        failures["malformed tool calls"] += int(summary["malformed_tool_calls"])
+    _barh(out / "failures.png", failures, "Failures and drops by reason", "no failures or drops in this run")
+    metrics = read_training_metrics(run)
+    curves = out / "learning_curves.png"
+    if metrics:
+        curve_keys = _learning_curves(curves, metrics)
+    else:
+        curves.unlink(missing_ok=True)
+        curve_keys = []
+
+    esc = html.escape
+    rows = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(_cell(v))}</td></tr>" for k, v in summary.items())
+    figures = [
+        ("reward.png", "Reward distribution", f"{len(rewards)} scored trajectories"),
+        ("tool_calls.png", "Tool calls per trajectory", f"mean {summary.get('tool_calls_per_task')} per task"),
+        ("turns.png", "Turns per trajectory", ""),
+        ("mapping.png", "Mapping store hit rate", mapping_note),
+        ("failures.png", "Failures and drops by reason", f"{sum(failures.values())} in all"),
+    ]
+    if metrics:
+        figures.append(("learning_curves.png", "Learning curves",
+                        f"runs: {', '.join(metrics)}; metrics: {', '.join(curve_keys)}"))
+    blocks = "".join(
+        f'<figure><img src="{name}" alt="{esc(title)}"><figcaption><b>{esc(title)}</b>'
+        f"{' &middot; ' + esc(caption) if caption else ''}</figcaption></figure>"
+        for name, title, caption in figures
+    )
+    if not metrics:
+        blocks += ('<p class="note"><b>Learning curves:</b> this run has not trained (no '
+                   "<code>train/*/metrics.jsonl</code> in the run directory), so there is no learning-curve plot.</p>")
+    config = json.dumps(manifest.get("config", {}), indent=1, sort_keys=True)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>synthagent report: {esc(run.name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 2em; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; font-size: 90%; }}
+th {{ background: #f3f3f3; white-space: nowrap; }}
+figure {{ display: inline-block; margin: 0 1em 1.5em 0; vertical-align: top; }}
+img {{ max-width: 100%; border: 1px solid #ddd; }}
+.note {{ color: #555; }}
+pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 85%; }}
+</style></head><body>
+<h1>synthagent run <code>{esc(run.name)}</code></h1>
+<p class="note">{len(tasks)} tasks, {len(trajectories)} trajectories, {len(scores)} scores; seed
+{esc(str(manifest.get("seed")))}; created {esc(str(manifest.get("created", "?")))}; synthagent
+{esc(str(manifest.get("synthagent", "?")))}.</p>
+<h2>Summary</h2>
+<table>{rows}</table>
+<h2>Plots</h2>
+{blocks}
+<h2>Configuration</h2>
+<pre>{esc(config)}</pre>
+</body></html>
+"""
+    page_path = out / "index.html"
+    page_path.write_text(page, encoding="utf-8")
+    return page_path
