@@ -104,12 +104,28 @@ class RayExecutor:
         self._owns_cluster = False
         self._stats: dict[str, dict[str, int]] = {}
 
-    def _ensure(self) -> None:
+    def setup(self, ctx: Any) -> None:
+        """Start or join the cluster before the run directory exists: an unreachable address fails the run
+        with nothing written (``ConfigError``, exit code 2)."""
+        try:
+            self._connect()
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the cluster is a configuration problem
+            raise ConfigError(
+                f"executor 'ray' could not start or join the cluster (address {self.address or 'local'!r}): "
+                f"{type(exc).__name__}: {exc}; check plugins.ray.address (e.g. auto, ray://head:10001)"
+            ) from exc
+
+    def _connect(self) -> None:
         import ray
 
         if not ray.is_initialized():
             ray.init(address=self.address or None, **self.init_options)
             self._owns_cluster = True
+
+    def _ensure(self) -> None:
+        import ray
+
+        self._connect()
         if not self._actors:
             count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // self.num_cpus_per_worker))
             actor = ray.remote(_RayWorker).options(num_cpus=self.num_cpus_per_worker, max_concurrency=100_000)
