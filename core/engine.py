@@ -130,7 +130,7 @@ def _build(spec: WorkerSpec) -> Any:
     ctx = RunContext(llm=components.llm, mapping=components.mapping, run_dir=spec.run_dir, seed=spec.config.seed)
     for comp in attrs.astuple(components, recurse=False):
         setup = getattr(comp, "setup", None)
-        if callable(setup):
+        if callable(setup) and comp is not components.executor:  # a worker never drives an executor itself
             setup(ctx)
     _PROCESS_COMPONENTS[spec.key] = components
     return components

@@ -19,7 +19,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -281,13 +281,13 @@ class Pipeline:
         return bool(getattr(self.components.executor, "remote", False)) and all(
             callable(getattr(gen, name, None)) for name in ("slots", "synthesize"))
 
-    async def _generated(self, ctx: GenerationContext) -> AsyncIterator[Task]:
+    async def _generated(self, ctx: GenerationContext) -> AsyncGenerator[Task, None]:
         if not self._generate_remotely():
             async for task in self.components.generator.generate(ctx):
                 yield task
             return
         runner = JobRunner(self.worker_spec(), "generate", components=self.components)
-        results = self.components.executor.map(runner, self.components.generator.slots(ctx),
+        results: Any = self.components.executor.map(runner, self.components.generator.slots(ctx),
                                                concurrency=resolve_concurrency(self.config, self.components.llm))
         async with contextlib.aclosing(results):
             async for _slot, task in results:

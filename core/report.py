@@ -63,6 +63,7 @@ def _hist(path: Path, values: list[float], title: str, xlabel: str, *, integer: 
     fig = _figure()
     ax = fig.add_subplot()
     if values:
+        bins: Any
         if integer:
             lo, hi = int(min(values)), int(max(values))
             bins = [b - 0.5 for b in range(lo, hi + 2)]

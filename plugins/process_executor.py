@@ -22,7 +22,7 @@ import os
 import pickle
 import threading
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from synthagent.core.engine import WorkerLostError, portable_error
@@ -167,7 +167,7 @@ class ProcessExecutor:
         loop = asyncio.get_running_loop()
         inbox = self._inbox
         assert inbox is not None
-        ctx = multiprocessing.get_context(self.start_method)
+        ctx: Any = multiprocessing.get_context(self.start_method)
         parent, child = ctx.Pipe(duplex=True)
         process = ctx.Process(target=worker_main, args=(child,), daemon=True, name=f"synthagent-worker-{index}")
         process.start()
@@ -230,7 +230,7 @@ class ProcessExecutor:
                 async for pair in pairs:
                     yield pair
 
-    async def _map(self, fn: bytes, items: Iterable[Any], concurrency: int) -> AsyncIterator[tuple[Any, Any]]:
+    async def _map(self, fn: bytes, items: Iterable[Any], concurrency: int) -> AsyncGenerator[tuple[Any, Any], None]:
         assert self._inbox is not None
         fn_id = next(self._ids)
         for w in self._workers:

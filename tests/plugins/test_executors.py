@@ -118,6 +118,24 @@ def _run(root: Path, overrides: list[str], *, resume: bool = False) -> dict[str,
     return asyncio.run(pipeline.run())
 
 
+def test_ray_batches_keep_one_jobs_failure_its_own(ray_cluster: Any) -> None:
+    from synthagent.plugins.ray_executor import RayExecutor
+
+    items = [{"value": i, "raise": i == 3} for i in range(10)]
+
+    async def main() -> dict[Any, Any]:
+        executor = RayExecutor(workers=2, batch=4)  # job 3 shares its batch with others
+        try:
+            return await _collect(executor, executor_probe_job, items, concurrency=8)
+        finally:
+            await executor.aclose()
+
+    results = asyncio.run(main())
+    assert sorted(results) == list(range(10))
+    assert isinstance(results[3], ValueError) and "failed on purpose" in str(results[3])
+    assert all(results[i]["value"] == 2 * i for i in range(10) if i != 3)
+
+
 def test_ray_run_records_equal_the_single_process_run_and_resume(ray_cluster: Any, records: Any,
                                                                  tmp_path: Path) -> None:
     """executor=ray (2 actors on a 2-CPU local cluster) writes the same records as executor=local with the

@@ -191,8 +191,10 @@ def test_generation_spreads_over_worker_processes(personas: Path, tmp_path: Path
         pipeline.open_store(tmp_path / "pf", resume=False)
         summary = asyncio.run(pipeline.run())
     assert summary["tasks"] == summary["trajectories"] == summary["scores"] == 5
-    assert pipeline.components.generator.stats.get("toolset_invalid", 0) == 0  # the driver synthesized nothing
-    assert summary["dropped"]["toolset_invalid"] >= 1 and summary["dropped"]["fuzzy_invalid"] >= 1
+    assert not any(pipeline.components.generator.stats.values())  # the driver synthesized nothing itself
+    # the workers' generator counters reached the run (which drops depends on which slots finished first)
+    assert sum(summary["dropped"].values()) >= 1
+    assert summary["dropped"].get("kept", 0) >= 5  # counted by the workers' generators
     manifest = json.loads((tmp_path / "pf" / "manifest.json").read_text())
     assert manifest["stages"]["simulate"]["engine"]["rollouts"] == 5
     tasks = [json.loads(line) for line in (tmp_path / "pf" / "tasks.jsonl").read_text().splitlines()]
