@@ -123,7 +123,7 @@ def main() -> None:
         t = time.perf_counter()
         res = evaluate_policy(model_dir, eval_env, eval_ids, max_turn_tokens=args.max_turn_tokens,
                               budget=args.budget, batch_size=args.eval_batch)
-        res.pop("per_task")
+        results.setdefault("per_task", {})[label] = res.pop("per_task")
         res["wall_s"] = round(time.perf_counter() - t, 1)
         results.setdefault("eval", {})[label] = res
         print(f"[bench] {label}: {res}", flush=True)

@@ -98,18 +98,6 @@ def train_grpo(request: TrainRequest, config: Any, own: dict[str, Any], zv_filte
     task_ids = sorted(tid for tid, t in env.tasks.items() if not domains or t.domain in domains)
     if int(own["tasks"]) > 0:
         task_ids = sorted(random.Random(config.seed).sample(task_ids, k=min(int(own["tasks"]), len(task_ids))))
-    from synthagent.plugins.trl_train.environment import prompt_key
-
-    seen: set[Any] = set()
-    unique: list[str] = []
-    for tid in task_ids:  # the rollout finds a task by its opening prompt: keep openings unique
-        key = prompt_key(env.prompt(env.tasks[tid]))
-        if key not in seen:
-            seen.add(key)
-            unique.append(tid)
-    if len(unique) < len(task_ids):
-        log.warning("%d task(s) share an opening prompt with another task and are left out", len(task_ids) - len(unique))
-    task_ids = unique
     model, tokenizer, template = load_model_and_tokenizer(request.model, str(own["chat_template"]),
                                                           need_generation=False)
     dataset = datasets.Dataset.from_list([{"prompt": env.prompt(env.tasks[t]), "task_id": t} for t in task_ids])

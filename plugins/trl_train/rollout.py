@@ -375,9 +375,9 @@ def make_rollout_func(env: RunEnvironment, task_pool: Sequence[str], *, filter: 
     :param task_pool: ids of the training tasks that resampling may draw from.
     :param keep_rollouts: when given, every call's ``(rollouts, tokens)`` is appended (tests and debugging).
     """
-    by_prompt: dict[Any, Task] = {}
+    by_prompt: dict[Any, list[Task]] = {}
     for tid in task_pool:
-        by_prompt.setdefault(prompt_key(env.prompt(env.tasks[tid])), env.tasks[tid])
+        by_prompt.setdefault(prompt_key(env.prompt(env.tasks[tid])), []).append(env.tasks[tid])
     rng = random.Random(seed)
     calls = {"n": 0}
 
@@ -392,11 +392,13 @@ def make_rollout_func(env: RunEnvironment, task_pool: Sequence[str], *, filter: 
         tasks: list[Task] = []
         for g in range(len(prompts) // group):
             keys = {prompt_key(p) for p in prompts[g * group:(g + 1) * group]}
-            task = by_prompt.get(next(iter(keys)))
-            if len(keys) != 1 or task is None:
+            candidates = by_prompt.get(next(iter(keys)))
+            if len(keys) != 1 or not candidates:
                 raise SynthError("a GRPO group does not hold one training task's prompt; the dataset must come from "
                                  "this algorithm's own task list")
-            tasks.append(task)
+            # Tasks can share an opening (an underspecified request; the hidden facts and database differ): the
+            # policy cannot tell them apart from the prompt, so the group plays one of them, drawn at random.
+            tasks.append(candidates[0] if len(candidates) == 1 else rng.choice(candidates))
         renderer = TemplateRenderer(trainer.processing_class)
         model = trainer.model
         eos_ids = list(trainer.eos_token_ids)
