@@ -54,7 +54,10 @@ async def _serve(conn: Any) -> None:
                 msg = ("close",)
             except Exception as exc:  # noqa: BLE001 - an item that does not unpickle here fails alone
                 msg = ("bad", exc)
-            loop.call_soon_threadsafe(inbox.put_nowait, msg)
+            try:
+                loop.call_soon_threadsafe(inbox.put_nowait, msg)
+            except RuntimeError:  # the worker's loop has ended
+                return
             if msg[0] == "close":
                 return
 
@@ -174,16 +177,24 @@ class ProcessExecutor:
         child.close()
         worker = _Worker(index, process, parent)
 
+        def post(msg: Any) -> bool:
+            try:
+                loop.call_soon_threadsafe(inbox.put_nowait, msg)
+                return True
+            except RuntimeError:  # the driver's loop has closed (the executor outlived its run): stop quietly
+                return False
+
         def read(w: _Worker = worker) -> None:
             while True:
                 try:
                     msg = w.conn.recv()
                 except (EOFError, OSError):
-                    loop.call_soon_threadsafe(inbox.put_nowait, ("dead", w))
+                    post(("dead", w))
                     return
                 except Exception as exc:  # noqa: BLE001 - a result that does not unpickle here
                     msg = ("undecodable", w.index, exc)
-                loop.call_soon_threadsafe(inbox.put_nowait, msg)
+                if not post(msg):
+                    return
 
         threading.Thread(target=read, daemon=True, name=f"synthagent-driver-reader-{index}").start()
         return worker

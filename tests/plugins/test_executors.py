@@ -62,7 +62,7 @@ def test_process_executor_isolates_an_exception_and_a_dead_worker() -> None:
     assert second[100]["value"] == 200 and second[101]["value"] == 202
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 def test_process_executor_serves_the_next_map_after_a_caller_stops_early() -> None:
     """The generate stage stops reading once it has its tasks; the jobs still running must not disturb the
     next stage's map (their answers are ignored, the workers' counters still arrive)."""
