@@ -29,6 +29,12 @@ def chat_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
     return [m.openai() for m in messages]
 
 
+def _call_prefix(request: ChatRequest) -> str:
+    """Tool-call ids unique across the turns of a conversation (``call_t3_0``): a repeated ``call_0`` would
+    pair a later call with an earlier call's result."""
+    return f"call_t{sum(1 for m in request.messages if m.role == 'assistant')}"
+
+
 class TransformersBackend:
     """A Hugging Face causal LM in this process.
 
@@ -97,7 +103,8 @@ class TransformersBackend:
         for special in {tok.eos_token, tok.pad_token, *getattr(tok, "all_special_tokens", [])} - {None}:
             if special not in ("<tool_call>", "</tool_call>"):
                 text = text.replace(special, "")
-        return ChatResponse(parse_assistant(text.strip()), Usage(int(prompt_len), int(new.shape[0]), 1))
+        return ChatResponse(parse_assistant(text.strip(), id_prefix=_call_prefix(request)),
+                            Usage(int(prompt_len), int(new.shape[0]), 1))
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         """Generate in a worker thread (one at a time), so the event loop keeps running."""
@@ -152,7 +159,7 @@ class VLLMBackend:
             final = output
         assert final is not None
         completion = final.outputs[0]
-        return ChatResponse(parse_assistant(completion.text),
+        return ChatResponse(parse_assistant(completion.text, id_prefix=_call_prefix(request)),
                             Usage(len(final.prompt_token_ids or []), len(completion.token_ids), 1))
 
 

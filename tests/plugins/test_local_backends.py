@@ -72,3 +72,18 @@ def test_bad_model_paths_and_missing_vllm_are_clear(tmp_path: Path) -> None:
     else:  # pragma: no cover - only where vllm installs (CUDA machines)
         with pytest.raises(ConfigError, match="needs llm.model"):
             VLLMBackend()
+
+
+def test_tool_call_ids_differ_between_turns() -> None:
+    """A repeated ``call_0`` in every turn made the scorer pair later calls with earlier results."""
+    from synthagent.core.models import Message
+    from synthagent.core.protocols import ChatRequest
+    from synthagent.core.toolcalls import parse_assistant
+    from synthagent.plugins.local_backends import _call_prefix
+
+    text = '<tool_call>{"name": "f", "arguments": {}}</tool_call>'
+    first = ChatRequest(messages=(Message("user", "hi"),))
+    later = ChatRequest(messages=(Message("user", "hi"), Message("assistant", "a"), Message("user", "b"),
+                                  Message("assistant", "c")))
+    ids = {parse_assistant(text, id_prefix=_call_prefix(r)).tool_calls[0].id for r in (first, later)}
+    assert ids == {"call_t0_0", "call_t2_0"}
