@@ -413,13 +413,32 @@ class Pipeline:
                 by_task.setdefault(traj.task_id, []).append(traj)
         self.progress("rubric", 0, len(tasks))
         done_tasks = {r.task_id for r in store.rubrics}
+        asked: list[Any] = []  # builders that ask a teacher return awaitables: run them concurrently, bounded
         for task in tasks:
-            if task.id not in done_tasks:
-                rubric = builder.build(task, by_task.get(task.id, []))
-                if inspect.isawaitable(rubric):
-                    rubric = await rubric
+            if task.id in done_tasks:
+                self.progress("rubric", 1, len(tasks))
+                continue
+            rubric = builder.build(task, by_task.get(task.id, []))
+            if inspect.isawaitable(rubric):
+                asked.append(rubric)
+            else:
                 store.rubrics.append(rubric)
-            self.progress("rubric", 1, len(tasks))
+                self.progress("rubric", 1, len(tasks))
+        if asked:
+            limit = asyncio.Semaphore(resolve_concurrency(self.config, self.components.llm))
+
+            async def bounded(pending: Any) -> Any:
+                async with limit:
+                    return await pending
+
+            running = [asyncio.ensure_future(bounded(a)) for a in asked]
+            try:
+                for finished in asyncio.as_completed(running):
+                    store.rubrics.append(await finished)
+                    self.progress("rubric", 1, len(tasks))
+            finally:
+                for fut in running:
+                    fut.cancel()
         rubrics = list(store.rubrics)
         dropped = Counter(str(r.dropped).split(":")[0] for r in rubrics if r.dropped)
         checkers: Counter[str] = Counter()

@@ -16,6 +16,7 @@ Defaults ``0.25 / 0.25 / 0.5`` make any single failure cost at least half the re
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -161,6 +162,13 @@ class WorkflowRubricBuilder:
         return Rubric(id=rubric_id, task_id=task.id, builder=self.name, criteria=criteria, weights=self.weights)
 
 
+@functools.lru_cache(maxsize=64)
+def _default_reward(weights: tuple[tuple[str, float], ...]) -> Any:
+    from synthagent.plugins.rewards.compose import Reward, default_reward
+
+    return Reward(default_reward(dict(weights)))
+
+
 def combine(results: Sequence[CriterionResult], weights: Mapping[str, float],
             reward: Any = None, checks: Mapping[str, str] | None = None) -> tuple[float, bool, dict[str, float]]:
     """Total, success and components of criterion results.
@@ -169,10 +177,14 @@ def combine(results: Sequence[CriterionResult], weights: Mapping[str, float],
     the forbidden criteria over the weighted ``subgoal`` and ``interaction`` fractions and ``success`` (every
     subgoal, interaction and check passed). ``success`` also requires the gate.
     """
-    from synthagent.plugins.rewards.compose import Reward, default_reward, evaluate
+    from synthagent.plugins.rewards.compose import Reward, evaluate
 
-    w = {**DEFAULT_WEIGHTS, **weights}
-    rw = reward if isinstance(reward, Reward) else Reward(reward if reward is not None else default_reward(w))
+    if isinstance(reward, Reward):
+        rw = reward
+    elif reward is None:  # validated once per weighting, not once per score
+        rw = _default_reward(tuple(sorted({**DEFAULT_WEIGHTS, **weights}.items())))
+    else:
+        rw = Reward(reward)
     components = {
         "subgoal": evaluate("kind:subgoal", results),
         "interaction": evaluate({"min": ["kind:interaction", "kind:penalty"]}, results),

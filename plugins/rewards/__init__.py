@@ -298,7 +298,6 @@ class DemoRubricBuilder:
         if self.llm is None:
             raise ConfigError("workflow-rubric with teacher = 'llm' needs setup(RunContext) with a teacher model")
         tool_names = {t.name for t in task.tools}
-        facts = {f.name for f in task.user_context}
         context = dict(
             instruction=task.full_instruction,
             tools=[{"name": t.name, "description": t.description, "writes": t.writes} for t in task.tools],
@@ -384,13 +383,13 @@ class DemoRubricBuilder:
             return self._dropped(task, "teacher_invalid: no usable subgoal in the teacher's rubric", provenance)
         checkers: list[dict[str, Any]] = []
         if self.checkers:
-            checkers = await self._llm_checkers(task, good, context, provenance, facts)
+            checkers = await self._llm_checkers(task, good, context, provenance)
         self.stats.update({f"teacher_discarded:{k}": v for k, v in discarded.items()})
         provenance = {**provenance, "teacher_discarded": dict(discarded)}
         return self._rubric(task, criteria, checkers, {}, provenance)
 
     async def _llm_checkers(self, task: Task, good: Sequence[DemoAnalysis], context: dict[str, Any],
-                            provenance: dict[str, Any], facts: set[str]) -> list[dict[str, Any]]:
+                            provenance: dict[str, Any]) -> list[dict[str, Any]]:
         parsed: list[dict[str, Any]] = []
         invalid = 0
 

@@ -34,6 +34,7 @@ from typing import Any
 import attrs
 
 from synthagent.core.models import Message, Task, ToolCall, Trajectory, state_digest
+from synthagent.plugins.workflow_rubric import executed_calls, mentions_value, values_match
 
 __all__ = ["CheckerError", "parse_checker", "evaluate", "derive_checkers", "perturbations", "validate_checkers",
            "final_answer"]
@@ -100,35 +101,9 @@ def parse_checker(data: Any) -> dict[str, Any]:
             "all": [_parse_assertion(a, f"{where}.all[{i}]") for i, a in enumerate(data["all"])]}
 
 
-def _norm(value: Any) -> Any:
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, (int, float)):
-        return round(float(value), 6)
-    return " ".join(str(value).strip().lower().split())
-
-
 def final_answer(messages: Sequence[Message]) -> str:
     """The last assistant message without tool calls (the agent's final answer), or ``""``."""
     return next((m.content or "" for m in reversed(messages) if m.role == "assistant" and not m.tool_calls), "")
-
-
-def _mentions(text: str, value: Any) -> bool:
-    from synthagent.plugins.workflow_rubric import mentions_value
-
-    return mentions_value(text, value)
-
-
-def _successful_calls(messages: Sequence[Message]) -> list[ToolCall]:
-    ok: dict[str, bool] = {}
-    for m in messages:
-        if m.role == "tool" and m.tool_call_id is not None:
-            try:
-                content = json.loads(m.content or "null")
-                ok[m.tool_call_id] = not (isinstance(content, Mapping) and "error" in content)
-            except ValueError:
-                ok[m.tool_call_id] = True
-    return [c for m in messages if m.role == "assistant" for c in m.tool_calls if ok.get(c.id, False)]
 
 
 def _row(task: Task, traj: Trajectory, table: str, key: Any) -> tuple[bool, dict[str, Any] | None]:
@@ -163,11 +138,10 @@ def _holds(a: Mapping[str, Any], task: Task, traj: Trajectory, calls: list[ToolC
         if row is None:
             return False, f"{s['table']}[{s['key']}] does not exist"
         actual = row.get(s["field"])
-        return _norm(actual) == _norm(s["equals"]), f"{s['table']}[{s['key']}].{s['field']} = {actual!r}"
+        return values_match({"v": s["equals"]}, {"v": actual}), f"{s['table']}[{s['key']}].{s['field']} = {actual!r}"
     if "call" in a:
         c = a["call"]
-        n = sum(1 for call in calls if call.name == c["tool"]
-                and all(k in call.arguments and _norm(call.arguments[k]) == _norm(v) for k, v in c["args"].items()))
+        n = sum(1 for call in calls if call.name == c["tool"] and values_match(c["args"], call.arguments))
         ok = n >= c["min"] and (c["max"] is None or n <= c["max"])
         return ok, f"{n} successful {c['tool']} call(s) matching {c['args']}"
     if "order" in a:
@@ -179,14 +153,14 @@ def _holds(a: Mapping[str, Any], task: Task, traj: Trajectory, calls: list[ToolC
     text = final_answer(traj.messages)
     if "contains" in a["answer"]:
         v = a["answer"]["contains"]
-        return _mentions(text, v), f"answer {'mentions' if _mentions(text, v) else 'lacks'} {v!r}"
+        return mentions_value(text, v), f"answer {'mentions' if mentions_value(text, v) else 'lacks'} {v!r}"
     v = a["answer"]["excludes"]
-    return not _mentions(text, v), f"answer {'mentions' if _mentions(text, v) else 'lacks'} {v!r}"
+    return not mentions_value(text, v), f"answer {'mentions' if mentions_value(text, v) else 'lacks'} {v!r}"
 
 
 def evaluate(checker: Mapping[str, Any], task: Task, trajectory: Trajectory) -> tuple[bool, str]:
     """Run a (parsed) checker on a trajectory: ``(passed, evidence)``; evidence names the first failure."""
-    calls = _successful_calls(trajectory.messages)
+    calls = [call for call, ok in executed_calls(trajectory.messages) if ok]
     for a in checker["all"]:
         ok, why = _holds(a, task, trajectory, calls)
         if not ok:
@@ -241,14 +215,6 @@ def derive_checkers(task: Task, report: Sequence[Any] = ()) -> list[dict[str, An
     return [parse_checker(c) for c in out]
 
 
-def _perturb(value: Any) -> Any:
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, (int, float)):
-        return value + 1
-    return f"{value}-x"
-
-
 def _replay(task: Task, demo: Trajectory, calls: list[ToolCall | None], answer: str | None,
             extra: ToolCall | None = None) -> Trajectory:
     """The demonstration with its calls replaced (``None`` drops one) and re-executed on a fresh database."""
@@ -258,7 +224,6 @@ def _replay(task: Task, demo: Trajectory, calls: list[ToolCall | None], answer: 
     original = [c for m in demo.messages if m.role == "assistant" for c in m.tool_calls]
     swap = {c.id: new for c, new in zip(original, calls)}
     messages: list[Message] = []
-    dropped: set[str] = set()
 
     def run(call: ToolCall) -> str:
         spec = task.tool(call.name)
@@ -274,9 +239,7 @@ def _replay(task: Task, demo: Trajectory, calls: list[ToolCall | None], answer: 
                 kept = []
                 for c in m.tool_calls:
                     new = swap.get(c.id, c)
-                    if new is None:
-                        dropped.add(c.id)
-                    else:
+                    if new is not None:
                         kept.append(new)
                 if kept:
                     messages.append(attrs.evolve(m, tool_calls=tuple(kept)))
@@ -305,7 +268,7 @@ def _replay(task: Task, demo: Trajectory, calls: list[ToolCall | None], answer: 
 
 def perturbations(task: Task, demo: Trajectory, report: Sequence[Any] = ()) -> list[tuple[str, Trajectory]]:
     """Perturbed copies of a demonstration, each named, re-executed on a fresh database."""
-    from synthagent.plugins.oracle import _extra_write
+    from synthagent.plugins.oracle import _extra_write, _perturb
 
     calls = [c for m in demo.messages if m.role == "assistant" for c in m.tool_calls]
     out: list[tuple[str, Trajectory]] = []

@@ -11,6 +11,7 @@ Used by ``benchmarks/bench_rewards.py`` (the table in ``docs/rewards.md``) and b
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import statistics
 from collections import Counter
@@ -62,7 +63,7 @@ async def corruption_table(tasks: Sequence[Task], builder: Any, scorer: Any, *, 
     checkers: Counter[str] = Counter()
     for task in tasks:
         rubric = builder.build(task, await demonstrations(task, k))
-        if hasattr(rubric, "__await__"):
+        if inspect.isawaitable(rubric):
             rubric = await rubric
         rubrics[task.id] = rubric
         checkers.update(rubric.provenance.get("checkers", {}))
@@ -115,7 +116,7 @@ async def stability(tasks: Sequence[Task], builder_factory: Any, *, ks: Sequence
         built: dict[int, Rubric] = {}
         for k in ks:
             rubric = builder_factory(k).build(task, demos[:k])
-            if hasattr(rubric, "__await__"):
+            if inspect.isawaitable(rubric):
                 rubric = await rubric
             built[k] = rubric
             dropped[k] += bool(rubric.dropped)

@@ -82,6 +82,15 @@ def sft_result(work: Path, small_run: Path, tiny_model: str) -> dict[str, Any]:
     return SFTAlgorithm().train(request)
 
 
+def cpu_grpo_config(out: Path, **fields: Any) -> Any:
+    """TRL's GRPOConfig for these CPU tests (each test sets its steps, group size and completion length)."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(output_dir=str(out / "trainer"), learning_rate=1e-3, per_device_train_batch_size=4,
+                      temperature=1.0, seed=0, use_cpu=True, bf16=False, gradient_checkpointing=False,
+                      report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True, **fields)
+
+
 def _weights(model_dir: str) -> dict[str, Any]:
     from safetensors.torch import load_file
 
@@ -183,7 +192,6 @@ def test_loss_mask_is_zero_on_tool_and_user_tokens_and_one_on_policy_tokens(smal
 
 def test_grpo_three_steps_through_the_environment_changes_weights_and_logs_rubric_reward(
         work: Path, open_run: Path, sft_result: dict[str, Any]) -> None:
-    from trl import GRPOConfig
 
     from synthagent.plugins.trl_train.grpo import GRPO_OPTIONS, train_grpo
     from synthagent.plugins.trl_train.rollout import ZeroVarianceFilter
@@ -192,10 +200,7 @@ def test_grpo_three_steps_through_the_environment_changes_weights_and_logs_rubri
     start = sft_result["model_out"]
     before = _weights(start)
     out = work / "grpo"
-    config = GRPOConfig(output_dir=str(out / "trainer"), max_steps=3, learning_rate=1e-3, num_generations=4,
-                        per_device_train_batch_size=4, max_completion_length=256, temperature=1.0, seed=0,
-                        use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none",
-                        save_strategy="no", logging_steps=1, disable_tqdm=True)
+    config = cpu_grpo_config(out, max_steps=3, num_generations=4, max_completion_length=256)
     kept: list[Any] = []
     request = TrainRequest(run_dir=str(open_run), model=start, output_dir=str(out), options={})
     summary = train_grpo(request, config, {**GRPO_OPTIONS, "max_turn_tokens": 48}, ZeroVarianceFilter("resample", 2),
@@ -266,7 +271,6 @@ def test_zero_variance_filter_finds_and_masks_exactly_the_flat_groups() -> None:
 @pytest.mark.parametrize("mode", ["resample"])
 def test_a_crafted_zero_variance_group_is_filtered_and_counted(work: Path, tiny_model: str, mode: str,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from trl import GRPOConfig
 
     from synthagent.plugins.trl_train.grpo import GRPO_OPTIONS, train_grpo
     from synthagent.plugins.trl_train.rollout import ZeroVarianceFilter
@@ -281,10 +285,7 @@ def test_a_crafted_zero_variance_group_is_filtered_and_counted(work: Path, tiny_
                         "--set", "scorer=half-flat", *SMALL_RUN[:6], env={"PYTHONPATH": str(plugin_dir)})
         assert result.returncode == 0, result.stderr[-2000:]
     out = work / f"flat-{mode}"
-    config = GRPOConfig(output_dir=str(out / "trainer"), max_steps=2, learning_rate=1e-3, num_generations=2,
-                        per_device_train_batch_size=4, max_completion_length=16, temperature=1.0, seed=0,
-                        use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none",
-                        save_strategy="no", logging_steps=1, disable_tqdm=True)
+    config = cpu_grpo_config(out, max_steps=2, num_generations=2, max_completion_length=16)
     kept: list[Any] = []
     request = TrainRequest(run_dir=str(run), model=tiny_model, output_dir=str(out), options={})
     summary = train_grpo(request, config, {**GRPO_OPTIONS, "max_turn_tokens": 8, "save_model": False, "plot": False},
