@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from synthagent.core.errors import ConfigError, UsageError, close_matches
 
 __all__ = ["split_options", "trl_config", "load_model_and_tokenizer", "resolve_chat_template", "check_model_dir",
-           "write_json"]
+           "write_json", "distributed_teardown"]
 
 log = logging.getLogger("synthagent.train")
 
@@ -130,3 +131,32 @@ def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as pretty JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def distributed_teardown() -> Iterator[None]:
+    """Tear down the process group that the trainer (accelerate) opened, once every rank is done.
+
+    Under ``torchrun``/``accelerate launch`` accelerate initialises ``torch.distributed`` and never destroys it;
+    a gloo group left to the interpreter's exit can abort a rank (``terminate called without an active
+    exception``, SIGABRT) after training finished, which fails the launch. A group that existed before the
+    block (the caller's own) is left alone.
+    """
+    import torch.distributed as dist
+
+    owned = not (dist.is_available() and dist.is_initialized())
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        if owned and dist.is_available() and dist.is_initialized():
+            try:
+                if ok:  # after a failure the other ranks may sit in another collective: no barrier then
+                    dist.barrier()
+            finally:
+                dist.destroy_process_group()
+                with contextlib.suppress(Exception):  # accelerate's singleton would still point at the old group
+                    from accelerate.state import AcceleratorState
+
+                    AcceleratorState._reset_state(reset_partial_state=True)

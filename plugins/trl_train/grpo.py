@@ -23,6 +23,7 @@ from synthagent.core.errors import ConfigError
 from synthagent.core.protocols import TrainRequest
 from synthagent.plugins.trl_train.common import (
     check_model_dir,
+    distributed_teardown,
     load_model_and_tokenizer,
     split_options,
     trl_config,
@@ -69,7 +70,8 @@ class GRPOAlgorithm:
         zv_filter = ZeroVarianceFilter(str(own["zero_variance"]), int(own["max_resample"]))
         out = Path(request.output_dir)
         config = trl_config(GRPOConfig, str(out / "trainer"), fields, GRPO_DEFAULTS)
-        return train_grpo(request, config, own, zv_filter)
+        with distributed_teardown():
+            return train_grpo(request, config, own, zv_filter)
 
 
 def train_grpo(request: TrainRequest, config: Any, own: dict[str, Any], zv_filter: Any,

@@ -23,6 +23,7 @@ from synthagent.core.errors import ConfigError, UsageError
 from synthagent.core.protocols import TrainRequest
 from synthagent.plugins.trl_train.common import (
     check_model_dir,
+    distributed_teardown,
     load_model_and_tokenizer,
     split_options,
     trl_config,
@@ -99,7 +100,8 @@ class SFTAlgorithm:
                 raise UsageError(f"the {name} SFT data is empty: no teacher trajectory passed export.min_score")
         out = Path(request.output_dir)
         config = trl_config(SFTConfig, str(out / "trainer"), fields, SFT_DEFAULTS)
-        return train_sft(request, config, own, data)
+        with distributed_teardown():
+            return train_sft(request, config, own, data)
 
 
 def train_sft(request: TrainRequest, config: Any, own: dict[str, Any],
