@@ -51,6 +51,9 @@ def main() -> None:
     p.add_argument("--grpo-lr", type=float, default=1e-5)
     p.add_argument("--num-generations", type=int, default=4)
     p.add_argument("--grpo-batch", type=int, default=8, help="completions per step (a multiple of generations)")
+    p.add_argument("--grpo-micro-batch", type=int, default=0,
+                   help="completions per forward/backward pass (0 = --grpo-batch); the rest is gradient accumulation, "
+                        "so one optimizer step still covers --grpo-batch completions. Lower it when memory is short")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-turn-tokens", type=int, default=128)
     p.add_argument("--budget", type=int, default=1024, help="completion tokens per episode (policy + environment)")
@@ -152,7 +155,7 @@ def main() -> None:
         summary = GRPOAlgorithm().train(TrainRequest(
             run_dir=str(train_run), model=str(sft_out / "model"), output_dir=str(grpo_out),
             options={"max_steps": args.grpo_steps, "learning_rate": args.grpo_lr,
-                     "num_generations": args.num_generations, "per_device_train_batch_size": args.grpo_batch,
+                     "num_generations": args.num_generations, **_micro_batching(args.grpo_batch, args.grpo_micro_batch),
                      "max_completion_length": args.budget, "max_turn_tokens": args.max_turn_tokens,
                      "max_turns": args.max_turns, "temperature": args.temperature, "seed": 0,
                      "zero_variance": args.zero_variance, "max_resample": args.max_resample,
@@ -175,6 +178,16 @@ def main() -> None:
     save()
     _plot(results, out / "success.png")
     print(json.dumps({"eval": ev, "delta_points": results["delta_points"]}, indent=2), flush=True)
+
+
+def _micro_batching(batch: int, micro: int) -> dict[str, int]:
+    """GRPOConfig fields for ``batch`` completions per optimizer step, ``micro`` per forward/backward pass."""
+    if micro <= 0 or micro >= batch:
+        return {"per_device_train_batch_size": batch}
+    if batch % micro:
+        raise SystemExit(f"--grpo-batch {batch} is not a multiple of --grpo-micro-batch {micro}")
+    # one generation batch (batch completions) per optimizer step, split into batch/micro accumulation steps
+    return {"per_device_train_batch_size": micro, "gradient_accumulation_steps": batch // micro}
 
 
 def _plot(results: dict[str, Any], png: Path) -> None:
