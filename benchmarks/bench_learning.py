@@ -65,6 +65,9 @@ def main() -> None:
                    help="also checkpoint GRPO every N steps (OUT/grpo/trainer/checkpoint-*), for long runs")
     p.add_argument("--grpo-model", default="",
                    help="evaluate this GRPO model (e.g. a checkpoint of an interrupted run) instead of training")
+    p.add_argument("--redo-eval", default="",
+                   help="comma-separated evaluations to run again (base,sft,sft+grpo), e.g. to measure every policy "
+                        "side by side in one invocation after training finished in an earlier one")
     args = p.parse_args()
 
     import logging
@@ -81,6 +84,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for label in filter(None, (x.strip() for x in args.redo_eval.split(","))):
+        results.get("eval", {}).pop(label, None)
+        results.get("per_task", {}).pop(label, None)
     results["config"] = vars(args) | {"out": str(args.out)}
     results["command"] = "python benchmarks/bench_learning.py " + " ".join(sys.argv[1:])
 

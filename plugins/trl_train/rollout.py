@@ -22,6 +22,7 @@ rubric reward and the zero-variance group filter (:class:`ZeroVarianceFilter`).
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import logging
 import random
@@ -489,7 +490,8 @@ def rubric_reward(prompts: Any = None, completions: Any = None, synth_reward: Se
 
 def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str], *, max_turn_tokens: int = 256,
                     budget: int = 2048, batch_size: int = 8, seed: int = 0) -> dict[str, Any]:
-    """Greedy evaluation of a local model on ``task_ids``: success rate and mean rubric score.
+    """Greedy evaluation of a local model on ``task_ids``: success rate, mean rubric score, and the failed
+    criteria (counted by kind, and listed per task).
 
     The model plays the agent in the same environment as in training (one episode per task).
     """
@@ -521,5 +523,12 @@ def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str]
         "tool_calls_per_task": round(statistics.fmean(
             sum(len(m.tool_calls) for m in r.trajectory.messages) for r in results), 3) if results else None,
         "seconds": round(time.perf_counter() - start, 1),
-        "per_task": {r.task.id: {"reward": r.reward, "success": r.success} for r in results},
+        "failed_by_kind": dict(sorted(collections.Counter(c.kind for r in results for c in _failed(r)).items())),
+        "per_task": {r.task.id: {"reward": r.reward, "success": r.success,
+                                 "failed": [c.criterion_id for c in _failed(r)]} for r in results},
     }
+
+
+def _failed(rollout: Rollout) -> list[Any]:
+    """The criteria a rollout's score failed (none when it was not scored)."""
+    return [c for c in rollout.score.breakdown if not c.passed] if rollout.score is not None else []

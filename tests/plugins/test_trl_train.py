@@ -108,6 +108,28 @@ def test_sft_loss_falls_on_a_fixed_tiny_set(sft_result: dict[str, Any], work: Pa
     assert 0 < stage["assistant_tokens"] < stage["tokens"]
 
 
+def test_evaluate_policy_is_greedy_reproducible_and_names_the_failed_criteria(
+        small_run: Path, sft_result: dict[str, Any]) -> None:
+    """What bench_learning reports: success rate, mean score and the failed criteria, the same on a second run."""
+    import statistics
+
+    from synthagent.plugins.trl_train.environment import RunEnvironment
+    from synthagent.plugins.trl_train.rollout import evaluate_policy
+
+    env = RunEnvironment(small_run, max_turns=3)
+    ids = sorted(env.tasks)[:4]
+    first = evaluate_policy(sft_result["model_out"], env, ids, max_turn_tokens=16, budget=96, batch_size=2)
+    second = evaluate_policy(sft_result["model_out"], env, ids, max_turn_tokens=16, budget=96, batch_size=2)
+    assert first["tasks"] == 4 and sorted(first["per_task"]) == ids
+    assert first["per_task"] == second["per_task"]  # greedy decoding: the same episodes again
+    per_task = first["per_task"].values()
+    assert first["score_mean"] == pytest.approx(statistics.fmean(t["reward"] for t in per_task), abs=1e-4)
+    assert first["success_rate"] == sum(t["success"] for t in per_task) / 4
+    assert sum(first["failed_by_kind"].values()) == sum(len(t["failed"]) for t in per_task)
+    for t in per_task:  # an unsuccessful episode always names what it failed
+        assert t["success"] or t["failed"], t
+
+
 def test_sft_trains_on_assistant_tokens_only_with_tools_rendered(small_run: Path, tiny_model: str) -> None:
     from transformers import AutoTokenizer
 
