@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 
 class SynthError(Exception):
@@ -46,3 +47,14 @@ def close_matches(name: str, known: Iterable[str]) -> str:
     """Return a ``" Did you mean 'x'?"`` hint for ``name`` among ``known``, or an empty string."""
     matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f" Did you mean {matches[0]!r}?" if matches else ""
+
+
+def require_non_negative_int(owner: str, name: str, value: Any, zero_means: str) -> int:
+    """Return ``value`` if it is an ``int`` >= 0 (``bool`` is not), else raise :class:`ConfigError`.
+
+    :param owner: the plugin in the message, e.g. ``"executor 'ray'"``.
+    :param zero_means: what 0 asks for, e.g. ``"one per CPU"``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{owner}: {name} must be an integer >= 0 (0: {zero_means}), got {value!r}")
+    return value

@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from synthagent.core.errors import ConfigError
+from synthagent.core.errors import ConfigError, require_non_negative_int
 from synthagent.core.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -57,8 +57,7 @@ class RedisMappingStore:
             ) from exc
         if not isinstance(prefix, str):
             raise ConfigError(f"mapping store 'redis': prefix must be a string, got {prefix!r}")
-        if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or ttl_s < 0:
-            raise ConfigError(f"mapping store 'redis': ttl_s must be an integer >= 0 (0: no expiry), got {ttl_s!r}")
+        require_non_negative_int("mapping store 'redis'", "ttl_s", ttl_s, "no expiry")
         self.url = url
         self.prefix = prefix
         self.ttl_s = ttl_s

@@ -26,7 +26,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from typing import Any, TypeVar
 
 from synthagent.core.engine import WorkerLostError, portable_error
-from synthagent.core.errors import ConfigError, UsageError
+from synthagent.core.errors import ConfigError, UsageError, require_non_negative_int
 from synthagent.core.hookspecs import hookimpl
 
 __all__ = ["ProcessExecutor", "worker_main"]
@@ -143,8 +143,7 @@ class ProcessExecutor:
     remote = True
 
     def __init__(self, workers: int = 0, start_method: str = "spawn", max_restarts: int = -1) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise ConfigError(f"executor 'process': workers must be an integer >= 0 (0: one per core), got {workers!r}")
+        require_non_negative_int("executor 'process'", "workers", workers, "one per core")
         if start_method not in ("spawn", "forkserver"):
             raise ConfigError(f"executor 'process': start_method must be 'spawn' or 'forkserver', got {start_method!r}")
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int):

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from typing import Any, TypeVar
 
 from synthagent.core.engine import WorkerLostError
-from synthagent.core.errors import ConfigError
+from synthagent.core.errors import ConfigError, require_non_negative_int
 from synthagent.core.hookspecs import hookimpl
 
 __all__ = ["RayExecutor"]
@@ -86,14 +86,12 @@ class RayExecutor:
             import ray  # noqa: F401
         except ImportError as exc:
             raise ConfigError("executor 'ray' needs Ray: pip install 'synthagent[ray]'") from exc
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise ConfigError(f"executor 'ray': workers must be an integer >= 0 (0: one per CPU), got {workers!r}")
+        require_non_negative_int("executor 'ray'", "workers", workers, "one per CPU")
         if not isinstance(num_cpus_per_worker, (int, float)) or num_cpus_per_worker <= 0:
             raise ConfigError(f"executor 'ray': num_cpus_per_worker must be > 0, got {num_cpus_per_worker!r}")
         if not isinstance(address, str):
             raise ConfigError(f"executor 'ray': address must be a string, got {address!r}")
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
-            raise ConfigError(f"executor 'ray': batch must be an integer >= 0 (0: automatic), got {batch!r}")
+        require_non_negative_int("executor 'ray'", "batch", batch, "automatic")
         self.batch = batch
         self.address = address
         self.workers = workers

@@ -516,6 +516,8 @@ def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str]
                                                max_turn_tokens=max_turn_tokens, eos_ids=eos_ids, seed=seed))
         results.extend(rollouts)
         log.info("evaluated %d/%d tasks in %.0f s", len(results), len(ids), time.perf_counter() - start)
+    # the criteria each episode failed (none when it was not scored)
+    failed = [[c for c in r.score.breakdown if not c.passed] if r.score is not None else [] for r in results]
     return {
         "tasks": len(results),
         "success_rate": round(sum(r.success for r in results) / len(results), 4) if results else None,
@@ -523,12 +525,7 @@ def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str]
         "tool_calls_per_task": round(statistics.fmean(
             sum(len(m.tool_calls) for m in r.trajectory.messages) for r in results), 3) if results else None,
         "seconds": round(time.perf_counter() - start, 1),
-        "failed_by_kind": dict(sorted(collections.Counter(c.kind for r in results for c in _failed(r)).items())),
+        "failed_by_kind": dict(sorted(collections.Counter(c.kind for cs in failed for c in cs).items())),
         "per_task": {r.task.id: {"reward": r.reward, "success": r.success,
-                                 "failed": [c.criterion_id for c in _failed(r)]} for r in results},
+                                 "failed": [c.criterion_id for c in cs]} for r, cs in zip(results, failed)},
     }
-
-
-def _failed(rollout: Rollout) -> list[Any]:
-    """The criteria a rollout's score failed (none when it was not scored)."""
-    return [c for c in rollout.score.breakdown if not c.passed] if rollout.score is not None else []
