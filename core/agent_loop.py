@@ -26,7 +26,7 @@ import attrs
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
-from synthagent.core.models import Message, Task, Trajectory, Usage, stable_id
+from synthagent.core.models import Message, Task, Trajectory, Usage, stable_id, trajectory_id
 from synthagent.core.protocols import ChatRequest, LLMBackend, ToolSession, UserSession
 
 __all__ = ["Episode", "run_episode", "build_graph", "episode_seed", "initial_messages", "TERMINATIONS"]
@@ -184,7 +184,7 @@ async def run_episode(
     elapsed = time.perf_counter() - start
     end_state = tools.final_state()
     return Trajectory(
-        id=stable_id("traj", task.id, policy.name, sample, seed),
+        id=trajectory_id(task.id, policy.name, sample, seed),
         task_id=task.id,
         policy=policy.name,
         sample=sample,

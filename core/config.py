@@ -32,7 +32,8 @@ import attrs
 from synthagent.core.errors import ConfigError, close_matches
 from synthagent.core.models import canonical_json
 
-__all__ = ["LLMConfig", "SimulateConfig", "ExportConfig", "RunConfig", "load_config", "parse_set", "STAGES"]
+__all__ = ["LLMConfig", "SimulateConfig", "ExportConfig", "RunConfig", "load_config", "config_from_dict", "parse_set",
+           "STAGES"]
 
 #: Pipeline stages in order.
 STAGES: tuple[str, ...] = ("generate", "simulate", "rubric", "score", "export")
@@ -184,6 +185,21 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str, origins: Mapping[str
         return cls(**kwargs)
     except ConfigError as exc:
         raise ConfigError(f"{exc} (in {prefix.rstrip('.') or 'the top level'})") from None
+
+
+def config_from_dict(data: Mapping[str, Any], *, origin: str = "") -> RunConfig:
+    """A :class:`RunConfig` from plain data (``RunConfig.to_dict()``, a run manifest's ``config``), validated
+    by the same strict rules as a config file; ``origin`` names where the data came from in errors."""
+    origins = {}
+    if origin:
+        def mark(d: Mapping[str, Any], prefix: str) -> None:
+            for k, v in d.items():
+                origins[f"{prefix}{k}"] = origin
+                if isinstance(v, Mapping) and prefix == "":
+                    mark(v, f"{k}.")
+
+        mark(data, "")
+    return _build(RunConfig, data, "", origins)  # type: ignore[no-any-return]
 
 
 def _origin(origins: Mapping[str, str], path: str) -> str:

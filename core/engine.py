@@ -1,10 +1,11 @@
 """The rollout engine: the picklable jobs that executors run, in this process or in worker processes.
 
 A stage hands its executor a :class:`JobRunner` instead of a closure. In the driver (executor ``local``) the
-runner uses the pipeline's own components. Pickled to another process (executors ``process`` and ``ray``) it
-carries only a :class:`WorkerSpec` (the validated config, the plugins to load, the run directory) and rebuilds
-every component there on first use, once per process: tool sessions, SQLite databases, user simulators and LLM
-backends are never pickled with open connections. Workers return records; the driver alone appends them to the
+runner uses the driver's :class:`~synthagent.core.runtime.Runtime`. Pickled to another process (executors
+``process`` and ``ray``) it carries only a :class:`WorkerSpec` (the validated config, the plugins to load, the
+run directory) and rebuilds the runtime there on first use, once per process (:meth:`Runtime.for_worker`):
+tool sessions, SQLite databases, user simulators and LLM backends are never pickled with open connections.
+Every unit of work (rollout, score, generation slot) is the runtime's; the runner adds retries and counters. Workers return records; the driver alone appends them to the
 run store, so resume works the same whatever the executor.
 
 Rules every job keeps, whatever runs it:
@@ -21,22 +22,21 @@ Rules every job keeps, whatever runs it:
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
-import os
 import time
 from collections import Counter
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
-import attrs
-
-from synthagent.core.agent_loop import episode_seed, run_episode
-from synthagent.core.config import RunConfig
 from synthagent.core.errors import SynthError
 from synthagent.core.models import Rubric, Score, Task, Trajectory, from_json_dict, to_json_dict
+from synthagent.core.runtime import DEFAULT_CONCURRENCY, Runtime, WorkerSpec, resolve_concurrency
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 __all__ = [
+    "local_map",
     "WorkerSpec",
     "JobRunner",
     "RemoteJobError",
@@ -49,8 +49,6 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
 ]
 
-#: Rollouts in flight when neither ``simulate.concurrency`` nor the backend says (``max_concurrency``).
-DEFAULT_CONCURRENCY = 32
 
 
 class RemoteJobError(SynthError):
@@ -88,115 +86,64 @@ def portable_error(exc: BaseException) -> BaseException:
         return RemoteJobError(type(exc).__name__, str(exc), tb)
 
 
-@attrs.frozen
-class WorkerSpec:
-    """What a worker process needs to rebuild a run's components.
-
-    :param config: the validated run configuration.
-    :param plugins: plugin names or module paths to load beside the built-ins (``--plugin``).
-    :param environ: the ``SYNTHAGENT_*`` environment variables of the driver (plugin autoload switches).
-    :param run_dir: the run directory (implementations' ``setup`` put per-run files there).
-    """
-
-    config: RunConfig
-    plugins: tuple[str, ...] = ()
-    environ: tuple[tuple[str, str], ...] = ()
-    run_dir: str = ""
-
-    @property
-    def key(self) -> str:
-        """Identifies the components built from this spec (one set per process and key)."""
-        return f"{self.config.fingerprint()}|{self.plugins}|{self.environ}|{self.run_dir}"
-
-
-# Components built in this process, by spec key (worker processes build them once and keep them).
-_PROCESS_COMPONENTS: dict[str, Any] = {}
+# Runtimes built in this process, by spec key (worker processes build one and keep it).
+_PROCESS_RUNTIMES: dict[str, Runtime] = {}
 # Counters of the jobs run in this process (``rollouts``, ``rollout_retries``, ...), by spec key.
 _PROCESS_STATS: dict[str, Counter[str]] = {}
 
 
-def _build(spec: WorkerSpec) -> Any:
-    components = _PROCESS_COMPONENTS.get(spec.key)
-    if components is not None:
-        return components
-    from synthagent.core.pipeline import build_components
-    from synthagent.core.protocols import RunContext
-    from synthagent.core.registry import load_plugins
-
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHAGENT_")}
-    environ.update(dict(spec.environ))
-    plugins = load_plugins(spec.plugins, environ=environ)
-    components = build_components(spec.config, plugins)
-    ctx = RunContext(llm=components.llm, mapping=components.mapping, run_dir=spec.run_dir, seed=spec.config.seed)
-    for comp in attrs.astuple(components, recurse=False):
-        setup = getattr(comp, "setup", None)
-        if callable(setup) and comp is not components.executor:  # a worker never drives an executor itself
-            setup(ctx)
-    _PROCESS_COMPONENTS[spec.key] = components
-    return components
+def _runtime(spec: WorkerSpec) -> Runtime:
+    runtime = _PROCESS_RUNTIMES.get(spec.key)
+    if runtime is None:
+        runtime = _PROCESS_RUNTIMES[spec.key] = Runtime.for_worker(spec)
+    return runtime
 
 
 def process_stats() -> dict[str, dict[str, int]]:
-    """Counters of the components built in this process and of the jobs it ran, summed over specs, by kind
+    """Counters of the runtimes built in this process and of the jobs it ran, summed over specs, by kind
     (``llm``, ``tools``, ``mapping``, ``user``, ``scorer``, ``engine``). Executors with worker processes call
     it in each worker and add the results up, so the run summary counts the work done everywhere."""
     out: dict[str, Counter[str]] = {}
-    for components in _PROCESS_COMPONENTS.values():
-        for kind in ("llm", "user", "tools", "mapping", "generator", "scorer"):
-            stats = getattr(getattr(components, kind), "stats", None)
-            if stats:
-                out.setdefault(kind, Counter()).update(dict(stats))
+    for runtime in _PROCESS_RUNTIMES.values():
+        for kind, counts in runtime.stats().items():
+            out.setdefault(kind, Counter()).update(counts)
     for counter in _PROCESS_STATS.values():
         out.setdefault("engine", Counter()).update(counter)
     return {kind: dict(sorted(c.items())) for kind, c in out.items()}
 
 
 async def close_process_components() -> None:
-    """Close (``aclose``) and forget the components built in this process (a worker's last step)."""
-    while _PROCESS_COMPONENTS:
-        _, components = _PROCESS_COMPONENTS.popitem()
-        for comp in attrs.astuple(components, recurse=False):
-            close = getattr(comp, "aclose", None)
-            if close is not None and inspect.iscoroutinefunction(close):
-                try:
-                    await close()
-                except Exception:  # noqa: BLE001 - closing is best effort at the end of a worker
-                    pass
-
-
-def resolve_concurrency(config: RunConfig, llm: Any) -> int:
-    """Rollouts in flight: ``simulate.concurrency`` when set (> 0), else the backend's ``max_concurrency``
-    (the ``openai`` backend: 64), else :data:`DEFAULT_CONCURRENCY`."""
-    if config.simulate.concurrency > 0:
-        return config.simulate.concurrency
-    backend = getattr(llm, "max_concurrency", None)
-    if isinstance(backend, int) and not isinstance(backend, bool) and backend > 0:
-        return backend
-    return DEFAULT_CONCURRENCY
+    """Close and forget the runtimes built in this process (a worker's last step)."""
+    while _PROCESS_RUNTIMES:
+        _, runtime = _PROCESS_RUNTIMES.popitem()
+        try:
+            await runtime.aclose()
+        except Exception:  # noqa: BLE001 - closing is best effort at the end of a worker
+            pass
 
 
 class JobRunner:
     """A picklable async job of one stage: ``await runner(item)``.
 
-    :param spec: how to rebuild the components in another process.
+    :param spec: how to rebuild the runtime in another process.
     :param op: ``"rollout"`` (item ``(task, sample)`` -> :class:`Trajectory`) or ``"score"`` (item
         ``(task, rubric, trajectory)`` -> :class:`Score`) or ``"generate"`` (item: a generation slot ->
         :class:`Task` or None); ``task`` is a :class:`Task` or the id of one in ``tasks`` (ids keep items small:
         the tasks travel once per worker, not once per job).
-    :param components: the driver's components (used as they are in this process; dropped when pickled).
+    :param runtime: the driver's runtime (used as it is in this process; dropped when pickled).
     :param tasks: the tasks items may name by id.
     """
 
     OPS = ("rollout", "score", "generate")
 
-    def __init__(self, spec: WorkerSpec, op: str, components: Any = None,
+    def __init__(self, spec: WorkerSpec, op: str, runtime: Runtime | None = None,
                  tasks: Mapping[str, Task] | None = None) -> None:
         if op not in self.OPS:
             raise ValueError(f"unknown job {op!r}; one of {self.OPS}")
         self.spec = spec
         self.op = op
-        self._components = components
-        self._local_stats: Counter[str] | None = Counter() if components is not None else None
+        self._runtime = runtime
+        self._local_stats: Counter[str] | None = Counter() if runtime is not None else None
         self._tasks: dict[str, Task] = dict(tasks or {})
         self._task_json: dict[str, str] | None = None
 
@@ -210,7 +157,7 @@ class JobRunner:
     def __setstate__(self, state: Mapping[str, Any]) -> None:
         self.spec = state["spec"]
         self.op = state["op"]
-        self._components = None
+        self._runtime = None
         self._local_stats = None
         self._tasks = {}
         self._task_json = dict(state.get("task_json") or {})
@@ -233,11 +180,11 @@ class JobRunner:
             return self._local_stats
         return _PROCESS_STATS.setdefault(self.spec.key, Counter())
 
-    def components(self) -> Any:
-        """The components this job uses (built here on first use in a worker process)."""
-        if self._components is None:
-            self._components = _build(self.spec)
-        return self._components
+    def runtime(self) -> Runtime:
+        """The runtime this job uses (built here on first use in a worker process)."""
+        if self._runtime is None:
+            self._runtime = _runtime(self.spec)
+        return self._runtime
 
     async def __call__(self, item: Any) -> Any:
         if self.op == "rollout":
@@ -248,31 +195,17 @@ class JobRunner:
         task, rubric, trajectory = item
         return await self.score(self.task(task), rubric, trajectory)
 
-    async def _episode(self, c: Any, task: Task, sample: int) -> Trajectory:
-        config = self.spec.config
-        seed = episode_seed(task.id, sample, config.seed)
-        tool_session = await c.tools.start(task, seed)
-        try:
-            user = await c.user.start(task, seed)
-            return await run_episode(
-                task, policy=c.llm, tools=tool_session, user=user, max_turns=config.simulate.max_turns,
-                sample=sample, seed=config.seed,
-                params={"temperature": config.llm.temperature, "max_tokens": config.llm.max_tokens},
-            )
-        finally:
-            await tool_session.aclose()
-
     async def rollout(self, task: Task, sample: int) -> Trajectory:
         """One rollout; an exception or an ``infra_error`` ending is retried with fresh tool and user sessions
         up to ``simulate.retries`` times. The last attempt's trajectory is returned, or its exception raised."""
-        c = self.components()
+        runtime = self.runtime()
         retries = self.spec.config.simulate.retries
         stats = self.stats
         for attempt in range(retries + 1):
             if attempt:
                 stats["rollout_retries"] += 1
             try:
-                trajectory = await self._episode(c, task, sample)
+                trajectory = await runtime.rollout(task, sample)
             except Exception:
                 if attempt == retries:
                     stats["rollout_failures"] += 1
@@ -289,16 +222,43 @@ class JobRunner:
     async def generate(self, slot: Any) -> Task | None:
         """Synthesize the task of one generation slot (generators with ``slots``/``synthesize``), or None when
         the slot was dropped (the reason is in the generator's ``stats``)."""
-        c = self.components()
         self.stats["slots"] += 1
-        task: Task | None = await c.generator.synthesize(c.llm, slot, self.spec.config.seed)
-        return task
+        return await self.runtime().synthesize(slot)
 
     async def score(self, task: Task, rubric: Rubric, trajectory: Trajectory) -> Score:
         """Score one trajectory against its task's rubric."""
         self.stats["scores"] += 1
-        score: Score = await self.components().scorer.score(task, rubric, trajectory)
-        return score
+        return await self.runtime().score(task, rubric, trajectory)
+
+
+async def local_map(fn: Callable[[T], Awaitable[R]], items: Iterable[T], *,
+                    concurrency: int) -> AsyncIterator[tuple[T, R | BaseException]]:
+    """Run ``fn`` on every item on this event loop, at most ``concurrency`` at once; yield ``(item, result or
+    exception)`` as each finishes. Jobs start lazily (a window of ``concurrency``), so millions of items cost no
+    memory up front; one job's exception never cancels the others. The ``local`` executor is this."""
+    iterator = iter(items)
+    pending: dict[asyncio.Future[R], T] = {}
+
+    def fill() -> None:
+        while len(pending) < max(1, concurrency):
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            pending[asyncio.ensure_future(fn(item))] = item
+
+    fill()
+    try:
+        while pending:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for fut in done:
+                item = pending.pop(fut)
+                exc = fut.exception()
+                yield item, (exc if exc is not None else fut.result())
+            fill()
+    finally:
+        for fut in pending:
+            fut.cancel()
 
 
 class LoopLagMonitor:

@@ -38,6 +38,7 @@ __all__ = [
     "CriterionResult",
     "Score",
     "stable_id",
+    "trajectory_id",
     "canonical_json",
     "to_json_dict",
     "from_json_dict",
@@ -78,6 +79,13 @@ def stable_id(prefix: str, *parts: Any) -> str:
     """
     digest = hashlib.sha256(canonical_json(list(parts)).encode("utf-8")).hexdigest()
     return f"{prefix}-{digest[:16]}"
+
+
+def trajectory_id(task_id: str, policy: str, sample: int, seed: int) -> str:
+    """The stable id of a trajectory: its task, the policy's name, the sample index and the run seed.
+
+    The one recipe every rollout record uses (exact resume depends on all writers agreeing)."""
+    return stable_id("traj", task_id, policy, sample, seed)
 
 
 def _tuple(value: Sequence[Any] | None) -> tuple[Any, ...]:

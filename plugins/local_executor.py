@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
+from synthagent.core.engine import local_map
 from synthagent.core.hookspecs import hookimpl
 
 __all__ = ["LocalExecutor"]
@@ -23,33 +23,11 @@ class LocalExecutor:
 
     name = "local"
 
-    async def map(
+    def map(
         self, fn: Callable[[T], Awaitable[R]], items: Iterable[T], *, concurrency: int
     ) -> AsyncIterator[tuple[T, R | BaseException]]:
-        """Yield ``(item, result or exception)`` as jobs finish."""
-        iterator = iter(items)
-        pending: dict[asyncio.Task[R], T] = {}
-
-        def fill() -> None:
-            while len(pending) < max(1, concurrency):
-                try:
-                    item = next(iterator)
-                except StopIteration:
-                    return
-                pending[asyncio.ensure_future(fn(item))] = item
-
-        fill()
-        try:
-            while pending:
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for fut in done:
-                    item = pending.pop(fut)
-                    exc = fut.exception()
-                    yield item, (exc if exc is not None else fut.result())
-                fill()
-        finally:
-            for fut in pending:
-                fut.cancel()
+        """Yield ``(item, result or exception)`` as jobs finish (:func:`synthagent.core.engine.local_map`)."""
+        return local_map(fn, items, concurrency=concurrency)
 
 
 @hookimpl

@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from synthagent.core.agent_loop import run_episode
 from synthagent.core.models import Rubric, Task, Trajectory
 
 __all__ = ["TABLE_CORRUPTIONS", "rollout", "demonstrations", "corruption_table", "stability"]
@@ -28,18 +27,26 @@ TABLE_CORRUPTIONS = ("skip_step", "never_ask", "ask_given", "forbidden_tool", "n
                      "extra_write", "wrong_argument", "wrong_row")
 
 
-async def rollout(task: Task, policy: Any, sample: int = 0, seed: int = 0, max_turns: int = 30) -> Trajectory:
-    """One episode on the task's SQLite database with the rule-based user."""
-    from synthagent.plugins.rule_user import RuleUser
-    from synthagent.plugins.sqlite_tools import SQLiteToolSimulator
+_RUNTIME: Any = None
 
-    session = await SQLiteToolSimulator().start(task, 0)
-    try:
-        user = await RuleUser().start(task, 0)
-        return await run_episode(task, policy=policy, tools=session, user=user, max_turns=max_turns,
-                                 sample=sample, seed=seed)
-    finally:
-        await session.aclose()
+
+def _runtime() -> Any:
+    """The offline environment's runtime (SQLite tools, rule user; built once per process)."""
+    global _RUNTIME
+    if _RUNTIME is None:
+        from synthagent.core.config import RunConfig
+        from synthagent.core.registry import load_plugins
+        from synthagent.core.runtime import Runtime
+
+        _RUNTIME = Runtime(RunConfig(tools="sqlite", user="rule"),
+                           load_plugins(environ={"SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD": "1"}))
+    return _RUNTIME
+
+
+async def rollout(task: Task, policy: Any, sample: int = 0, seed: int = 0, max_turns: int = 30) -> Trajectory:
+    """One episode on the task's SQLite database with the rule-based user (:meth:`Runtime.rollout`)."""
+    trajectory: Trajectory = await _runtime().rollout(task, sample, policy, seed=seed, max_turns=max_turns, params={})
+    return trajectory
 
 
 async def demonstrations(task: Task, k: int, *, vary: bool = True, mistakes: float = 0.0, seed: int = 0) -> list[Trajectory]:

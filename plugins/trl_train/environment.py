@@ -8,7 +8,6 @@ reward of a rollout is ``scorer.score(task, rubric, trajectory).total`` (public 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,12 +15,12 @@ from typing import Any
 
 import attrs
 
-from synthagent.core.agent_loop import episode_seed, initial_messages, run_episode
-from synthagent.core.errors import RunDirectoryError, UsageError
+from synthagent.core.agent_loop import initial_messages
+from synthagent.core.errors import UsageError
 from synthagent.core.models import Message, Rubric, Score, Task, Trajectory
-from synthagent.core.protocols import LLMBackend, RunContext, UserTurn
+from synthagent.core.protocols import LLMBackend, UserTurn
 
-__all__ = ["RunEnvironment", "Rollout", "prompt_key", "run_config_from_manifest"]
+__all__ = ["RunEnvironment", "Rollout", "prompt_key"]
 
 log = logging.getLogger("synthagent.train")
 
@@ -29,24 +28,6 @@ log = logging.getLogger("synthagent.train")
 def prompt_key(prompt: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, str], ...]:
     """A hashable key of an opening prompt (role and content of each message)."""
     return tuple((str(m.get("role")), str(m.get("content") or "")) for m in prompt)
-
-
-def run_config_from_manifest(config: Mapping[str, Any]) -> Any:
-    """The run's :class:`~synthagent.core.config.RunConfig` from ``manifest["config"]`` (unknown keys ignored)."""
-    from synthagent.core.config import ExportConfig, LLMConfig, RunConfig, SimulateConfig
-
-    def only(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
-        names = {f.name for f in attrs.fields(cls)}
-        return {k: v for k, v in dict(data or {}).items() if k in names}
-
-    data = only(RunConfig, config)
-    data["llm"] = LLMConfig(**only(LLMConfig, config.get("llm", {})))
-    data["simulate"] = SimulateConfig(**only(SimulateConfig, config.get("simulate", {})))
-    export = only(ExportConfig, config.get("export", {}))
-    if "vertical" in export:
-        export["vertical"] = tuple(export["vertical"])
-    data["export"] = ExportConfig(**export)
-    return RunConfig(**data)
 
 
 @attrs.define
@@ -82,14 +63,13 @@ class RunEnvironment:
     """
 
     def __init__(self, run_dir: str | Path, *, max_turns: int = 0, plugins: Any = None) -> None:
-        from synthagent.core.pipeline import build_components
-        from synthagent.core.registry import load_plugins
+        from synthagent.core.runtime import Runtime
         from synthagent.core.store import RunStore
 
         root = Path(run_dir)
-        if not (root / "manifest.json").is_file():
-            raise RunDirectoryError(f"run directory {str(run_dir)!r} does not exist or is not a synthagent run "
-                                    "(no manifest.json); make one with `synth run`")
+        #: the run's own runtime, rebuilt from its manifest with the strict config parser
+        self.runtime = Runtime.from_run_dir(root, plugins=plugins)
+        self.runtime.setup(root, kinds=("mapping", "tools", "user", "scorer"))
         store = RunStore.open(root)
         try:
             self.manifest = store.manifest
@@ -98,17 +78,8 @@ class RunEnvironment:
         finally:
             store.close()
         self.root = root
-        self.config = run_config_from_manifest(self.manifest.get("config", {}))
-        # plugins the run loaded with --plugin (a third-party scorer, user or tool simulator) are needed again here
-        extra = [p.get("module", "") for p in self.manifest.get("plugins", []) if p.get("source") == "--plugin"]
-        self.plugins = plugins or load_plugins([m for m in extra if m])
-        self.components = build_components(self.config, self.plugins)
-        ctx = RunContext(llm=self.components.llm, mapping=self.components.mapping, run_dir=str(root),
-                         seed=self.config.seed)
-        for comp in (self.components.mapping, self.components.tools, self.components.user, self.components.scorer):
-            setup = getattr(comp, "setup", None)
-            if callable(setup):
-                setup(ctx)
+        self.config = self.runtime.config
+        self.components = self.runtime.components
         self.max_turns = int(max_turns or self.config.simulate.max_turns)
         self.skipped = {"no_rubric": 0, "dropped_rubric": 0}
         self.tasks: dict[str, Task] = {}
@@ -141,21 +112,14 @@ class RunEnvironment:
 
     async def rollout(self, task: Task, policy: LLMBackend, *, sample: int, seed: int) -> Rollout:
         """Run ``policy`` as the agent on ``task`` (tools, user simulator) and score the trajectory."""
-        c = self.components
-        ep_seed = episode_seed(task.id, sample, seed)
-        session = await c.tools.start(task, ep_seed)
-        try:
-            user = _StopWhenExhausted(await c.user.start(task, ep_seed), policy)
-            trajectory = await run_episode(task, policy=policy, tools=session, user=user, max_turns=self.max_turns,
-                                           sample=sample, seed=seed)
-        finally:
-            await session.aclose()
+        trajectory = await self.runtime.rollout(task, sample, policy, seed=seed, max_turns=self.max_turns, params={},
+                                                wrap_user=lambda user: _StopWhenExhausted(user, policy))
         return await self.score(task, trajectory)
 
     async def score(self, task: Task, trajectory: Trajectory) -> Rollout:
         """Score ``trajectory`` with the run's scorer; an unscorable trajectory gets reward 0."""
         try:
-            score = await self.components.scorer.score(task, self.rubrics[task.id], trajectory)
+            score = await self.runtime.score(task, self.rubrics[task.id], trajectory)
         except Exception as exc:  # noqa: BLE001 - a failing judge must not kill training; counted as reward 0
             log.error("scoring task %s failed: %s: %s", task.id, type(exc).__name__, exc)
             return Rollout(task, trajectory, None, 0.0, False)
@@ -164,8 +128,4 @@ class RunEnvironment:
 
     async def aclose(self) -> None:
         """Close components that hold resources."""
-        for comp in (self.components.scorer, self.components.user, self.components.tools, self.components.mapping,
-                     self.components.llm):
-            close = getattr(comp, "aclose", None)
-            if close is not None and asyncio.iscoroutinefunction(close):
-                await close()
+        await self.runtime.aclose()

@@ -1,0 +1,250 @@
+"""Optional capabilities: what an implementation *may* offer beyond its kind's one method.
+
+Each capability is a named, runtime-checkable protocol. The :class:`~synthagent.core.runtime.Runtime` checks
+every component once, when it is built, with :func:`capabilities`: an attribute that is present but has the
+wrong shape (a ``stats`` that is not a mapping, an ``aclose`` that is not a coroutine function, ``slots``
+without ``synthesize``) is a :class:`~synthagent.core.errors.PluginLoadError` naming the implementation, so a
+plugin that declares a capability wrongly fails before anything is written instead of being ignored.
+
+=====================  ==========================================================  =====================
+capability             attributes                                                  who uses it
+=====================  ==========================================================  =====================
+:class:`Setup`         ``setup(ctx: RunContext) -> None``                          every component
+:class:`Closable`      ``async aclose() -> None``                                  every component
+:class:`Stats`         ``stats: Mapping[str, int]``                                every component
+:class:`PromptHashes`  ``prompt_hashes() -> Mapping[str, str]``                    every component
+:class:`Demonstrated`  ``demonstrations: int``, optional ``demonstrator: str`` and  rubric builders
+                       ``demonstrator_options: Mapping``
+:class:`SlotGenerator` ``slots(ctx) -> Iterable``, ``async synthesize(llm, slot,   task generators
+                       seed) -> Task | None``
+:class:`RemoteExecutor` ``remote: bool``, ``worker_stats() -> {kind: {name: n}}``  executors
+:class:`ConcurrencyHint` ``max_concurrency: int``                                  LLM backends
+=====================  ==========================================================  =====================
+
+Example: a tool simulator that counts cache hits and releases a connection::
+
+    class CachedTools:
+        def __init__(self):
+            self.stats = collections.Counter()   # Stats: merged into summary.json under "tools"
+
+        def setup(self, ctx):                    # Setup: once, before the run directory exists
+            self.path = ctx.run_dir
+
+        async def start(self, task, seed): ...
+
+        async def aclose(self):                  # Closable: when the run ends
+            ...
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from synthagent.core.errors import PluginLoadError
+
+__all__ = [
+    "Setup",
+    "Closable",
+    "Stats",
+    "PromptHashes",
+    "Demonstrated",
+    "SlotGenerator",
+    "RemoteExecutor",
+    "ConcurrencyHint",
+    "CAPABILITIES",
+    "capabilities",
+]
+
+
+@runtime_checkable
+class Setup(Protocol):
+    """Called once per run (and once per worker process) before any stage, before the run directory exists.
+
+    Raise :class:`~synthagent.core.errors.ConfigError` for a combination that cannot work: nothing is written.
+    """
+
+    def setup(self, ctx: Any) -> None:
+        """Take what the run offers (:class:`~synthagent.core.protocols.RunContext`)."""
+        ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """Holds resources released when the run (or a worker) ends."""
+
+    async def aclose(self) -> None:
+        """Release resources; called once."""
+        ...
+
+
+@runtime_checkable
+class Stats(Protocol):
+    """Keeps counters (failures by kind, guard firings, cache hits) that the run summary gathers by kind."""
+
+    stats: Mapping[str, int]
+
+
+@runtime_checkable
+class PromptHashes(Protocol):
+    """Uses prompts (package data) whose hashes the manifest records."""
+
+    def prompt_hashes(self) -> Mapping[str, str]:
+        """``{prompt name: sha256}``."""
+        ...
+
+
+@runtime_checkable
+class Demonstrated(Protocol):
+    """A rubric builder that wants ``demonstrations`` teacher rollouts per task (samples 0..K-1).
+
+    ``demonstrator`` (optional) names the LLM backend that plays them, built with ``demonstrator_options``;
+    empty means the run's own model.
+    """
+
+    demonstrations: int
+
+
+@runtime_checkable
+class SlotGenerator(Protocol):
+    """A generator that works slot by slot, so executors with worker processes can spread generation."""
+
+    def slots(self, ctx: Any) -> Iterable[Any]:
+        """The generation slots of a run (those in ``ctx.done_slots`` may be skipped)."""
+        ...
+
+    async def synthesize(self, llm: Any, slot: Any, seed: int) -> Any:
+        """The task of one slot, or None when the slot is dropped (the reason goes in ``stats``)."""
+        ...
+
+
+@runtime_checkable
+class RemoteExecutor(Protocol):
+    """An executor that runs jobs in other processes (its workers rebuild the components from the config)."""
+
+    remote: bool
+
+    def worker_stats(self) -> Mapping[str, Mapping[str, int]]:
+        """The workers' counters by kind (``llm``, ``tools``, ..., ``engine``), summed over workers."""
+        ...
+
+
+@runtime_checkable
+class ConcurrencyHint(Protocol):
+    """An LLM backend that says how many requests it serves at once (sizes ``simulate.concurrency = 0``)."""
+
+    max_concurrency: int
+
+    def chat(self, request: Any) -> Any:
+        """(The backend's own method.)"""
+        ...
+
+
+def _fail(kind: str, name: str, what: str) -> PluginLoadError:
+    return PluginLoadError(f"{kind} {name!r} declares {what}; fix the implementation (see synthagent.core.capabilities)")
+
+
+def _check_setup(comp: Any, kind: str, name: str) -> bool:
+    setup = getattr(comp, "setup", None)
+    if setup is None:
+        return False
+    if not callable(setup):
+        raise _fail(kind, name, "a `setup` that is not callable")
+    return True
+
+
+def _check_closable(comp: Any, kind: str, name: str) -> bool:
+    close = getattr(comp, "aclose", None)
+    if close is None:
+        return False
+    if not inspect.iscoroutinefunction(close):
+        raise _fail(kind, name, "an `aclose` that is not an async method")
+    return True
+
+
+def _check_stats(comp: Any, kind: str, name: str) -> bool:
+    stats = getattr(comp, "stats", None)
+    if stats is None:
+        return False
+    if not isinstance(stats, Mapping):
+        raise _fail(kind, name, f"`stats` of type {type(stats).__name__}, not a mapping of counters")
+    return True
+
+
+def _check_prompt_hashes(comp: Any, kind: str, name: str) -> bool:
+    get = getattr(comp, "prompt_hashes", None)
+    if get is None:
+        return False
+    if not callable(get):
+        raise _fail(kind, name, "a `prompt_hashes` that is not callable")
+    return True
+
+
+def _check_demonstrated(comp: Any, kind: str, name: str) -> bool:
+    k = getattr(comp, "demonstrations", None)
+    if k is None:
+        return False
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise _fail(kind, name, f"`demonstrations = {k!r}`, not an integer >= 0")
+    who = getattr(comp, "demonstrator", "")
+    if who is not None and not isinstance(who, str):
+        raise _fail(kind, name, f"`demonstrator = {who!r}`, not a backend name")
+    opts = getattr(comp, "demonstrator_options", None)
+    if opts is not None and not isinstance(opts, Mapping):
+        raise _fail(kind, name, "`demonstrator_options` that is not a mapping")
+    return k > 0
+
+
+def _check_slots(comp: Any, kind: str, name: str) -> bool:
+    slots, synth = getattr(comp, "slots", None), getattr(comp, "synthesize", None)
+    if slots is None and synth is None:
+        return False
+    if not callable(slots) or not inspect.iscoroutinefunction(synth):
+        raise _fail(kind, name, "only part of slot-by-slot generation (it needs `slots(ctx)` and "
+                                "`async synthesize(llm, slot, seed)`)")
+    return True
+
+
+def _check_remote(comp: Any, kind: str, name: str) -> bool:
+    stats = getattr(comp, "worker_stats", None)
+    if stats is not None and not callable(stats):
+        raise _fail(kind, name, "a `worker_stats` that is not callable")
+    remote = getattr(comp, "remote", False)
+    if not isinstance(remote, bool):
+        raise _fail(kind, name, f"`remote = {remote!r}`, not true or false")
+    return remote or stats is not None
+
+
+def _check_concurrency(comp: Any, kind: str, name: str) -> bool:
+    n = getattr(comp, "max_concurrency", None)
+    if n is None:
+        return False
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise _fail(kind, name, f"`max_concurrency = {n!r}`, not a positive integer")
+    return True
+
+
+#: Capability name -> (protocol, checker, the hook kinds it applies to; empty = every kind).
+CAPABILITIES: dict[str, tuple[type, Any, frozenset[str]]] = {
+    "setup": (Setup, _check_setup, frozenset()),
+    "aclose": (Closable, _check_closable, frozenset()),
+    "stats": (Stats, _check_stats, frozenset()),
+    "prompt_hashes": (PromptHashes, _check_prompt_hashes, frozenset()),
+    "demonstrations": (Demonstrated, _check_demonstrated, frozenset({"rubric"})),
+    "slots": (SlotGenerator, _check_slots, frozenset({"generator"})),
+    "remote": (RemoteExecutor, _check_remote, frozenset({"executor"})),
+    "max_concurrency": (ConcurrencyHint, _check_concurrency, frozenset({"llm"})),
+}
+
+
+def capabilities(component: Any, kind: str, name: str) -> frozenset[str]:
+    """The capabilities ``component`` (implementation ``name`` of hook ``kind``) offers, checked.
+
+    :raises PluginLoadError: a capability is declared with the wrong shape (the message names it).
+    """
+    found = set()
+    for cap, (_protocol, check, kinds) in CAPABILITIES.items():
+        if (not kinds or kind in kinds) and check(component, kind, name):
+            found.add(cap)
+    return frozenset(found)

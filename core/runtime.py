@@ -1,0 +1,406 @@
+"""The Runtime: the one owner of a run's components and of a rollout.
+
+A :class:`Runtime` is built once from a validated :class:`~synthagent.core.config.RunConfig` and the loaded
+plugins (or rebuilt from a run directory with :meth:`Runtime.from_run_dir`). It
+
+* builds every implementation the config names (unknown names and options fail here, before anything is
+  written) and checks their optional capabilities once (:mod:`synthagent.core.capabilities`);
+* runs their lifecycle: :meth:`setup` once (before the run directory exists), ``async with runtime:`` closes
+  them;
+* merges their counters (:meth:`stats`) and prompt hashes (:meth:`prompt_hashes`), the workers' included;
+* derives record ids (:meth:`trajectory_id`) and performs one rollout (:meth:`rollout`), one score
+  (:meth:`score`), one generation slot (:meth:`synthesize`).
+
+The pipeline's stages, the executors' workers (:mod:`synthagent.core.engine`), the TRL environment and reward
+validation all go through it, so a rollout is written once::
+
+    runtime = Runtime(load_config(None, ["tasks=5"]), load_plugins())
+    runtime.setup("runs/demo")
+    async with runtime:
+        trajectory = await runtime.rollout(task, sample=0)
+        score = await runtime.score(task, rubric, trajectory)
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from synthagent.core.capabilities import capabilities
+from synthagent.core.config import RunConfig, config_from_dict
+from synthagent.core.errors import RunDirectoryError
+from synthagent.core.models import Rubric, Score, Task, Trajectory, trajectory_id
+from synthagent.core.protocols import (
+    Executor,
+    LLMBackend,
+    RewardScorer,
+    RubricBuilder,
+    RunContext,
+    TaskGenerator,
+    ToolSimulator,
+    UserSession,
+    UserSimulator,
+)
+from synthagent.core.registry import Plugins
+
+__all__ = ["Components", "Runtime", "WorkerSpec", "build_components", "resolve_concurrency", "DEFAULT_CONCURRENCY",
+           "COMPONENT_KINDS"]
+
+#: Rollouts in flight when neither ``simulate.concurrency`` nor the backend says (``max_concurrency``).
+DEFAULT_CONCURRENCY = 32
+
+#: The components of a run, in the order they are set up (the executor last: it may start workers).
+COMPONENT_KINDS: tuple[str, ...] = ("llm", "mapping", "generator", "user", "tools", "rubric", "scorer", "executor")
+
+#: ``wrap_user(session) -> session``: lets a caller decorate the user session of one rollout.
+UserWrapper = Callable[[UserSession], UserSession]
+
+
+@attrs.define
+class Components:
+    """The implementations a run uses, built from the config before anything is written."""
+
+    generator: TaskGenerator
+    user: UserSimulator
+    tools: ToolSimulator
+    rubric: RubricBuilder
+    scorer: RewardScorer
+    executor: Executor
+    llm: LLMBackend
+    mapping: Any
+
+    def items(self) -> list[tuple[str, Any]]:
+        """``(kind, component)`` in set-up order."""
+        return [(kind, getattr(self, kind)) for kind in COMPONENT_KINDS]
+
+
+@attrs.frozen
+class WorkerSpec:
+    """What a worker process needs to rebuild a run's :class:`Runtime`.
+
+    :param config: the validated run configuration.
+    :param plugins: plugin names or module paths to load beside the built-ins (``--plugin``).
+    :param environ: the ``SYNTHAGENT_*`` environment variables of the driver (plugin autoload switches).
+    :param run_dir: the run directory (implementations' ``setup`` put per-run files there).
+    """
+
+    config: RunConfig
+    plugins: tuple[str, ...] = ()
+    environ: tuple[tuple[str, str], ...] = ()
+    run_dir: str = ""
+
+    @property
+    def key(self) -> str:
+        """Identifies the runtime built from this spec (one per process and key)."""
+        return f"{self.config.fingerprint()}|{self.plugins}|{self.environ}|{self.run_dir}"
+
+
+def _accepted(factory: Callable[..., Any]) -> set[str] | None:
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params}
+
+
+def build_components(config: RunConfig, plugins: Plugins) -> Components:
+    """Look up and build every implementation the config names (unknown names and options fail here)."""
+
+    def make(kind: str, name: str, base: Mapping[str, Any] | None = None) -> Any:
+        impl = plugins.registry(kind).get(name)
+        options = dict(base or {})
+        if options:  # generic settings ([llm]) are offered; an implementation takes what it knows
+            accepted = impl.accepted_options() if hasattr(impl, "accepted_options") else _accepted(impl.factory)
+            if accepted is not None:
+                options = {k: v for k, v in options.items() if k in accepted}
+        options.update(config.options_for(name, kind))
+        return impl.create(options)
+
+    llm_base = attrs.asdict(config.llm)
+    llm_base.pop("backend")
+    return Components(
+        generator=make("generator", config.generator),
+        user=make("user", config.user),
+        tools=make("tools", config.tools),
+        rubric=make("rubric", config.rubric),
+        scorer=make("scorer", config.scorer),
+        executor=make("executor", config.executor),
+        llm=make("llm", config.llm.backend, llm_base),
+        mapping=make("mapping", config.mapping),
+    )
+
+
+def resolve_concurrency(config: RunConfig, llm: Any) -> int:
+    """Jobs in flight: ``simulate.concurrency`` when set (> 0), else the backend's ``max_concurrency``
+    (the ``openai`` backend: 64), else :data:`DEFAULT_CONCURRENCY`."""
+    if config.simulate.concurrency > 0:
+        return config.simulate.concurrency
+    backend = getattr(llm, "max_concurrency", None)
+    if isinstance(backend, int) and not isinstance(backend, bool) and backend > 0:
+        return backend
+    return DEFAULT_CONCURRENCY
+
+
+class Runtime:
+    """Owns a run's components: builds, checks, sets up and closes them, and performs rollouts.
+
+    :param config: the validated run configuration.
+    :param plugins: loaded plugins (their registries supply the implementations).
+    :param components: already built components (tests, reward validation); default: built from ``config``.
+    :param extra_plugins: the ``--plugin`` values the run loaded (worker processes load them again).
+    """
+
+    def __init__(self, config: RunConfig, plugins: Plugins | None = None, *, components: Components | None = None,
+                 extra_plugins: tuple[str, ...] | None = None) -> None:
+        if components is None:
+            if plugins is None:
+                raise TypeError("Runtime needs plugins or components")
+            components = build_components(config, plugins)
+        self.config = config
+        self.plugins = plugins
+        self.components = components
+        self._extra_plugins = extra_plugins
+        #: checked optional capabilities of each component, by kind
+        self.capabilities: dict[str, frozenset[str]] = {
+            kind: capabilities(comp, kind, self._selected().get(kind, kind)) for kind, comp in components.items()}
+        self.run_dir = ""
+        self._set_up: set[int] = set()
+        self._closed = False
+        self._demonstrator: LLMBackend | None = None
+        builder = components.rubric
+        name = str(getattr(builder, "demonstrator", "") or "") if "demonstrations" in self.capabilities["rubric"] else ""
+        if name:
+            if plugins is None:
+                raise TypeError(f"rubric builder asks for demonstrator {name!r}: the Runtime needs plugins")
+            options = dict(getattr(builder, "demonstrator_options", {}) or {})
+            self._demonstrator = plugins.registry("llm").get(name).create(options)
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path, *, plugins: Plugins | None = None) -> Runtime:
+        """Rebuild the runtime of an existing run directory from its manifest (the strict config parser;
+        plugins the run loaded with ``--plugin`` are loaded again). Call :meth:`setup` before use."""
+        import json
+
+        from synthagent.core.registry import load_plugins
+
+        root = Path(run_dir)
+        path = root / "manifest.json"
+        if not path.is_file():
+            raise RunDirectoryError(f"run directory {str(run_dir)!r} does not exist or is not a synthagent run "
+                                    "(no manifest.json); make one with `synth run`")
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunDirectoryError(f"{str(path)!r} is not readable JSON: {exc}") from exc
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
+            raise RunDirectoryError(f"{str(path)!r} has no configuration object (key 'config')")
+        config = config_from_dict(manifest["config"], origin=str(path))
+        extra = tuple(p.get("module", "") for p in manifest.get("plugins", [])
+                      if isinstance(p, dict) and p.get("source") == "--plugin" and p.get("module"))
+        runtime = cls(config, plugins or load_plugins(extra), extra_plugins=extra)
+        runtime.run_dir = str(root)
+        return runtime
+
+    @classmethod
+    def for_worker(cls, spec: WorkerSpec) -> Runtime:
+        """The runtime a worker process builds from a :class:`WorkerSpec` (set up, except the executor: a
+        worker never drives an executor itself)."""
+        from synthagent.core.registry import load_plugins
+
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHAGENT_")}
+        environ.update(dict(spec.environ))
+        runtime = cls(spec.config, load_plugins(spec.plugins, environ=environ), extra_plugins=spec.plugins)
+        runtime.setup(spec.run_dir, worker=True)
+        return runtime
+
+    def _selected(self) -> dict[str, str]:
+        c = self.config
+        return {"generator": c.generator, "user": c.user, "tools": c.tools, "mapping": c.mapping,
+                "rubric": c.rubric, "scorer": c.scorer, "executor": c.executor, "llm": c.llm.backend}
+
+    def selected(self) -> dict[str, str]:
+        """The implementation name chosen for each kind."""
+        return self._selected()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def setup(self, run_dir: str | Path = "", *, worker: bool = False, kinds: tuple[str, ...] | None = None) -> None:
+        """Call every component's ``setup(ctx)`` once (before the run directory exists: a setup error leaves
+        nothing behind). ``worker`` skips the executor; ``kinds`` limits set-up to those kinds."""
+        self.run_dir = str(run_dir or self.run_dir)
+        ctx = RunContext(llm=self.components.llm, mapping=self.components.mapping, run_dir=self.run_dir,
+                         seed=self.config.seed)
+        for kind, comp in self.components.items():
+            if worker and kind == "executor":
+                continue
+            if kinds is not None and kind not in kinds:
+                continue
+            if "setup" in self.capabilities[kind] and id(comp) not in self._set_up:
+                self._set_up.add(id(comp))
+                comp.setup(ctx)
+
+    async def aclose(self) -> None:
+        """Close every component that holds resources (``aclose``), once; errors of one do not skip others."""
+        if self._closed:
+            return
+        self._closed = True
+        first: BaseException | None = None
+        seen: set[int] = set()
+        for kind, comp in self.components.items():
+            if "aclose" in self.capabilities[kind] and id(comp) not in seen:
+                seen.add(id(comp))
+                try:
+                    await comp.aclose()
+                except Exception as exc:  # noqa: BLE001 - close the others, then report the first
+                    first = first or exc
+        if first is not None:
+            raise first
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- what the run reports --------------------------------------------------------------------
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Counters the components keep, by kind; with worker processes (an executor with ``worker_stats``)
+        the workers' counters are added in (their ``engine`` counters are left out: see :meth:`engine_stats`)."""
+        out: dict[str, dict[str, int]] = {}
+        for kind in ("llm", "user", "tools", "mapping", "generator", "scorer"):
+            if "stats" in self.capabilities[kind]:
+                stats = getattr(self.components, kind).stats
+                if stats:
+                    out[kind] = dict(sorted(stats.items()))
+        for kind, counts in self.worker_stats().items():
+            if kind == "engine":
+                continue
+            merged = Counter(out.get(kind, {}))
+            merged.update(counts)
+            out[kind] = dict(sorted(merged.items()))
+        return out
+
+    def worker_stats(self) -> Mapping[str, Mapping[str, int]]:
+        """The executor's workers' counters by kind (empty for an executor that runs jobs here)."""
+        executor = self.components.executor
+        if callable(getattr(executor, "worker_stats", None)):
+            return executor.worker_stats()  # type: ignore[attr-defined,no-any-return]
+        return {}
+
+    def prompt_hashes(self) -> dict[str, str]:
+        """The hashes of every prompt the components use (recorded in the manifest)."""
+        hashes: dict[str, str] = {}
+        for kind, comp in self.components.items():
+            if "prompt_hashes" in self.capabilities[kind]:
+                hashes.update(comp.prompt_hashes())
+        return hashes
+
+    @property
+    def remote(self) -> bool:
+        """Whether the executor runs jobs in other processes."""
+        return bool(getattr(self.components.executor, "remote", False))
+
+    @property
+    def generates_remotely(self) -> bool:
+        """Generation is spread over the executor's workers when they run elsewhere and the generator works
+        slot by slot (``slots``/``synthesize``)."""
+        return self.remote and "slots" in self.capabilities["generator"]
+
+    def concurrency(self, llm: Any = None) -> int:
+        """Jobs in flight for ``llm`` (default: the run's model); see :func:`resolve_concurrency`."""
+        return resolve_concurrency(self.config, llm or self.components.llm)
+
+    # -- demonstrations --------------------------------------------------------------------------
+    @property
+    def demonstrations(self) -> int:
+        """Teacher demonstrations the rubric builder wants per task (0: it reads the simulate stage's)."""
+        return int(self.components.rubric.demonstrations) if "demonstrations" in self.capabilities["rubric"] else 0  # type: ignore[attr-defined]
+
+    @property
+    def demonstrator(self) -> LLMBackend:
+        """The backend that plays rubric demonstrations: the builder's ``demonstrator`` or the run's model."""
+        return self._demonstrator or self.components.llm
+
+    # -- records ---------------------------------------------------------------------------------
+    def trajectory_id(self, task_id: str, sample: int, policy: str | None = None, seed: int | None = None) -> str:
+        """The id of sample ``sample`` of ``policy`` (default: the run's model) on a task: the one recipe that
+        exact resume relies on."""
+        return trajectory_id(task_id, policy or self.components.llm.name, sample,
+                             self.config.seed if seed is None else seed)
+
+    def infra_failure(self, task_id: str, sample: int, error: BaseException, policy: str | None = None) -> Trajectory:
+        """The record of a rollout that failed for infrastructure reasons (never scored as 0)."""
+        policy = policy or self.components.llm.name
+        return Trajectory(
+            id=self.trajectory_id(task_id, sample, policy), task_id=task_id,
+            policy=policy, sample=sample, seed=0, messages=(), termination="infra_error", turns=0,
+            error=f"{type(error).__name__}: {error}",
+        )
+
+    # -- one unit of work ------------------------------------------------------------------------
+    async def rollout(self, task: Task, sample: int, policy: LLMBackend | None = None, *,
+                      seed: int | None = None, max_turns: int | None = None,
+                      params: Mapping[str, Any] | None = None, wrap_user: UserWrapper | None = None) -> Trajectory:
+        """One episode of ``policy`` (default: the run's model) on ``task``: fresh tool and user sessions,
+        the agent loop, the sessions closed.
+
+        :param seed: the run seed the episode seed and id derive from (default: the config's).
+        :param max_turns: agent turns (default ``simulate.max_turns``).
+        :param params: sampling parameters (default: the config's temperature and max_tokens).
+        :param wrap_user: decorates the user session (e.g. to stop when a token budget is spent).
+        """
+        from synthagent.core.agent_loop import episode_seed, run_episode
+
+        c = self.components
+        run_seed = self.config.seed if seed is None else seed
+        ep_seed = episode_seed(task.id, sample, run_seed)
+        if params is None:
+            params = {"temperature": self.config.llm.temperature, "max_tokens": self.config.llm.max_tokens}
+        tool_session = await c.tools.start(task, ep_seed)
+        try:
+            user = await c.user.start(task, ep_seed)
+            if wrap_user is not None:
+                user = wrap_user(user)
+            return await run_episode(
+                task, policy=policy or c.llm, tools=tool_session, user=user,
+                max_turns=max_turns or self.config.simulate.max_turns, sample=sample, seed=run_seed,
+                params=params,
+            )
+        finally:
+            await tool_session.aclose()
+
+    async def score(self, task: Task, rubric: Rubric, trajectory: Trajectory) -> Score:
+        """Score one trajectory against its task's rubric with the run's scorer."""
+        return await self.components.scorer.score(task, rubric, trajectory)
+
+    async def synthesize(self, slot: Any) -> Task | None:
+        """The task of one generation slot (slot-by-slot generators), or None when the slot was dropped."""
+        task: Task | None = await self.components.generator.synthesize(  # type: ignore[attr-defined]
+            self.components.llm, slot, self.config.seed)
+        return task
+
+    async def build_rubric(self, task: Task, demonstrations: list[Trajectory]) -> Rubric:
+        """The task's rubric from its demonstrations (awaiting a builder that asks a teacher)."""
+        rubric = self.components.rubric.build(task, demonstrations)
+        if inspect.isawaitable(rubric):
+            rubric = await rubric
+        return rubric  # type: ignore[return-value]
+
+    # -- workers ---------------------------------------------------------------------------------
+    def worker_spec(self) -> WorkerSpec:
+        """What an executor's worker processes need to rebuild this runtime."""
+        if self._extra_plugins is not None:
+            extra = self._extra_plugins
+        else:
+            loaded = self.plugins.loaded if self.plugins is not None else []
+            extra = tuple(p["name"] for p in loaded if p.get("source") != "builtin")
+        environ = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("SYNTHAGENT_")))
+        return WorkerSpec(self.config, extra, environ, self.run_dir)

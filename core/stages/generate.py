@@ -1,0 +1,58 @@
+"""generate: tasks from the run's generator, written as they come (``tasks.jsonl``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from synthagent.core.engine import JobRunner
+from synthagent.core.models import Task
+from synthagent.core.protocols import GenerationContext
+from synthagent.core.stages.base import RecordStage, StageContext
+
+__all__ = ["GenerateStage"]
+
+
+class GenerateStage(RecordStage):
+    """Asks the generator for ``tasks`` tasks; slot-by-slot generators run in the executor's workers when
+    those are other processes."""
+
+    name = "generate"
+    file = "tasks"
+
+    async def run(self, ctx: StageContext) -> dict[str, Any]:
+        """Generate until the run has ``config.tasks`` tasks (tasks already written are kept)."""
+        store, runtime = ctx.store, ctx.runtime
+        target = ctx.config.tasks
+        ctx.progress(self.name, len(store.tasks), target)
+        gen_ctx = GenerationContext(count=target, seed=ctx.config.seed, llm=runtime.components.llm,
+                                    done_slots=frozenset(t.provenance.slot for t in store.tasks))
+        written = 0
+        async with contextlib.aclosing(self._generated(ctx, gen_ctx)) as generated:
+            async for task in generated:
+                if store.tasks.append(task):
+                    written += 1
+                    ctx.progress(self.name, 1, target)
+                if len(store.tasks) >= target:
+                    break
+        stats = Counter(runtime.stats().get("generator", {}))
+        return {"count": len(store.tasks), "written": written, "dropped": dict(stats)}
+
+    async def _generated(self, ctx: StageContext, gen_ctx: GenerationContext) -> AsyncGenerator[Task, None]:
+        runtime = ctx.runtime
+        if not runtime.generates_remotely:
+            async for task in runtime.components.generator.generate(gen_ctx):
+                yield task
+            return
+        runner = JobRunner(runtime.worker_spec(), "generate", runtime=runtime)
+        generator: Any = runtime.components.generator
+        results: Any = runtime.components.executor.map(runner, generator.slots(gen_ctx),
+                                                       concurrency=runtime.concurrency())
+        async with contextlib.aclosing(results):
+            async for _slot, task in results:
+                if isinstance(task, BaseException):
+                    raise task  # as when the generator runs here: the stage stops, --resume continues it
+                if task is not None:
+                    yield task

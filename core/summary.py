@@ -1,0 +1,60 @@
+"""The run summary: counts, rates and means computed from a run directory's records (``summary.json``)."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from typing import Any
+
+from synthagent.core.store import RunStore, write_json_atomic
+
+__all__ = ["summarize"]
+
+
+def _hit_rate(stats: dict[str, int]) -> float | None:
+    hits, misses = stats.get("hits", 0), stats.get("misses", 0)
+    return round(hits / (hits + misses), 4) if hits + misses else None
+
+
+def summarize(store: RunStore) -> dict[str, Any]:
+    """Counts, rates and means of a run directory (also what ``synth show`` prints); writes summary.json."""
+    tasks = store.tasks.load()
+    trajectories = store.trajectories.load()
+    scores = [s for s in store.scores]
+    ok_scores = [s.total for s in scores if s.status == "ok" and s.total is not None]
+    per_domain: dict[str, list[float]] = {}
+    task_domain = {t.id: t.domain for t in tasks}
+    for s in scores:
+        if s.status == "ok" and s.total is not None:
+            per_domain.setdefault(task_domain.get(s.task_id, "?"), []).append(s.total)
+    stages = store.manifest.get("stages", {})
+    summary = {
+        "run": store.root.name,
+        "tasks": len(tasks),
+        "trajectories": len(trajectories),
+        "rubrics": len(store.rubrics),
+        "scores": len(scores),
+        "exports": {"sft": stages.get("export", {}).get("sft"), "rl": stages.get("export", {}).get("rl")},
+        "domains": dict(sorted(Counter(t.domain for t in tasks).items())),
+        "tool_calls_per_task": round(statistics.fmean(
+            sum(len(m.tool_calls) for m in t.messages) for t in trajectories), 3) if trajectories else 0.0,
+        "hidden_facts_per_task": round(statistics.fmean(len(t.user_context) for t in tasks), 3) if tasks else 0.0,
+        "terminations": dict(sorted(Counter(t.termination for t in trajectories).items())),
+        "infra_errors": sum(1 for t in trajectories if t.error is not None),
+        "judge_errors": sum(1 for s in scores if s.status == "judge_error"),
+        "tool_errors": sum(t.tool_errors for t in trajectories),
+        "malformed_tool_calls": sum(t.malformed_tool_calls for t in trajectories),
+        "score_mean": round(statistics.fmean(ok_scores), 4) if ok_scores else None,
+        "success_rate": round(sum(1 for s in scores if s.success) / len(scores), 4) if scores else None,
+        "score_by_domain": {d: round(statistics.fmean(v), 4) for d, v in sorted(per_domain.items())},
+        "criteria_failed": dict(sorted(Counter(r.checker for s in scores for r in s.breakdown if not r.passed).items())),
+        "dropped": stages.get("generate", {}).get("dropped", {}),
+        "rubrics_dropped": stages.get("rubric", {}).get("dropped", {}),
+        "checkers": stages.get("rubric", {}).get("checkers", {}),
+        "sft_rejected": stages.get("export", {}).get("rejected", {}),
+        "stats": stages.get("simulate", {}).get("stats", {}),
+        "mapping_hit_rate": _hit_rate(stages.get("simulate", {}).get("stats", {}).get("tools", {})),
+        "timings_s": store.manifest.get("timings", {}),
+    }
+    write_json_atomic(store.root / "summary.json", summary)
+    return summary
