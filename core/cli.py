@@ -47,6 +47,10 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.echo("Interrupted. Records written so far are kept; continue with `synth run --resume`.", err=True)
             sys.exit(130)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # never a traceback: one line (SYNTHAGENT_DEBUG=1 prints the trace)
+            _fail(SynthError(f"internal error: {type(exc).__name__}: {exc} (set SYNTHAGENT_DEBUG=1 for the traceback)"))
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__

@@ -20,6 +20,7 @@ Example ``synth.toml``::
 
 from __future__ import annotations
 
+import math
 import tomllib
 import types
 import typing
@@ -39,14 +40,43 @@ __all__ = ["LLMConfig", "SimulateConfig", "ExportConfig", "RunConfig", "load_con
 STAGES: tuple[str, ...] = ("generate", "simulate", "rubric", "score", "export")
 
 
+#: Upper bounds of count options: far above any real run, low enough that a typo (``10**20``) fails at once
+#: with this limit in the message instead of hanging or overflowing.
+LIMITS: dict[str, int] = {"tasks": 10_000_000, "samples": 1_000, "max_turns": 10_000, "concurrency": 100_000,
+                          "retries": 100, "max_tokens": 10_000_000}
+
+
+def _finite_and_bounded(attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key {attribute.name!r} must be a finite number, got {value!r}")
+    limit = LIMITS.get(attribute.name)
+    if limit is not None and value > limit:
+        raise ConfigError(f"config key {attribute.name!r} must be at most {limit:,}, got {value!r}")
+
+
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _finite_and_bounded(attribute, value)
     if value <= 0:
         raise ConfigError(f"config key {attribute.name!r} must be positive, got {value!r}")
 
 
 def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _finite_and_bounded(attribute, value)
     if value < 0:
         raise ConfigError(f"config key {attribute.name!r} must not be negative, got {value!r}")
+
+
+def _temperature(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _non_negative(instance, attribute, value)
+    if value > 2:
+        raise ConfigError(f"config key {attribute.name!r} must be between 0 and 2, got {value!r}")
+
+
+def _unit_interval(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _non_negative(instance, attribute, value)
+    if value > 1:
+        raise ConfigError(f"config key {attribute.name!r} must be between 0 and 1 (scores are fractions), "
+                          f"got {value!r}")
 
 
 @attrs.frozen
@@ -58,7 +88,7 @@ class LLMConfig:
     model: str = ""
     base_url: str = ""
     api_key_env: str = "OPENAI_API_KEY"
-    temperature: float = 0.0
+    temperature: float = attrs.field(default=0.0, validator=_temperature)
     max_tokens: int = attrs.field(default=1024, validator=_positive)
     timeout_s: float = attrs.field(default=60.0, validator=_positive)
 
@@ -80,7 +110,7 @@ class SimulateConfig:
 class ExportConfig:
     """Exports (``[export]``): SFT keeps trajectories scoring at least ``min_score``."""
 
-    min_score: float = attrs.field(default=1.0, validator=_non_negative)
+    min_score: float = attrs.field(default=1.0, validator=_unit_interval)
     #: Domains of the vertical split of the two-stage SFT curriculum (``exports/curriculum/vertical.jsonl``);
     #: the general split (every domain) is ``exports/curriculum/general.jsonl``. Empty: no curriculum export.
     vertical: tuple[str, ...] = ()
@@ -242,6 +272,10 @@ def load_config(
             text = p.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            line = p.read_bytes()[: exc.start].count(b"\n") + 1
+            raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (line {line}, byte {exc.start}); "
+                              "save it as UTF-8") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

@@ -42,6 +42,7 @@ __all__ = [
     "canonical_json",
     "to_json_dict",
     "from_json_dict",
+    "RecordError",
     "RECORD_TYPES",
 ]
 
@@ -451,6 +452,23 @@ def to_json_dict(record: Any) -> dict[str, Any]:
     return data
 
 
+class RecordError(ValueError):
+    """A JSON record does not fit its type; the message names the fields (``$.messages[0].role``), one line."""
+
+
 def from_json_dict(cls: type[T], data: Mapping[str, Any]) -> T:
-    """Structure plain JSON data into ``cls``; raises ``cattrs`` errors on malformed input."""
-    return _converter.structure(dict(data), cls)
+    """Structure plain JSON data into ``cls``.
+
+    :raises RecordError: one line naming the record type and the first problems with their JSON paths.
+    """
+    if not isinstance(data, Mapping):
+        raise RecordError(f"a {cls.__name__} record must be a JSON object, got {type(data).__name__}")
+    try:
+        return _converter.structure(dict(data), cls)
+    except Exception as exc:  # cattrs raises exception groups of type errors, key errors, ...
+        try:
+            problems = cattrs.transform_error(exc)
+        except Exception:  # pragma: no cover - transform_error handles every cattrs error
+            problems = [f"{type(exc).__name__}: {exc}"]
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise RecordError(f"not a valid {cls.__name__} record: {'; '.join(problems[:3])}{more}") from None

@@ -20,7 +20,7 @@ import attrs
 import pluggy
 
 from synthagent.core import hookspecs
-from synthagent.core.errors import ConfigError, PluginLoadError, UnknownImplementationError, close_matches
+from synthagent.core.errors import ConfigError, PluginLoadError, SynthError, UnknownImplementationError, close_matches
 
 __all__ = [
     "BUILTIN_MODULES",
@@ -93,8 +93,13 @@ class Implementation(Generic[T]):
                     )
         try:
             return self.factory(**options)
+        except SynthError:
+            raise
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{self.kind} {self.name!r} rejected its options {options}: {exc}") from exc
+        except Exception as exc:  # a broken factory must not end in a traceback: name the plugin instead
+            raise PluginLoadError(f"{self.kind} {self.name!r} (plugin {self.plugin!r}) failed to start: "
+                                  f"{type(exc).__name__}: {exc}") from exc
 
 
 class Registry(Generic[T]):

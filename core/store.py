@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from synthagent.core.errors import RunDirectoryError, StageError
-from synthagent.core.models import RECORD_TYPES, from_json_dict, to_json_dict
+from synthagent.core.models import RECORD_TYPES, RecordError, from_json_dict, to_json_dict
 
 __all__ = ["JsonlFile", "RunStore", "write_json_atomic", "write_jsonl_atomic", "MANIFEST"]
 
@@ -127,10 +127,14 @@ class JsonlFile(Generic[T]):
     def __iter__(self) -> Iterator[T]:
         if not self.path.exists():
             return
-        with open(self.path, encoding="utf-8") as fh:
-            for line in fh:
+        with open(self.path, "rb") as fh:
+            for lineno, line in enumerate(fh, 1):
                 if line.strip():
-                    yield from_json_dict(self.cls, json.loads(line))
+                    try:
+                        record = from_json_dict(self.cls, json.loads(line.decode("utf-8")))
+                    except (ValueError, RecordError) as exc:  # json errors are ValueErrors too
+                        raise RunDirectoryError(f"{self.path}:{lineno}: {exc}") from None
+                    yield record
 
     def touch(self) -> None:
         """Create the file if it does not exist yet (a stage that wrote no record)."""
@@ -244,8 +248,11 @@ class RunStore:
             raise RunDirectoryError(f"{str(root)!r} is not a synthagent run directory (no {MANIFEST})")
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:
             raise RunDirectoryError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(manifest, dict):
+            raise RunDirectoryError(f"{path} must hold a JSON object, got {type(manifest).__name__}; "
+                                    "it is not a synthagent manifest")
         if not os.access(root, os.W_OK):
             raise RunDirectoryError(f"run directory {str(root)!r} is not writable")
         (root / "exports").mkdir(exist_ok=True)

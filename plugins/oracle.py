@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -135,10 +135,18 @@ def _extra_write(task: Task) -> Action | None:
 
 
 def _perturb(value: Any) -> Any:
+    """A different value of the same JSON type (nested values change one element, keeping their shape)."""
     if isinstance(value, bool):
         return not value
     if isinstance(value, (int, float)):
         return value + 1
+    if isinstance(value, (list, tuple)):
+        return [_perturb(value[0]), *value[1:]] if value else ["x"]
+    if isinstance(value, Mapping):
+        if not value:
+            return {"x": "x"}
+        first = sorted(value)[0]
+        return {**value, first: _perturb(value[first])}
     return f"{value}-x"
 
 

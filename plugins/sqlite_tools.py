@@ -24,9 +24,38 @@ from synthagent.core.models import (DatabaseState, Effect, StateChange, Task, To
 from synthagent.core.protocols import ToolResult
 from synthagent.core.toolschema import argument_problems
 
-__all__ = ["SQLiteDatabase", "SQLiteToolSimulator", "SQLiteSession", "validate_arguments", "compute_changes"]
+__all__ = ["SQLiteDatabase", "SQLiteToolSimulator", "SQLiteSession", "validate_arguments", "compute_changes",
+           "JSON_COLUMN", "encode_value", "decode_rows"]
 
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
+#: Column type of nested values (lists, objects): stored as canonical JSON text, read back as the value.
+JSON_COLUMN = "JSON"
+
+
+def encode_value(value: Any) -> Any:
+    """What SQLite stores for ``value``: lists and objects as canonical JSON text (sorted keys, so equal values
+    compare equal in ``WHERE``), scalars as they are."""
+    return canonical_json(value) if isinstance(value, (list, tuple, dict)) else value
+
+
+def _json_columns(state: DatabaseState) -> dict[str, frozenset[str]]:
+    return {t.name: frozenset(c.name for c in t.columns if c.type == JSON_COLUMN) for t in state.tables}
+
+
+def decode_rows(rows: Any, json_columns: frozenset[str]) -> list[dict[str, Any]]:
+    """Rows as dicts, with the JSON text of ``json_columns`` decoded back into lists and objects."""
+    out = []
+    for r in rows:
+        row = dict(r)
+        for col in json_columns & row.keys():
+            text = row[col]
+            if isinstance(text, str) and text[:1] in ("[", "{"):
+                try:
+                    row[col] = json.loads(text)
+                except ValueError:
+                    pass
+        out.append(row)
+    return out
 
 
 class ToolExecutionError(Exception):
@@ -78,6 +107,7 @@ class SQLiteDatabase:
         self.timeout_s = timeout_s
         self._keys = {t.name: t.primary_key for t in state.tables}
         self._columns = {t.name: [c.name for c in t.columns] for t in state.tables}
+        self._json = _json_columns(state)
         # check_same_thread=False: LangGraph may run a node on a worker thread; the lock serializes use.
         self.conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
@@ -133,7 +163,9 @@ class SQLiteDatabase:
         self.conn.set_authorizer(authorizer)
         self.conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
         try:
-            return self.conn.execute(sql, params)
+            return self.conn.execute(sql, [encode_value(p) for p in params])
+        except (OverflowError, sqlite3.ProgrammingError) as exc:  # an integer past 64 bits, an unbindable value
+            raise ToolExecutionError("invalid_arguments", f"a value cannot be stored: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             if "interrupted" in str(exc):
                 raise ToolExecutionError("timeout", f"statement exceeded {self.timeout_s}s") from exc
@@ -158,11 +190,11 @@ class SQLiteDatabase:
         if not where:
             raise ToolExecutionError("invalid_arguments", "no key given to select the row")
         rows = self._guarded(f"SELECT * FROM {_ident(table)}{where} LIMIT 2", params, table, sqlite3.SQLITE_SELECT)
-        return _single([dict(r) for r in rows.fetchall()], effect, args)
+        return _single(decode_rows(rows.fetchall(), self._json.get(table, frozenset())), effect, args)
 
     def _check_require(self, effect: Effect, row: Mapping[str, Any]) -> None:
         for column, allowed in effect.require.items():
-            if row.get(column) not in allowed:
+            if encode_value(row.get(column)) not in [encode_value(a) for a in allowed]:
                 raise ToolExecutionError(
                     "precondition_failed",
                     f"{effect.table}.{column} is {row.get(column)!r}; this action needs one of {list(allowed)}",
@@ -187,7 +219,7 @@ class SQLiteDatabase:
             cur = self._guarded(
                 f"SELECT {cols} FROM {_ident(table)}{where}{order}{limit}", params, table, sqlite3.SQLITE_SELECT
             )
-            rows = [dict(r) for r in cur.fetchall()]
+            rows = decode_rows(cur.fetchall(), self._json.get(table, frozenset()))
             return {"items": rows} if effect.many else _single(rows, effect, args)
         if effect.kind == "insert":
             if not key:
@@ -242,14 +274,14 @@ class SQLiteDatabase:
             out = {}
             for table, key in self._keys.items():
                 cur = self.conn.execute(f"SELECT * FROM {_ident(table)} ORDER BY {_ident(key)}")
-                out[table] = [dict(r) for r in cur.fetchall()]
+                out[table] = decode_rows(cur.fetchall(), self._json.get(table, frozenset()))
             return out
 
     def table_rows(self, table: str) -> list[dict[str, Any]]:
         """One table's rows, ordered by primary key."""
         with self._lock:
             cur = self.conn.execute(f"SELECT * FROM {_ident(table)} ORDER BY {_ident(self._keys[table])}")
-            return [dict(r) for r in cur.fetchall()]
+            return decode_rows(cur.fetchall(), self._json.get(table, frozenset()))
 
     def digest(self) -> str:
         """Canonical digest of the current state (comparable with :meth:`DatabaseState.digest`)."""
@@ -297,7 +329,7 @@ def _template_for(state: DatabaseState) -> sqlite3.Connection:
             conn.executemany(
                 f"INSERT INTO {_ident(table.name)} ({', '.join(_ident(n) for n in names)}) "
                 f"VALUES ({', '.join('?' for _ in names)})",
-                [[row.get(n) for n in names] for row in state.rows.get(table.name, ())],
+                [[encode_value(row.get(n)) for n in names] for row in state.rows.get(table.name, ())],
             )
         if len(_TEMPLATES) >= _TEMPLATE_LIMIT:
             _TEMPLATES.pop(next(iter(_TEMPLATES))).close()
@@ -353,7 +385,7 @@ def _clean_tables(state: DatabaseState) -> dict[str, tuple[str, dict[str, dict[s
         template.row_factory = sqlite3.Row
         for table in state.tables:
             cur = template.execute(f"SELECT * FROM {_ident(table.name)} ORDER BY {_ident(table.primary_key)}")
-            rows = [dict(r) for r in cur.fetchall()]
+            rows = decode_rows(cur.fetchall(), _json_columns(state)[table.name])
             out[table.name] = (_table_json(rows, table.primary_key), _table_changes(state, table, rows))
         if len(_CLEAN) >= _TEMPLATE_LIMIT:
             _CLEAN.pop(next(iter(_CLEAN)))

@@ -56,6 +56,10 @@ def _norm(value: Any) -> Any:
         return round(float(value), 6)
     if isinstance(value, str):
         return " ".join(value.strip().lower().split())
+    if isinstance(value, (list, tuple)):  # nested JSON values compare element by element
+        return [_norm(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _norm(v) for k, v in value.items()}
     return value
 
 

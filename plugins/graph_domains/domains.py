@@ -23,7 +23,7 @@ from synthagent.plugins.graph_domains.pool import PoolSpec
 
 __all__ = ["GraphDomain", "build_domain"]
 
-_SQL = {"string": "TEXT", "integer": "INTEGER", "number": "REAL", "boolean": "INTEGER"}
+_SQL = {"string": "TEXT", "integer": "INTEGER", "number": "REAL", "boolean": "INTEGER", "array": "JSON", "object": "JSON"}
 _FIRST = ["Ana", "Ben", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", "Jae", "Kofi", "Lena", "Mateo", "Nia",
           "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Vikram", "Wen", "Yara", "Zoe"]
 _LAST = ["Adeyemi", "Berg", "Costa", "Dubois", "Eriksen", "Fischer", "Garcia", "Haddad", "Ito", "Jensen", "Kowalski",
@@ -63,7 +63,7 @@ def _col_types(specs: Sequence[PoolSpec]) -> dict[str, dict[str, str]]:
         for col in (e.get("require") or {}):
             cols.setdefault(col, "TEXT")
         for col, typ in (e.get("fields") or {}).items():
-            cols.setdefault(col, typ if typ in ("TEXT", "INTEGER", "REAL") else "TEXT")
+            cols.setdefault(col, typ if typ in ("TEXT", "INTEGER", "REAL", "JSON") else "TEXT")
         for col in e.get("columns") or []:
             cols.setdefault(col, "TEXT")
     return tables
@@ -116,6 +116,8 @@ def _value(entity: str, col: str, typ: str, i: int, rng: random.Random, choices:
         return f"2025-{(i % 12) + 1:02d}-{(i * 3) % 28 + 1:02d}"
     if "time" in name:
         return f"{8 + i % 10:02d}:{(i * 15) % 60:02d}"
+    if typ == "JSON":  # an array or object parameter's column: seed a small list
+        return [f"{col.replace('_', ' ')} {_WORDS[(i * 13 + len(col)) % len(_WORDS)]}-{i}"]
     if typ == "REAL":
         return round(rng.uniform(5, 900), 2)
     if typ == "INTEGER":

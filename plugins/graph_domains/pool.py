@@ -33,7 +33,24 @@ _VERBS = {
                "close", "suspend", "resume", "renew", "pause", "activate", "deactivate", "reschedule", "transfer"),
     "delete": ("delete", "remove", "drop", "purge", "unregister", "withdraw"),
 }
-_TYPES = {"string": "TEXT", "integer": "INTEGER", "number": "REAL", "boolean": "INTEGER"}
+_TYPES = {"string": "TEXT", "integer": "INTEGER", "number": "REAL", "boolean": "INTEGER", "array": "JSON",
+          "object": "JSON"}
+#: Names SQLite keeps for itself (an entity so named would shadow or hit the schema tables).
+RESERVED = frozenset({"sqlite_schema", "sqlite_master", "sqlite_temp_schema", "sqlite_temp_master",
+                      "sqlite_sequence", "sqlite_stat1", "sqlite_stat4"})
+_EFFECT_KEYS = frozenset({"kind", "entity", "key", "where", "set", "values", "const", "require", "fields", "columns",
+                          "many", "order_by"})
+
+
+def _bad_value(value: Any) -> str | None:
+    """Why ``value`` cannot be a column value in a ``const``/``require`` (``None`` when it can)."""
+    if value is None or isinstance(value, (str, bool)):
+        return None
+    if isinstance(value, int):
+        return None if -(2**63) <= value < 2**63 else f"integer {value} is outside SQLite's 64-bit range"
+    if isinstance(value, float):
+        return None if value == value and abs(value) != float("inf") else f"{value} is not a finite number"
+    return f"must be a scalar (string, number, boolean or null), got {type(value).__name__}"
 
 
 @attrs.frozen
@@ -95,6 +112,8 @@ def check_effect(effect: Any, props: Mapping[str, Any], where: str) -> list[str]
     if not isinstance(effect, Mapping):
         return [f"{where}: x-effect must be an object"]
     problems = []
+    for extra in sorted(set(map(str, effect)) - _EFFECT_KEYS):
+        problems.append(f"{where}: x-effect.{extra} is not an effect field; known: {sorted(_EFFECT_KEYS)}")
     if effect.get("kind") not in EFFECT_KINDS:
         problems.append(f"{where}: x-effect.kind must be one of {EFFECT_KINDS}")
     for field in ("entity", "key"):
@@ -110,10 +129,36 @@ def check_effect(effect: Any, props: Mapping[str, Any], where: str) -> list[str]
                 problems.append(f"{where}: x-effect.{field}.{param} is not a parameter")
             if not isinstance(col, str) or not _IDENT.match(col):
                 problems.append(f"{where}: x-effect.{field}.{param} -> {col!r} is not a column name")
+    if isinstance(effect.get("entity"), str) and effect["entity"].lower() in RESERVED:
+        problems.append(f"{where}: x-effect.entity {effect['entity']!r} is a name SQLite reserves; rename the entity")
     for field in ("const", "require", "fields"):
-        for col in (effect.get(field, {}) or {}):
+        mapping = effect.get(field, {}) or {}
+        if not isinstance(mapping, Mapping):
+            problems.append(f"{where}: x-effect.{field} must be an object mapping column -> value")
+            continue
+        for col, value in mapping.items():
             if not _IDENT.match(str(col)):
                 problems.append(f"{where}: x-effect.{field}.{col} is not a column name")
+            if field == "fields":
+                if value not in ("TEXT", "INTEGER", "REAL", "JSON"):
+                    problems.append(f"{where}: x-effect.fields.{col} must be TEXT, INTEGER, REAL or JSON, got {value!r}")
+                continue
+            values = value if field == "require" and isinstance(value, list) else [value]
+            if field == "require" and not values:
+                problems.append(f"{where}: x-effect.require.{col} needs at least one allowed value")
+            for v in values:
+                bad = _bad_value(v)
+                if bad:
+                    problems.append(f"{where}: x-effect.{field}.{col}: {bad}")
+    columns = effect.get("columns")
+    if columns is not None and (not isinstance(columns, list)
+                                or not all(isinstance(c, str) and _IDENT.match(c) for c in columns)):
+        problems.append(f"{where}: x-effect.columns must be a list of column names, got {columns!r}")
+    order_by = effect.get("order_by")
+    if order_by is not None and (not isinstance(order_by, str) or not _IDENT.match(order_by)):
+        problems.append(f"{where}: x-effect.order_by must be a column name, got {order_by!r}")
+    if "many" in effect and not isinstance(effect["many"], bool):
+        problems.append(f"{where}: x-effect.many must be true or false, got {effect['many']!r}")
     if effect.get("kind") in ("update", "delete") and not effect.get("where"):
         problems.append(f"{where}: an {effect.get('kind')} needs x-effect.where")
     return problems
@@ -139,7 +184,10 @@ def _from_toolbench(data: Mapping[str, Any], area: str) -> Iterable[dict[str, An
 
 
 def _records(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read API pool file {path}: {exc}") from None
     if path.suffix == ".jsonl":
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():

@@ -48,7 +48,121 @@ _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 _REF_STEP = re.compile(r"^@(\d+)\.([a-z][a-z0-9_]*)$")
 _REF_PICK = re.compile(r"^@(\d+)\[([a-z][a-z0-9_]*)=\$([a-z][a-z0-9_]*)\]\.([a-z][a-z0-9_]*)$")
 _REF_FACT = re.compile(r"^\$([a-z][a-z0-9_]*)$")
-_TYPES = {"TEXT", "INTEGER", "REAL"}
+_TYPES = {"TEXT", "INTEGER", "REAL", "JSON"}
+_PARAM_TYPES = ("string", "integer", "number", "boolean", "array", "object")
+#: SQLite's INTEGER range: a larger integer cannot be stored.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+_SCALAR = (str, int, float, bool, type(None))
+_NAMES = {str: "a string", bool: "true or false", list: "a list", Mapping: "an object", int: "an integer"}
+
+
+def _value_problem(value: Any, nested: bool, depth: int = 0) -> str | None:
+    """Why ``value`` cannot be stored (``None`` if it can): nested values only where allowed, integers
+    within SQLite's 64-bit range, finite numbers."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return None
+    if isinstance(value, int):
+        return None if INT_MIN <= value <= INT_MAX else f"integer {value} is outside SQLite's 64-bit range"
+    if isinstance(value, float):
+        return None if value == value and abs(value) != float("inf") else f"{value} is not a finite number"
+    if isinstance(value, (list, Mapping)):
+        if not nested:
+            return f"must be a scalar (string, number, boolean or null), got {'a list' if isinstance(value, list) else 'an object'}"
+        if depth > 32:
+            return "nested more than 32 levels deep"
+        items = value.values() if isinstance(value, Mapping) else value
+        return next((q for q in (_value_problem(v, True, depth + 1) for v in items) if q), None)
+    return f"unsupported value {value!r}"
+
+
+def _shape(value: Any, kind: Any, path: str, p: _Problems) -> bool:
+    """Check ``value`` is of ``kind`` (a type or tuple of types); report ``path`` and return False if not."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, kinds) and not (bool not in kinds and int in kinds and isinstance(value, bool)):
+        return True
+    want = " or ".join(_NAMES.get(k, k.__name__) for k in kinds)
+    p.add(path, f"must be {want}, got {type(value).__name__} {json.dumps(value, default=str)[:60]}")
+    return False
+
+
+def _check_shapes(raw: Mapping[str, Any], p: _Problems) -> None:
+    """Structural types of every field the loader reads (so a list where a name belongs is reported with its
+    JSON path instead of failing later). Semantic checks follow in :func:`load_domain`."""
+    def obj(value: Any, path: str) -> Mapping[str, Any]:
+        return value if _shape(value, Mapping, path, p) else {}
+
+    def lst(value: Any, path: str) -> list[Any]:
+        return value if _shape(value, list, path, p) else []
+
+    def opt(d: Mapping[str, Any], key: str, kind: Any, path: str) -> None:
+        if key in d and d[key] is not None:
+            _shape(d[key], kind, f"{path}.{key}", p)
+
+    for tname, tdef in obj(raw.get("tables", {}), "$.tables").items():
+        t = obj(tdef, f"$.tables.{tname}")
+        opt(t, "primary_key", str, f"$.tables.{tname}")
+        for cname, ctype in obj(t.get("columns", {}), f"$.tables.{tname}.columns").items():
+            _shape(ctype, str, f"$.tables.{tname}.columns.{cname}", p)
+    for tname, trows in obj(raw.get("rows", {}), "$.rows").items():
+        lst(trows, f"$.rows.{tname}")
+    for i, tdef in enumerate(lst(raw.get("tools", []), "$.tools")):
+        tp = f"$.tools[{i}]"
+        t = obj(tdef, tp)
+        for key in ("name", "description"):
+            opt(t, key, str, tp)
+        params = obj(t.get("parameters", {}), f"{tp}.parameters")
+        for pname, pdef in obj(params.get("properties", {}), f"{tp}.parameters.properties").items():
+            obj(pdef, f"{tp}.parameters.properties.{pname}")
+        for j, req in enumerate(lst(params.get("required", []), f"{tp}.parameters.required")):
+            _shape(req, str, f"{tp}.parameters.required[{j}]", p)
+        e = obj(t.get("effect", {}), f"{tp}.effect")
+        for key in ("kind", "table", "order_by", "key", "key_prefix"):
+            opt(e, key, str, f"{tp}.effect")
+        opt(e, "many", bool, f"{tp}.effect")
+        for field in ("where", "set", "values"):
+            for param, col in obj(e.get(field) or {}, f"{tp}.effect.{field}").items():
+                _shape(col, str, f"{tp}.effect.{field}.{param}", p)
+        for field in ("const", "require"):
+            obj(e.get(field) or {}, f"{tp}.effect.{field}")
+        for j, col in enumerate(lst(e.get("columns") or [], f"{tp}.effect.columns")):
+            _shape(col, str, f"{tp}.effect.columns[{j}]", p)
+    for i, sdef in enumerate(lst(raw.get("scenarios", []), "$.scenarios")):
+        sp = f"$.scenarios[{i}]"
+        sc = obj(sdef, sp)
+        for key in ("id", "intent"):
+            opt(sc, key, str, sp)
+        anchor = obj(sc.get("anchor", {}), f"{sp}.anchor")
+        opt(anchor, "table", str, f"{sp}.anchor")
+        for col, v in obj(anchor.get("where") or {}, f"{sp}.anchor.where").items():
+            q = _value_problem(v, False)
+            if q:
+                p.add(f"{sp}.anchor.where.{col}", q)
+        for jname, jdef in obj(sc.get("join") or {}, f"{sp}.join").items():
+            j = obj(jdef, f"{sp}.join.{jname}")
+            for key in ("table", "key"):
+                opt(j, key, str, f"{sp}.join.{jname}")
+        for fname, fdef in obj(sc.get("facts", {}), f"{sp}.facts").items():
+            f = obj(fdef, f"{sp}.facts.{fname}")
+            for key in ("say", "description"):
+                opt(f, key, str, f"{sp}.facts.{fname}")
+            for j, k in enumerate(lst(f.get("keywords") or [], f"{sp}.facts.{fname}.keywords")):
+                _shape(k, str, f"{sp}.facts.{fname}.keywords[{j}]", p)
+            value = f.get("value")
+            if isinstance(value, Mapping) and "literal" in value:
+                q = _value_problem(value["literal"], True)
+                if q:
+                    p.add(f"{sp}.facts.{fname}.value.literal", q)
+        for key in ("hideable", "answer"):
+            for j, h in enumerate(lst(sc.get(key) or [], f"{sp}.{key}")):
+                _shape(h, str, f"{sp}.{key}[{j}]", p)
+        for j, st in enumerate(lst(sc.get("steps", []), f"{sp}.steps")):
+            step = obj(st, f"{sp}.steps[{j}]")
+            opt(step, "tool", str, f"{sp}.steps[{j}]")
+            opt(step, "description", str, f"{sp}.steps[{j}]")
+            for aname, aval in obj(step.get("args") or {}, f"{sp}.steps[{j}].args").items():
+                q = _value_problem(aval, True)
+                if q:
+                    p.add(f"{sp}.steps[{j}].args.{aname}", q)
 
 
 def builtin_domains_dir() -> Path:
@@ -172,7 +286,9 @@ def load_domain(path: str | Path, *, check_anchors: int | None = 1) -> Domain:
     except (OSError, ValueError) as exc:
         raise DomainError(f"cannot read domain file {str(path)!r}: {exc}") from exc
     if not isinstance(raw, Mapping):
-        raise DomainError(f"{path.name}: the top level must be a JSON object")
+        raise DomainError(f"invalid domain file {path.name}: $: the top level must be a JSON object")
+    _check_shapes(raw, p)
+    p.raise_if_any()
     name = _req(raw, "name", str, "$", p) or "?"
     if name != "?" and not _IDENT.match(name):
         p.add("$.name", f"{name!r} is not a lower-case identifier")
@@ -220,7 +336,14 @@ def load_domain(path: str | Path, *, check_anchors: int | None = 1) -> Domain:
                 p.add(rpath, f"missing columns {sorted(missing)}")
             if extra:
                 p.add(rpath, f"unknown columns {sorted(extra)}")
+            for col, value in row.items():
+                q = _value_problem(value, columns[tname].get(col) == "JSON")
+                if q:
+                    p.add(f"{rpath}.{col}", q)
             key = row.get(pk)
+            if isinstance(key, (list, Mapping)):
+                p.add(f"{rpath}.{pk}", "a primary key must be a scalar")
+                key = None
             if key in seen:
                 p.add(rpath, f"duplicate primary key {key!r}")
             seen.add(key)
@@ -295,8 +418,9 @@ def _load_tool(tdef: Any, tpath: str, columns: Mapping[str, Mapping[str, str]], 
     for pname, pdef in props.items():
         if not _IDENT.match(pname):
             p.add(f"{tpath}.parameters.properties.{pname}", "parameter name must match [a-z][a-z0-9_]*")
-        if not isinstance(pdef, Mapping) or pdef.get("type") not in ("string", "integer", "number", "boolean"):
-            p.add(f"{tpath}.parameters.properties.{pname}", "needs a 'type' of string, integer, number or boolean")
+        if not isinstance(pdef, Mapping) or pdef.get("type") not in _PARAM_TYPES:
+            p.add(f"{tpath}.parameters.properties.{pname}",
+                  "needs a 'type' of string, integer, number, boolean, array or object")
     for req in params.get("required", []):
         if req not in props:
             p.add(f"{tpath}.parameters.required", f"{req!r} is not a declared parameter")
@@ -321,9 +445,14 @@ def _load_tool(tdef: Any, tpath: str, columns: Mapping[str, Mapping[str, str]], 
             if col not in cols:
                 p.add(f"{epath}.{field}.{param}", f"{col!r} is not a column of {table!r}")
     for field in ("const", "require"):
-        for col in edef.get(field, {}) or {}:
+        for col, value in (edef.get(field, {}) or {}).items():
             if col not in cols:
                 p.add(f"{epath}.{field}.{col}", f"{col!r} is not a column of {table!r}")
+            values = value if field == "require" and isinstance(value, list) else [value]
+            for v in values:
+                q = _value_problem(v, cols.get(col) == "JSON")
+                if q:
+                    p.add(f"{epath}.{field}.{col}", q)
     for col in edef.get("columns", []) or []:
         if col not in cols:
             p.add(f"{epath}.columns", f"{col!r} is not a column of {table!r}")

@@ -38,17 +38,29 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 def load_personas(path: str = "") -> list[Persona]:
     """Personas from a JSONL file (``{"id", "description"}`` per line), default: the built-in set."""
-    text = Path(path).read_text(encoding="utf-8") if path else \
-        resources.files(_PKG).joinpath("personas.jsonl").read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8") if path else \
+            resources.files(_PKG).joinpath("personas.jsonl").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read personas file {path!r}: {exc}") from None
     personas = []
+    seen: set[str] = set()
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
+        where = f"personas file {path or 'built-in'} line {n}"
         try:
             row = json.loads(line)
-            personas.append(Persona(str(row["id"]), str(row["description"])))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"personas file {path or 'built-in'} line {n} is not {{\"id\", \"description\"}}: {exc}") from exc
+        except ValueError as exc:
+            raise ConfigError(f"{where} is not valid JSON: {exc}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not row["id"].strip() \
+                or not isinstance(row.get("description"), str) or not row["description"].strip():
+            raise ConfigError(f"{where} must be an object with a non-empty string \"id\" and \"description\", "
+                              f"got {line.strip()[:80]}")
+        if row["id"] in seen:
+            raise ConfigError(f"{where}: duplicate persona id {row['id']!r}")
+        seen.add(row["id"])
+        personas.append(Persona(row["id"], row["description"]))
     if not personas:
         raise ConfigError(f"no personas in {path or 'the built-in set'}")
     return personas

@@ -10,10 +10,12 @@ evaluated by this module. A checker passes when every assertion in ``all`` holds
 Assertions:
 
 ``{"state": {"table": T, "key": K, "deleted": true}}``            row ``K`` of ``T`` is gone at the end
-``{"state": {"table": T, "key": K, "field": F, "equals": V}}``    row ``K`` has ``F == V`` at the end
+``{"state": {"table": T, "key": K, "field": F, "equals": V}}``    row ``K`` has ``F == V`` at the end (``V``
+                                                                  may be a list or object: compared as a whole)
 ``{"state": {"table": T, "unchanged": true}}``                    no row of ``T`` changed
 ``{"call": {"tool": N, "args": {...}, "min": 1, "max": null}}``   number of successful calls of ``N`` whose
-                                                                  arguments include ``args`` is in range
+                                                                  arguments include ``args`` is in range (an
+                                                                  argument's value may be nested JSON)
 ``{"order": [N1, N2]}``                                           the first successful ``N1`` call precedes
                                                                   the first successful ``N2`` call
 ``{"answer": {"contains": V}}`` / ``{"answer": {"excludes": V}}`` the final answer mentions (or not) ``V``
@@ -53,6 +55,21 @@ def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
+def _json_value(value: Any, depth: int = 0) -> bool:
+    """A JSON value: a scalar (finite numbers only), or a list / object (string keys) of JSON values."""
+    if isinstance(value, float):
+        return value == value and value not in (float("inf"), float("-inf"))
+    if _scalar(value):
+        return True
+    if depth >= 32:
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(_json_value(v, depth + 1) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _json_value(v, depth + 1) for k, v in value.items())
+    return False
+
+
 def _parse_assertion(a: Any, where: str) -> dict[str, Any]:
     _need(isinstance(a, Mapping) and len(a) == 1, where, "an assertion is a table with exactly one key")
     (kind, body), = a.items()
@@ -73,14 +90,16 @@ def _parse_assertion(a: Any, where: str) -> dict[str, Any]:
             _need(keys == {"table", "key", "deleted"} and _scalar(body["key"]), where, "deleted takes table and key")
         else:
             _need(keys == {"table", "key", "field", "equals"} and isinstance(body["field"], str)
-                  and _scalar(body["key"]) and _scalar(body["equals"]), where,
+                  and _scalar(body["key"]) and _json_value(body["equals"]), where,
                   "state takes {table, key, field, equals}, {table, key, deleted: true} or {table, unchanged: true}")
         return {"state": dict(body)}
     if kind == "call":
         _need(isinstance(body.get("tool"), str) and set(body) <= {"tool", "args", "min", "max"}, where,
               "call takes tool, args, min, max")
         args = body.get("args", {})
-        _need(isinstance(args, Mapping) and all(_scalar(v) for v in args.values()), where, "args maps names to values")
+        _need(isinstance(args, Mapping) and all(isinstance(k, str) for k in args)
+              and all(_json_value(v) for v in args.values()), where,
+              "args maps names to JSON values (scalars, lists or objects)")
         lo, hi = body.get("min", 1), body.get("max")
         _need(isinstance(lo, int) and not isinstance(lo, bool) and lo >= 0, where, "min is an integer >= 0")
         _need(hi is None or (isinstance(hi, int) and not isinstance(hi, bool) and hi >= lo), where, "max >= min or null")
