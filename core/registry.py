@@ -114,26 +114,32 @@ class Implementation(Generic[T]):
 
     kind: str
     name: str
-    factory: Callable[..., T] | str
+    #: The factory as registered: a callable, or a lazy import string (the constructor argument ``factory``).
+    target: Callable[..., T] | str = attrs.field(alias="factory")
     plugin: str
     version: str
     description: str = ""
 
     @property
     def lazy(self) -> bool:
-        """Whether the factory is an import string not resolved yet."""
-        return isinstance(self.factory, str)
+        """Whether the factory is an import string (resolved only when the implementation is built)."""
+        return isinstance(self.target, str)
+
+    @property
+    def factory(self) -> Callable[..., T]:
+        """The factory itself; a lazy import string is imported now (see :meth:`resolve`)."""
+        return self.resolve()
 
     def resolve(self) -> Callable[..., T]:
         """The factory itself, importing a lazy import string first.
 
         :raises PluginLoadError: the import string does not resolve (the message names the plugin).
         """
-        if not isinstance(self.factory, str):
-            return self.factory
-        value = resolve_import_string(self.factory, what=f"{self.kind} {self.name!r} of plugin {self.plugin!r}")
+        if not isinstance(self.target, str):
+            return self.target
+        value = resolve_import_string(self.target, what=f"{self.kind} {self.name!r} of plugin {self.plugin!r}")
         if self.kind != hookspecs.COMMAND_KIND and not callable(value):
-            raise PluginLoadError(f"{self.kind} {self.name!r} of plugin {self.plugin!r}: {self.factory!r} resolves "
+            raise PluginLoadError(f"{self.kind} {self.name!r} of plugin {self.plugin!r}: {self.target!r} resolves "
                                   f"to {type(value).__name__}, not a factory")
         return value  # type: ignore[no-any-return]
 
