@@ -6,7 +6,6 @@ written so far are kept; ``synth run --resume`` continues), 130 interrupted.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -15,15 +14,16 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from synthagent.core import __version__
-from synthagent.core.config import STAGES
-from synthagent.core.errors import SynthError, UsageError
+from synthagent.core.errors import PluginLoadError, SynthError, UsageError
 
-__all__ = ["main", "cli"]
+if TYPE_CHECKING:
+    from synthagent.core.registry import Implementation
+
+__all__ = ["main", "cli", "guard", "PluginCommandGroup"]
 
 log = logging.getLogger("synthagent")
 
@@ -36,8 +36,8 @@ def _fail(exc: BaseException) -> NoReturn:
     sys.exit(code)
 
 
-def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn SynthErrors into one-line messages with the documented exit codes."""
+def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn SynthErrors into one-line messages with the documented exit codes (for plugin commands too)."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -57,8 +57,82 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="synthagent")
+_guard = guard  # the name the built-in commands below use
+
+_PLUGIN_COMMANDS = "synthagent.plugin_commands"
+
+
+class PluginCommandGroup(click.Group):
+    """A click group of its own commands plus those plugins add with ``synth_register_commands``.
+
+    Plugins are loaded only when a command name is not built in, or when every command is listed
+    (``list_commands``, e.g. shell completion): ``synth --help`` and the built-in commands never load them.
+    The group's help lists the built-in commands and points to ``synth plugins`` for plugin commands.
+    """
+
+    def _plugin_commands(self, ctx: click.Context) -> dict[str, Implementation[Any]]:
+        meta = ctx.find_root().meta
+        if _PLUGIN_COMMANDS not in meta:
+            from synthagent.core.hookspecs import COMMAND_KIND
+            from synthagent.core.registry import load_plugins
+
+            try:
+                registry = load_plugins().registry(COMMAND_KIND)
+                found = {impl.name: impl for impl in registry}
+                for name, impl in found.items():
+                    if name in self.commands:
+                        raise PluginLoadError(f"plugin {impl.plugin!r} registers command {name!r}, which is a built-in "
+                                              "synth command; rename it")
+            except SynthError as exc:
+                _fail(exc)
+            meta[_PLUGIN_COMMANDS] = found
+        return meta[_PLUGIN_COMMANDS]  # type: ignore[no-any-return]
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Built-in and plugin command names, sorted (loads the plugins)."""
+        return sorted(set(super().list_commands(ctx)) | set(self._plugin_commands(ctx)))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """A built-in command, else the plugin command ``cmd_name`` (imported now), else ``None``."""
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        impl = self._plugin_commands(ctx).get(cmd_name)
+        if impl is None:
+            return None
+        try:
+            resolved: Any = impl.resolve()
+            if not isinstance(resolved, click.Command):
+                raise PluginLoadError(f"command {cmd_name!r} of plugin {impl.plugin!r} is {type(resolved).__name__}, "
+                                      "not a click.Command")
+        except SynthError as exc:
+            _fail(exc)
+        return resolved
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The built-in commands (without loading plugins), then where plugin commands are listed."""
+        limit = formatter.width - 6 - max((len(name) for name in self.commands), default=0)
+        rows = [(name, cmd.get_short_help_str(limit)) for name, cmd in sorted(self.commands.items()) if not cmd.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+        with formatter.section("Plugin commands"):
+            formatter.write_text("Plugins add more commands (hook synth_register_commands); "
+                                 "`synth plugins` lists them as kind 'command'.")
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from synthagent.core import __version__
+
+    click.echo(f"synthagent, version {__version__}")
+    ctx.exit()
+
+
+@click.group(cls=PluginCommandGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and exit.")
 def cli() -> None:
     """synthagent: synthetic agentic training work from a teacher LLM.
 
@@ -67,12 +141,29 @@ def cli() -> None:
     synth plugins             list every registered implementation (and the plugin it came from)
     synth show RUN            print a run's summary
     synth report RUN          an offline HTML page with plots of a run
-    synth graph               the tool graph of an API pool and its domains (environment scaling)
     synth train               train a model on a run with an RL algorithm plugin (grpo, sft; extra [train])
+    synth NAME                a command a plugin adds (synth plugins lists them)
 
     With no configuration, `synth run` uses the embedded offline default: the built-in SQLite domain pack,
     a rule-based user and the oracle teacher. No network, GPU or API key needed.
     """
+
+
+class _StageChoice(click.Choice):
+    """``click.Choice`` of the pipeline stages, read from the config module only when needed (fast start)."""
+
+    def __init__(self) -> None:
+        super().__init__((), case_sensitive=True)
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from synthagent.core.config import STAGES
+
+        return tuple(STAGES)
+
+    @choices.setter
+    def choices(self, _value: Any) -> None:
+        pass
 
 
 def _latest_run(out: Path) -> Path:
@@ -94,7 +185,7 @@ def _latest_run(out: Path) -> Path:
 @click.option("--tasks", type=int, help="Number of tasks to generate.")
 @click.option("--resume", is_flag=True,
               help="Continue an existing run directory (the latest in --out when --name is not given).")
-@click.option("--from", "from_stage", type=click.Choice(STAGES),
+@click.option("--from", "from_stage", type=_StageChoice(),
               help="Re-run this stage and every later one in an existing run (implies --resume).")
 @click.option("-p", "--plugin", "plugins", multiple=True, metavar="MODULE",
               help="Load a plugin by entry-point name or module path (repeatable).")
@@ -117,6 +208,8 @@ def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None
       synth run --from score --name small
       synth run --set generator=offline-domains --set 'plugins.offline-domains.domains=["banking"]'
     """
+    import asyncio
+
     from synthagent.core.config import load_config
     from synthagent.core.pipeline import Pipeline
     from synthagent.core.registry import load_plugins
@@ -246,44 +339,6 @@ def plugins_cmd(as_json: bool, plugins: Sequence[str]) -> None:
     for row in rows:
         table.add_row(row["kind"], row["name"], row["plugin"], row["version"], row["description"])
     Console().print(table)
-
-
-@cli.command("graph")
-@click.option("--pool", type=click.Path(exists=True, path_type=Path), help="An API pool (default: the built-in one).")
-@click.option("--embedding", type=click.Choice(["auto", "minilm", "tfidf"]), default="auto", show_default=True,
-              help="How parameter descriptions are embedded.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Louvain seed.")
-@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), help="Also draw the graph, coloured by domain.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@_guard
-def graph_cmd(pool: Path | None, embedding: str, seed: int, png: Path | None, as_json: bool) -> None:
-    """Build the tool dependency graph of an API pool and print its Louvain domains and modularity.
-
-    This is what `synth run --set generator=graph-domains` uses; run it to inspect or tune a pool.
-    """
-    from synthagent.core.registry import load_plugins
-
-    factory = load_plugins().registry("generator").get("graph-domains")
-    generator = factory.create({"pool": str(pool or ""), "embedding": embedding})
-    generator.discover(seed)
-    report = generator.report()
-    if png:
-        generator.draw(png)
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{report['tools']} tools -> {len(report['domains'])} domains, modularity "
-                        f"{report['modularity']} ({report['embedding']}, threshold {report['threshold']})")
-    for col in ("domain", "tools", "tables", "areas"):
-        table.add_column(col)
-    for d in report["domains"]:
-        table.add_row(d["name"], str(d["tools"]), str(d["tables"]), ", ".join(f"{a}:{n}" for a, n in d["areas"].items()))
-    Console().print(table)
-    if png:
-        Console().print(f"graph drawn to {png}")
 
 
 @cli.command("show")

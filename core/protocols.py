@@ -33,6 +33,8 @@ __all__ = [
     "ChatResponse",
     "LLMBackend",
     "Executor",
+    "Register",
+    "RegisterCommand",
 ]
 
 T = TypeVar("T")
@@ -247,4 +249,41 @@ class Executor(Protocol):
     ) -> AsyncIterator[tuple[T, R | BaseException]]:
         """Run ``fn`` on every item, at most ``concurrency`` at once; yield ``(item, result or error)`` as
         each finishes. One item's error never cancels the others."""
+        ...
+
+
+# --- Typing helpers for the hooks' ``register`` callable -------------------------------------------------
+
+from typing import TYPE_CHECKING  # noqa: E402 - typing helpers are kept together at the end
+
+if TYPE_CHECKING:
+    import click
+
+T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class Register(Protocol[T_contra]):
+    """The ``register`` callable a ``synth_register_*`` hook receives, typed by what the kind builds.
+
+    ``factory`` is called with the implementation's options and must return a ``T_contra`` (e.g.
+    ``Register[TaskGenerator]``: a class satisfying :class:`TaskGenerator`), or it is an import string
+    ``"package.module:Attr"`` resolved only when the implementation is built. A type checker then checks a
+    plugin's registration::
+
+        @hookimpl
+        def synth_register_task_generators(register: Register[TaskGenerator]) -> None:
+            register("my-gen", MyGenerator, description="tasks from my API catalogue")
+    """
+
+    def __call__(self, name: str, factory: Callable[..., T_contra] | str, description: str = "") -> None:
+        """Register ``factory`` under ``name`` (what users type, e.g. ``--set generator=NAME``)."""
+        ...
+
+
+class RegisterCommand(Protocol):
+    """The ``register`` callable of ``synth_register_commands``: a ``click.Command`` or an import string
+    ``"package.module:attr"`` that resolves to one (imported only when the command runs)."""
+
+    def __call__(self, name: str, command: click.Command | str, description: str = "") -> None:
+        """Add ``command`` to the ``synth`` group as ``synth NAME``."""
         ...

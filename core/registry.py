@@ -12,9 +12,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
-from typing import Any, Generic, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import attrs
 import pluggy
@@ -23,7 +24,7 @@ from synthagent.core import hookspecs
 from synthagent.core.errors import ConfigError, PluginLoadError, SynthError, UnknownImplementationError, close_matches
 
 __all__ = [
-    "BUILTIN_MODULES",
+    "builtin_modules",
     "ENV_AUTOLOAD_OFF",
     "ENV_PLUGINS",
     "Implementation",
@@ -32,55 +33,126 @@ __all__ = [
     "load_plugins",
 ]
 
+if TYPE_CHECKING:
+    import click
+
+    from synthagent.core.protocols import (
+        Executor,
+        LLMBackend,
+        MappingStore,
+        RewardScorer,
+        RLAlgorithm,
+        RubricBuilder,
+        TaskGenerator,
+        ToolSimulator,
+        UserSimulator,
+    )
+
 T = TypeVar("T")
 
-#: Built-in plugin modules, used only when the distribution's entry points are not installed.
-BUILTIN_MODULES: tuple[str, ...] = (
-    "synthagent.plugins.offline_domains",
-    "synthagent.plugins.sqlite_tools",
-    "synthagent.plugins.rule_user",
-    "synthagent.plugins.oracle",
-    "synthagent.plugins.workflow_rubric",
-    "synthagent.plugins.memory_mapping",
-    "synthagent.plugins.local_executor",
-    "synthagent.plugins.process_executor",
-    "synthagent.plugins.ray_executor",
-    "synthagent.plugins.openai_backend",
-    "synthagent.plugins.llm_tools",
-    "synthagent.plugins.llm_user",
-    "synthagent.plugins.persona_fuzzy",
-    "synthagent.plugins.local_backends",
-    "synthagent.plugins.graph_domains",
-    "synthagent.plugins.judge",
-    "synthagent.plugins.rewards",
-    "synthagent.plugins.mapping_sqlite",
-    "synthagent.plugins.mapping_redis",
-    "synthagent.plugins.trl_train",
-)
 ENV_AUTOLOAD_OFF = "SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD"
 ENV_PLUGINS = "SYNTHAGENT_PLUGINS"
 _DIST = "synthagent"
+_PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def builtin_modules() -> list[tuple[str, str]]:
+    """(name, module) of the built-in plugins from a source tree's ``pyproject.toml`` entry points.
+
+    Used only when the ``synthagent`` distribution's entry points are not installed; core names no plugin.
+    """
+    import tomllib
+
+    try:
+        data = tomllib.loads(_PYPROJECT.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise PluginLoadError(f"the built-in plugins are not installed and {_PYPROJECT} is unreadable: {exc}") from exc
+    table = data.get("project", {}).get("entry-points", {}).get(hookspecs.PROJECT, {})
+    return sorted((str(name), str(module)) for name, module in table.items())
+
+
+def _check_import_string(target: str) -> str | None:
+    """Why ``target`` is not a ``"package.module:Attr"`` import string (``None`` when it is one)."""
+    module, sep, attr = target.partition(":")
+    if not sep or not module or not attr:
+        return "expected 'package.module:Attr'"
+    if not all(part.isidentifier() for part in module.split(".") + attr.split(".")):
+        return "a module path and attribute must be dotted Python identifiers"
+    return None
+
+
+def resolve_import_string(target: str, *, what: str) -> Any:
+    """Import ``"package.module:Attr"`` (``Attr`` may be dotted) and return the attribute.
+
+    :param what: names the implementation and its plugin in the error.
+    :raises PluginLoadError: the module does not import or has no such attribute.
+    """
+    reason = _check_import_string(target)
+    if reason:
+        raise PluginLoadError(f"{what}: bad import string {target!r}: {reason}")
+    module_name, _, attr = target.partition(":")
+    try:
+        value: Any = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure of a plugin is reported the same way
+        raise PluginLoadError(f"{what}: {target!r} does not resolve: module {module_name!r} failed to import: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise PluginLoadError(f"{what}: {target!r} does not resolve: {module_name!r} has no attribute {attr!r}") from None
+    return value
 
 
 @attrs.frozen
 class Implementation(Generic[T]):
-    """A registered implementation: its kind, name, factory and the plugin (with version) it came from."""
+    """A registered implementation: its kind, name, factory and the plugin (with version) it came from.
+
+    ``factory`` is a callable, or a lazy import string ``"package.module:Attr"`` that :meth:`resolve` imports
+    only when the implementation is built (listing implementations imports nothing).
+    """
 
     kind: str
     name: str
-    factory: Callable[..., T]
+    #: The factory as registered: a callable, or a lazy import string (the constructor argument ``factory``).
+    target: Callable[..., T] | str = attrs.field(alias="factory")
     plugin: str
     version: str
     description: str = ""
 
+    @property
+    def lazy(self) -> bool:
+        """Whether the factory is an import string (resolved only when the implementation is built)."""
+        return isinstance(self.target, str)
+
+    @property
+    def factory(self) -> Callable[..., T]:
+        """The factory itself; a lazy import string is imported now (see :meth:`resolve`)."""
+        return self.resolve()
+
+    def resolve(self) -> Callable[..., T]:
+        """The factory itself, importing a lazy import string first.
+
+        :raises PluginLoadError: the import string does not resolve (the message names the plugin).
+        """
+        if not isinstance(self.target, str):
+            return self.target
+        value = resolve_import_string(self.target, what=f"{self.kind} {self.name!r} of plugin {self.plugin!r}")
+        if self.kind != hookspecs.COMMAND_KIND and not callable(value):
+            raise PluginLoadError(f"{self.kind} {self.name!r} of plugin {self.plugin!r}: {self.target!r} resolves "
+                                  f"to {type(value).__name__}, not a factory")
+        return value  # type: ignore[no-any-return]
+
     def create(self, options: Mapping[str, Any] | None = None) -> T:
         """Build the implementation from its options, checking option names against the factory.
 
-        Raises :class:`ConfigError` naming an unknown option and listing the accepted ones.
+        Raises :class:`ConfigError` naming an unknown option and listing the accepted ones, and
+        :class:`PluginLoadError` when a lazy factory does not resolve.
         """
         options = dict(options or {})
+        factory = self.resolve()
         try:
-            sig = inspect.signature(self.factory)
+            sig = inspect.signature(factory)
         except (TypeError, ValueError):
             sig = None
         if sig is not None and not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
@@ -92,7 +164,7 @@ class Implementation(Generic[T]):
                         + close_matches(key, accepted)
                     )
         try:
-            return self.factory(**options)
+            return factory(**options)
         except SynthError:
             raise
         except (TypeError, ValueError) as exc:
@@ -133,7 +205,7 @@ class Registry(Generic[T]):
         """Registered names, sorted."""
         return sorted(self._items)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Implementation[T]]:
         return iter(sorted(self._items.values(), key=lambda i: i.name))
 
     def __contains__(self, name: object) -> bool:
@@ -148,8 +220,31 @@ class Plugins:
     registries: dict[str, Registry[Any]]
     loaded: list[dict[str, str]]
 
+    @overload
+    def registry(self, kind: Literal["generator"]) -> Registry[TaskGenerator]: ...
+    @overload
+    def registry(self, kind: Literal["user"]) -> Registry[UserSimulator]: ...
+    @overload
+    def registry(self, kind: Literal["tools"]) -> Registry[ToolSimulator]: ...
+    @overload
+    def registry(self, kind: Literal["mapping"]) -> Registry[MappingStore]: ...
+    @overload
+    def registry(self, kind: Literal["rubric"]) -> Registry[RubricBuilder]: ...
+    @overload
+    def registry(self, kind: Literal["scorer"]) -> Registry[RewardScorer]: ...
+    @overload
+    def registry(self, kind: Literal["algorithm"]) -> Registry[RLAlgorithm]: ...
+    @overload
+    def registry(self, kind: Literal["llm"]) -> Registry[LLMBackend]: ...
+    @overload
+    def registry(self, kind: Literal["executor"]) -> Registry[Executor]: ...
+    @overload
+    def registry(self, kind: Literal["command"]) -> Registry[click.Command]: ...
+    @overload
+    def registry(self, kind: str) -> Registry[Any]: ...
+
     def registry(self, kind: str) -> Registry[Any]:
-        """The registry of hook kind ``kind`` (``generator``, ``user``, ``tools``, ...)."""
+        """The registry of hook kind ``kind`` (``generator``, ``user``, ``tools``, ...), typed by kind."""
         return self.registries[kind]
 
     def describe(self) -> list[dict[str, str]]:
@@ -217,9 +312,9 @@ def load_plugins(extra: Iterable[str] = (), *, environ: Mapping[str, str] | None
         for ep in own:
             add(_import(ep.name, ep.value), ep.name, ep.dist.version if ep.dist else "unknown", "builtin")
     else:
-        for path in BUILTIN_MODULES:
-            module = _import(path.rsplit(".", 1)[-1], path)
-            add(module, path.rsplit(".", 1)[-1], _module_version(module), "builtin")
+        for label, path in builtin_modules():
+            module = _import(label, path)
+            add(module, label, _module_version(module), "builtin")
 
     by_name = {ep.name: ep for ep in eps}
     if not env.get(ENV_AUTOLOAD_OFF):
@@ -251,14 +346,27 @@ def load_plugins(extra: Iterable[str] = (), *, environ: Mapping[str, str] | None
             plugin_name = hookimpl.plugin_name
             version = versions.get(plugin_name, "unknown")
 
-            def register(name: str, factory: Callable[..., Any], description: str = "", *,
+            def register(name: str, factory: Callable[..., Any] | str, description: str = "", *,
                          _kind: str = kind, _plugin: str = plugin_name, _version: str = version) -> None:
                 if not isinstance(name, str) or not name:
                     raise PluginLoadError(f"plugin {_plugin!r} registered a {_kind} without a name")
+                if isinstance(factory, str):
+                    reason = _check_import_string(factory)
+                    if reason:
+                        raise PluginLoadError(f"plugin {_plugin!r} registered {_kind} {name!r} with a bad import "
+                                              f"string {factory!r}: {reason}")
+                elif not callable(factory):
+                    raise PluginLoadError(f"plugin {_plugin!r} registered {_kind} {name!r} with "
+                                          f"{type(factory).__name__}, not a factory or an import string")
                 registries[_kind].add(Implementation(_kind, name, factory, _plugin, _version, description))
 
+            def register_command(name: str, command: Any, description: str = "", *,
+                                 _register: Callable[..., None] = register) -> None:
+                _register(name, command, description)
+
+            given = register_command if kind == hookspecs.COMMAND_KIND else register
             try:
-                hookimpl.function(**({"register": register} if "register" in hookimpl.argnames else {}))
+                hookimpl.function(**({"register": given} if "register" in hookimpl.argnames else {}))
             except PluginLoadError:
                 raise
             except Exception as exc:  # noqa: BLE001

@@ -204,3 +204,10 @@ def synth_register_task_generators(register: Any) -> None:
     """Register the ``graph-domains`` generator."""
     register("graph-domains", GraphDomainsGenerator,
              description="API pool -> tool graph -> Louvain domains -> SQLite environments (AgentScaler)")
+
+
+@hookimpl
+def synth_register_commands(register: Any) -> None:
+    """Register ``synth graph`` (imported only when it runs)."""
+    register("graph", "synthagent.plugins.graph_domains.cli:graph_cmd",
+             description="the tool graph of an API pool and its Louvain domains (environment scaling)")
