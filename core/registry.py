@@ -36,26 +36,27 @@ T = TypeVar("T")
 
 #: Built-in plugin modules, used only when the distribution's entry points are not installed.
 BUILTIN_MODULES: tuple[str, ...] = (
-    "synthagent.plugins.offline_domains",
-    "synthagent.plugins.sqlite_tools",
-    "synthagent.plugins.rule_user",
-    "synthagent.plugins.oracle",
-    "synthagent.plugins.workflow_rubric",
-    "synthagent.plugins.memory_mapping",
-    "synthagent.plugins.local_executor",
-    "synthagent.plugins.process_executor",
-    "synthagent.plugins.ray_executor",
-    "synthagent.plugins.openai_backend",
-    "synthagent.plugins.llm_tools",
-    "synthagent.plugins.llm_user",
-    "synthagent.plugins.persona_fuzzy",
-    "synthagent.plugins.local_backends",
-    "synthagent.plugins.graph_domains",
-    "synthagent.plugins.judge",
-    "synthagent.plugins.rewards",
-    "synthagent.plugins.mapping_sqlite",
-    "synthagent.plugins.mapping_redis",
-    "synthagent.plugins.trl_train",
+    "synthagent.plugins.generators.offline_domains",
+    "synthagent.plugins.simulators.tools.sqlite",
+    "synthagent.plugins.simulators.users.rule",
+    "synthagent.plugins.backends.oracle",
+    "synthagent.plugins.rubrics.workflow",
+    "synthagent.plugins.rubrics.scorer",
+    "synthagent.plugins.mapping.memory",
+    "synthagent.plugins.executors.local",
+    "synthagent.plugins.executors.process",
+    "synthagent.plugins.executors.ray",
+    "synthagent.plugins.backends.openai",
+    "synthagent.plugins.simulators.tools.llm",
+    "synthagent.plugins.simulators.users.llm",
+    "synthagent.plugins.generators.persona_fuzzy",
+    "synthagent.plugins.backends.local",
+    "synthagent.plugins.generators.graph_domains",
+    "synthagent.plugins.rubrics.judge",
+    "synthagent.plugins.rubrics.demonstrated",
+    "synthagent.plugins.mapping.sqlite",
+    "synthagent.plugins.mapping.redis",
+    "synthagent.plugins.training.trl",
 )
 ENV_AUTOLOAD_OFF = "SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD"
 ENV_PLUGINS = "SYNTHAGENT_PLUGINS"
@@ -213,8 +214,9 @@ def load_plugins(extra: Iterable[str] = (), *, environ: Mapping[str, str] | None
             add(_import(ep.name, ep.value), ep.name, ep.dist.version if ep.dist else "unknown", "builtin")
     else:
         for path in BUILTIN_MODULES:
-            module = _import(path.rsplit(".", 1)[-1], path)
-            add(module, path.rsplit(".", 1)[-1], _module_version(module), "builtin")
+            label = path.removeprefix("synthagent.plugins.")  # as the entry point is named: last parts repeat
+            module = _import(label, path)
+            add(module, label, _module_version(module), "builtin")
 
     by_name = {ep.name: ep for ep in eps}
     if not env.get(ENV_AUTOLOAD_OFF):
