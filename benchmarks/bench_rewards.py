@@ -20,7 +20,7 @@ from synthagent.plugins.generators.graph_domains import GraphDomainsGenerator
 from synthagent.plugins.generators.offline_domains import OfflineDomainsGenerator
 from synthagent.plugins.rubrics.demonstrated import DemoRubricBuilder
 from synthagent.plugins.rubrics.validation import TABLE_CORRUPTIONS, corruption_table, stability
-from synthagent.plugins.rubrics.workflow import RubricScorer
+from synthagent.plugins.rubrics.scorer import RubricScorer
 
 
 def main() -> None:

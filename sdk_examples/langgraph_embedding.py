@@ -26,7 +26,8 @@ from synthagent.plugins.generators.offline_domains import OfflineDomainsGenerato
 from synthagent.plugins.backends.oracle import OracleBackend
 from synthagent.plugins.simulators.users.rule import RuleUser
 from synthagent.plugins.simulators.tools.sqlite import SQLiteToolSimulator
-from synthagent.plugins.rubrics.workflow import RubricScorer, WorkflowRubricBuilder
+from synthagent.plugins.rubrics.scorer import RubricScorer
+from synthagent.plugins.rubrics.workflow import WorkflowRubricBuilder
 
 
 async def main(base_url: str = "", model: str = "", domain: str = "banking", seed: int = 0) -> dict:

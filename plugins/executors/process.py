@@ -25,7 +25,6 @@ from collections import Counter, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from synthagent.core.engine import WorkerLostError, portable_error
 from synthagent.core.errors import ConfigError, UsageError, require_non_negative_int
 from synthagent.core.hookspecs import hookimpl
 
@@ -41,7 +40,7 @@ def worker_main(conn: Any) -> None:
 
 
 async def _serve(conn: Any) -> None:
-    from synthagent.core.engine import close_process_components, process_stats
+    from synthagent.core.engine import close_process_components, portable_error, process_stats
 
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[Any] = asyncio.Queue()
@@ -241,6 +240,8 @@ class ProcessExecutor:
                     yield pair
 
     async def _map(self, fn: bytes, items: Iterable[Any], concurrency: int) -> AsyncGenerator[tuple[Any, Any], None]:
+        from synthagent.core.engine import WorkerLostError  # the engine imports langgraph: not at plugin load
+
         assert self._inbox is not None
         fn_id = next(self._ids)
         for w in self._workers:

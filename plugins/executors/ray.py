@@ -22,7 +22,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from synthagent.core.engine import WorkerLostError
 from synthagent.core.errors import ConfigError, require_non_negative_int
 from synthagent.core.hookspecs import hookimpl
 
@@ -140,6 +139,8 @@ class RayExecutor:
         """Yield ``(item, result or exception)`` as jobs finish on the actors."""
         import ray
         from ray.exceptions import RayActorError, RayTaskError
+
+        from synthagent.core.engine import WorkerLostError  # the engine imports langgraph: not at plugin load
 
         self._ensure()
         fn_ref = ray.put(fn)  # pickled once; each actor deserializes it once (set_fn), not once per job

@@ -16,7 +16,8 @@ from synthagent.plugins.generators.graph_domains.pool import infer_effect, load_
 from synthagent.plugins.backends.oracle import OracleBackend
 from synthagent.plugins.simulators.users.rule import RuleUser
 from synthagent.plugins.simulators.tools.sqlite import SQLiteDatabase, SQLiteToolSimulator, compute_changes
-from synthagent.plugins.rubrics.workflow import RubricScorer, VerifiedRubricBuilder
+from synthagent.plugins.rubrics.scorer import RubricScorer
+from synthagent.plugins.rubrics.workflow import VerifiedRubricBuilder
 
 
 @pytest.fixture(scope="module")

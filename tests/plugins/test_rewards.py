@@ -12,7 +12,8 @@ from synthagent.plugins.generators.offline_domains import OfflineDomainsGenerato
 from synthagent.plugins.backends.oracle import OracleBackend
 from synthagent.plugins.simulators.users.rule import RuleUser
 from synthagent.plugins.simulators.tools.sqlite import SQLiteToolSimulator
-from synthagent.plugins.rubrics.workflow import RubricScorer, WorkflowRubricBuilder
+from synthagent.plugins.rubrics.scorer import RubricScorer
+from synthagent.plugins.rubrics.workflow import WorkflowRubricBuilder
 
 CORRUPTIONS = ("skip_step", "never_ask", "extra_write", "nothing", "wrong_argument")
 

@@ -30,7 +30,8 @@ from synthagent.plugins.rubrics.checkers import (
 )
 from synthagent.plugins.rubrics.compose import Reward, compile_reward
 from synthagent.plugins.rubrics.validation import demonstrations, rollout
-from synthagent.plugins.rubrics.workflow import RubricScorer, report_values
+from synthagent.plugins.common.evidence import report_values
+from synthagent.plugins.rubrics.scorer import RubricScorer
 
 
 @pytest.fixture(scope="module")

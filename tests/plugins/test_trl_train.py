@@ -217,7 +217,7 @@ def test_grpo_three_steps_through_the_environment_changes_weights_and_logs_rubri
 
     from synthagent.plugins.training.trl.grpo import GRPO_OPTIONS, train_grpo
     from synthagent.plugins.training.trl.rollout import ZeroVarianceFilter
-    from synthagent.plugins.rubrics.workflow import RubricScorer
+    from synthagent.plugins.rubrics.scorer import RubricScorer
 
     start = sft_result["model_out"]
     before = _weights(start)
