@@ -63,7 +63,7 @@ def main() -> None:
     from trl import GRPOConfig, GRPOTrainer
 
     from synthagent.core.protocols import TrainRequest
-    from synthagent.core.testing import build_tiny_model
+    from synthagent.plugins.backends.hf_testing import build_tiny_model
     from synthagent.plugins.training.trl.common import load_model_and_tokenizer
     from synthagent.plugins.training.trl.environment import RunEnvironment
     from synthagent.plugins.training.trl.grpo import GRPO_OPTIONS, train_grpo

@@ -106,7 +106,7 @@ def main() -> None:
           f"(overlap removed: {len(overlap)})", flush=True)
 
     if args.model == "smollm2":
-        from synthagent.core.testing import smollm2_model_dir
+        from synthagent.plugins.backends.hf_testing import smollm2_model_dir
 
         base = smollm2_model_dir()
     else:

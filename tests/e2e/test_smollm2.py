@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from synthagent.core.testing import TransformersServer, smollm2_model_dir
+from synthagent.plugins.backends.hf_testing import TransformersServer, smollm2_model_dir
 
 pytestmark = pytest.mark.slow
 

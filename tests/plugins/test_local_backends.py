@@ -11,7 +11,7 @@ import pytest
 from synthagent.core.errors import ConfigError
 from synthagent.core.models import Message, ToolSpec
 from synthagent.core.protocols import ChatRequest
-from synthagent.core.testing import build_tiny_model
+from synthagent.plugins.backends.hf_testing import build_tiny_model
 from synthagent.plugins.backends.local import TransformersBackend, VLLMBackend
 
 TOOL = ToolSpec("get_balance", "Get an account balance.",

@@ -66,7 +66,7 @@ def open_run(work: Path, small_run: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_model(work: Path, small_run: Path) -> str:
-    from synthagent.core.testing import build_tiny_model
+    from synthagent.plugins.backends.hf_testing import build_tiny_model
 
     corpus = (small_run / "exports/sft.jsonl").read_text().splitlines()
     return build_tiny_model(str(work / "tiny"), corpus, vocab_size=1200)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from synthagent.core.errors import ConfigError, UsageError, close_matches
+from synthagent.plugins.training.trl.chat_template import CHATML_TOOL_TEMPLATE
 
 __all__ = ["split_options", "trl_config", "load_model_and_tokenizer", "resolve_chat_template", "check_model_dir",
            "write_json", "distributed_teardown"]
@@ -85,8 +86,6 @@ def resolve_chat_template(tokenizer: Any, choice: str, *, need_generation: bool)
         it is), ``chatml-tools`` (the built-in one), or a path to a Jinja file.
     :returns: a short description for the training summary.
     """
-    from synthagent.core.testing import CHATML_TOOL_TEMPLATE
-
     current = getattr(tokenizer, "chat_template", None) or ""
     if choice == "model":
         if not current:
