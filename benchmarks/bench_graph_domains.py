@@ -22,7 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     cache = tempfile.mkdtemp(prefix="synth-cache-")
     os.environ["SYNTHAGENT_CACHE"] = cache
-    from synthagent.plugins.graph_domains import GraphDomainsGenerator
+    from synthagent.plugins.generators.graph_domains import GraphDomainsGenerator
 
     rows = []
     for label in ("cold cache", "warm cache"):

@@ -63,11 +63,11 @@ def main() -> None:
     from trl import GRPOConfig, GRPOTrainer
 
     from synthagent.core.protocols import TrainRequest
-    from synthagent.core.testing import build_tiny_model
-    from synthagent.plugins.trl_train.common import load_model_and_tokenizer
-    from synthagent.plugins.trl_train.environment import RunEnvironment
-    from synthagent.plugins.trl_train.grpo import GRPO_OPTIONS, train_grpo
-    from synthagent.plugins.trl_train.rollout import TemplateRenderer, ZeroVarianceFilter
+    from synthagent.plugins.backends.hf_testing import build_tiny_model
+    from synthagent.plugins.training.trl.common import load_model_and_tokenizer
+    from synthagent.plugins.training.trl.environment import RunEnvironment
+    from synthagent.plugins.training.trl.grpo import GRPO_OPTIONS, train_grpo
+    from synthagent.plugins.training.trl.rollout import TemplateRenderer, ZeroVarianceFilter
 
     out = args.out or Path(tempfile.mkdtemp(prefix="grpo-overhead-"))
     run = out / "runs" / "bench"

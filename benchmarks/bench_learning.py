@@ -74,10 +74,10 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from synthagent.core.protocols import TrainRequest
-    from synthagent.plugins.trl_train.environment import RunEnvironment
-    from synthagent.plugins.trl_train.grpo import GRPOAlgorithm
-    from synthagent.plugins.trl_train.rollout import evaluate_policy
-    from synthagent.plugins.trl_train.sft import SFTAlgorithm
+    from synthagent.plugins.training.trl.environment import RunEnvironment
+    from synthagent.plugins.training.trl.grpo import GRPOAlgorithm
+    from synthagent.plugins.training.trl.rollout import evaluate_policy
+    from synthagent.plugins.training.trl.sft import SFTAlgorithm
 
     t0 = time.perf_counter()
     out = args.out
@@ -106,7 +106,7 @@ def main() -> None:
           f"(overlap removed: {len(overlap)})", flush=True)
 
     if args.model == "smollm2":
-        from synthagent.core.testing import smollm2_model_dir
+        from synthagent.plugins.backends.hf_testing import smollm2_model_dir
 
         base = smollm2_model_dir()
     else:
@@ -116,7 +116,7 @@ def main() -> None:
     if not (base_eval / "config.json").exists():
         from transformers import AutoTokenizer
 
-        from synthagent.plugins.trl_train.common import resolve_chat_template
+        from synthagent.plugins.training.trl.common import resolve_chat_template
 
         tmp = out / "base-model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

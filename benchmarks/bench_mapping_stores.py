@@ -104,7 +104,7 @@ def main() -> None:
     print(f"{'store (latency per get, us)':<46} {'p50':>9} {'p99':>9} {'mean':>9} {'p50/raw':>8}")
 
     # -- memory ---------------------------------------------------------------------------------------------
-    from synthagent.plugins.memory_mapping import MemoryMappingStore
+    from synthagent.plugins.mapping.memory import MemoryMappingStore
 
     mem = MemoryMappingStore()
     mem._data = {k: json.loads(t) for k, t in zip(all_keys, texts, strict=True)}
@@ -115,7 +115,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         # -- SQLite -------------------------------------------------------------------------------------------
-        from synthagent.plugins.mapping_sqlite import _SCHEMA, _SELECT, SQLiteMappingStore
+        from synthagent.plugins.mapping.sqlite import _SCHEMA, _SELECT, SQLiteMappingStore
 
         path = os.path.join(tmp, "mapping.sqlite")
         conn = sqlite3.connect(path)
@@ -143,7 +143,7 @@ def main() -> None:
         # -- Redis --------------------------------------------------------------------------------------------
         import redis
 
-        from synthagent.plugins.mapping_redis import RedisMappingStore
+        from synthagent.plugins.mapping.redis import RedisMappingStore
 
         proc, port = start_redis(tmp)
         try:

@@ -19,7 +19,7 @@ from typing import Any
 from synthagent.core.models import Message
 from synthagent.core.protocols import ChatRequest
 from synthagent.core.testing import ScriptedOpenAIServer
-from synthagent.plugins.openai_backend import OpenAIBackend
+from synthagent.plugins.backends.openai import OpenAIBackend
 
 
 async def run(base_url: str, concurrency: int, requests: int) -> float:

@@ -16,11 +16,11 @@ import asyncio
 import json
 import time
 
-from synthagent.plugins.graph_domains import GraphDomainsGenerator
-from synthagent.plugins.offline_domains import OfflineDomainsGenerator
-from synthagent.plugins.rewards import DemoRubricBuilder
-from synthagent.plugins.rewards.validation import TABLE_CORRUPTIONS, corruption_table, stability
-from synthagent.plugins.workflow_rubric import RubricScorer
+from synthagent.plugins.generators.graph_domains import GraphDomainsGenerator
+from synthagent.plugins.generators.offline_domains import OfflineDomainsGenerator
+from synthagent.plugins.rubrics.demonstrated import DemoRubricBuilder
+from synthagent.plugins.rubrics.validation import TABLE_CORRUPTIONS, corruption_table, stability
+from synthagent.plugins.rubrics.scorer import RubricScorer
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from synthagent.core.testing import TransformersServer, smollm2_model_dir
+from synthagent.plugins.backends.hf_testing import TransformersServer, smollm2_model_dir
 
 
 def main() -> None:

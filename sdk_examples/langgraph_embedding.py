@@ -22,11 +22,12 @@ from langchain.agents import create_agent
 from langgraph.graph import START, MessagesState, StateGraph
 
 from synthagent.core.embed import SynthChatModel, from_langchain, simulated_tools, until_user_stops, user_node
-from synthagent.plugins.offline_domains import OfflineDomainsGenerator
-from synthagent.plugins.oracle import OracleBackend
-from synthagent.plugins.rule_user import RuleUser
-from synthagent.plugins.sqlite_tools import SQLiteToolSimulator
-from synthagent.plugins.workflow_rubric import RubricScorer, WorkflowRubricBuilder
+from synthagent.plugins.generators.offline_domains import OfflineDomainsGenerator
+from synthagent.plugins.backends.oracle import OracleBackend
+from synthagent.plugins.simulators.users.rule import RuleUser
+from synthagent.plugins.simulators.tools.sqlite import SQLiteToolSimulator
+from synthagent.plugins.rubrics.scorer import RubricScorer
+from synthagent.plugins.rubrics.workflow import WorkflowRubricBuilder
 
 
 async def main(base_url: str = "", model: str = "", domain: str = "banking", seed: int = 0) -> dict:
@@ -35,7 +36,7 @@ async def main(base_url: str = "", model: str = "", domain: str = "banking", see
     user_session = await RuleUser().start(task, seed)
 
     if base_url:
-        from synthagent.plugins.openai_backend import OpenAIBackend
+        from synthagent.plugins.backends.openai import OpenAIBackend
         backend = OpenAIBackend(model=model, base_url=base_url)
     else:
         backend = OracleBackend()

@@ -35,7 +35,7 @@ def test_wheel_contains_every_package_and_the_domain_pack(wheel: Path) -> None:
         for init in (REPO / folder).rglob("__init__.py"):
             rel = init.relative_to(REPO).as_posix()
             assert f"synthagent/{rel}" in names, f"{rel} is missing from the wheel (list it in pyproject.toml)"
-    domains = sorted((REPO / "plugins/offline_domains/domains").glob("*.json"))
+    domains = sorted((REPO / "plugins/generators/offline_domains/domains").glob("*.json"))
     assert len(domains) >= 8
     data = [*domains, *(REPO / "plugins").rglob("prompts/*.md"), *(REPO / "plugins").rglob("*.jsonl")]
     assert len(data) > len(domains)
@@ -45,14 +45,14 @@ def test_wheel_contains_every_package_and_the_domain_pack(wheel: Path) -> None:
     assert not any(n.startswith(("core/", "plugins/")) for n in names), "never ship top-level core/plugins"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "[synthagent]" in text and "offline_domains = synthagent.plugins.offline_domains" in text
+    assert "[synthagent]" in text and "generators.offline_domains = synthagent.plugins.generators.offline_domains" in text
 
 
 def test_wheel_installs_and_imports(wheel: Path, tmp_path: Path) -> None:
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
-    code = ("import synthagent.core.models, synthagent.plugins.offline_domains as o, sys; "
+    code = ("import synthagent.core.models, synthagent.plugins.generators.offline_domains as o, sys; "
             "print(synthagent.core.models.__file__); print(len(o.OfflineDomainsGenerator().domains))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                             env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, timeout=120)

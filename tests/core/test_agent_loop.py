@@ -9,8 +9,8 @@ from synthagent.core.agent_loop import run_episode
 from synthagent.core.models import Message, ToolCall
 from synthagent.core.protocols import ChatRequest, ChatResponse
 from synthagent.core.testing import ScriptedChatModel, ScriptedUser, tool_call_message
-from synthagent.plugins.offline_domains import OfflineDomainsGenerator
-from synthagent.plugins.sqlite_tools import SQLiteToolSimulator
+from synthagent.plugins.generators.offline_domains import OfflineDomainsGenerator
+from synthagent.plugins.simulators.tools.sqlite import SQLiteToolSimulator
 
 
 def one_task():

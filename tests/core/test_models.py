@@ -11,7 +11,7 @@ from synthagent.core.models import (
     Criterion, CriterionResult, DatabaseState, Message, Rubric, Score, Table, Column, ToolCall, Trajectory, Usage,
     from_json_dict, stable_id, to_json_dict,
 )
-from synthagent.plugins.offline_domains import OfflineDomainsGenerator
+from synthagent.plugins.generators.offline_domains import OfflineDomainsGenerator
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=12),

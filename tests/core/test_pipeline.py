@@ -15,7 +15,7 @@ from synthagent.core.registry import load_plugins
 
 FLAKY = """
 from synthagent.core.hookspecs import hookimpl
-from synthagent.plugins.sqlite_tools import SQLiteToolSimulator
+from synthagent.plugins.simulators.tools.sqlite import SQLiteToolSimulator
 
 class Flaky(SQLiteToolSimulator):
     calls = 0

@@ -81,7 +81,7 @@ def test_duplicate_name_names_both_plugins(plugin_dir: Path) -> None:
         def synth_register_user_simulators(register):
             register("rule", object)
     """)
-    with pytest.raises(PluginLoadError, match="'rule' is registered twice: by plugin 'rule_user' and by plugin 'tp_dup'"):
+    with pytest.raises(PluginLoadError, match="'rule' is registered twice: by plugin 'simulators.users.rule' and by plugin 'tp_dup'"):
         load_plugins(["tp_dup"], environ=OFF)
 
 

@@ -146,7 +146,7 @@ def test_a_plugin_with_a_bad_capability_fails_before_anything_is_written(tmp_pat
     plugin = tmp_path / "bad_cap_plugin.py"
     plugin.write_text(
         "from synthagent.core.hookspecs import hookimpl\n"
-        "from synthagent.plugins.rule_user import RuleUser\n"
+        "from synthagent.plugins.simulators.users.rule import RuleUser\n"
         "class Counting(RuleUser):\n"
         "    stats = 'many'\n"
         "@hookimpl\n"

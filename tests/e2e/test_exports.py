@@ -9,7 +9,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-from synthagent.core.testing import CHATML_TOOL_TEMPLATE as TOOL_TEMPLATE
+from synthagent.plugins.training.trl.chat_template import CHATML_TOOL_TEMPLATE as TOOL_TEMPLATE
 
 
 @pytest.fixture(scope="module")

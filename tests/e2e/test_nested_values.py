@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from synthagent.core.cli import cli
 from synthagent.core.models import Task, Trajectory, from_json_dict
-from synthagent.plugins.rewards.checkers import _replay, evaluate, parse_checker
+from synthagent.plugins.rubrics.checkers import _replay, evaluate, parse_checker
 
 sys.path.insert(0, str(Path(__file__).parent))
 from nested_pack import PASSENGERS, PAYMENT, nested_domain  # noqa: E402

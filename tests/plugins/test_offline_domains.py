@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from synthagent.core.errors import DomainError
-from synthagent.plugins.offline_domains import OfflineDomainsGenerator
-from synthagent.plugins.offline_domains.pack import builtin_domains_dir, load_domain, load_pack, problems_of
-from synthagent.plugins.sqlite_tools import SQLiteDatabase
+from synthagent.plugins.generators.offline_domains import OfflineDomainsGenerator
+from synthagent.plugins.generators.offline_domains.pack import builtin_domains_dir, load_domain, load_pack, problems_of
+from synthagent.plugins.simulators.tools.sqlite import SQLiteDatabase
 
 
 def test_every_anchor_row_of_every_scenario_has_a_working_gold_path() -> None:

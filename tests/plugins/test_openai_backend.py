@@ -15,8 +15,8 @@ from synthagent.core.pipeline import Pipeline
 from synthagent.core.protocols import ChatRequest
 from synthagent.core.registry import load_plugins
 from synthagent.core.testing import ScriptedOpenAIServer
-from synthagent.plugins.oracle import plan_for
-from synthagent.plugins.openai_backend import LLMUnavailableError, OpenAIBackend
+from synthagent.plugins.backends.oracle import plan_for
+from synthagent.plugins.backends.openai import LLMUnavailableError, OpenAIBackend
 
 HELLO = ChatRequest(messages=(Message("user", "hi"),))
 
@@ -111,7 +111,7 @@ def oracle_over_http(tasks):
 
 def test_pipeline_survives_injected_faults_and_never_scores_an_infra_fault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-SECRET")
-    from synthagent.plugins.offline_domains import OfflineDomainsGenerator
+    from synthagent.plugins.generators.offline_domains import OfflineDomainsGenerator
 
     tasks = OfflineDomainsGenerator().sample(40, seed=0)
     faults = {"500": 0.1, "503": 0.1, "timeout": 0.1, "malformed": 0.1}

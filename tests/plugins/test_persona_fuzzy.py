@@ -14,8 +14,8 @@ import pytest
 from synthagent.core.errors import ConfigError
 from synthagent.core.protocols import GenerationContext, RunContext
 from synthagent.core.testing import ScriptedOpenAIServer
-from synthagent.plugins.openai_backend import OpenAIBackend
-from synthagent.plugins.persona_fuzzy import PersonaFuzzyGenerator, load_personas
+from synthagent.plugins.backends.openai import OpenAIBackend
+from synthagent.plugins.generators.persona_fuzzy import PersonaFuzzyGenerator, load_personas
 
 TOOLS = [
     {"name": "find_customer", "description": "Find a customer by email.",
@@ -133,7 +133,7 @@ def test_same_seed_same_tasks_and_done_slots_are_skipped(personas: Path) -> None
 
 
 def test_the_oracle_cannot_be_the_teacher() -> None:
-    from synthagent.plugins.oracle import OracleBackend
+    from synthagent.plugins.backends.oracle import OracleBackend
 
     with pytest.raises(ConfigError, match="needs a teacher model"):
         PersonaFuzzyGenerator().setup(RunContext(llm=OracleBackend(), mapping=None, run_dir="", seed=0))

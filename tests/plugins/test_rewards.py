@@ -8,11 +8,12 @@ import statistics
 import pytest
 
 from synthagent.core.agent_loop import run_episode
-from synthagent.plugins.offline_domains import OfflineDomainsGenerator
-from synthagent.plugins.oracle import OracleBackend
-from synthagent.plugins.rule_user import RuleUser
-from synthagent.plugins.sqlite_tools import SQLiteToolSimulator
-from synthagent.plugins.workflow_rubric import RubricScorer, WorkflowRubricBuilder
+from synthagent.plugins.generators.offline_domains import OfflineDomainsGenerator
+from synthagent.plugins.backends.oracle import OracleBackend
+from synthagent.plugins.simulators.users.rule import RuleUser
+from synthagent.plugins.simulators.tools.sqlite import SQLiteToolSimulator
+from synthagent.plugins.rubrics.scorer import RubricScorer
+from synthagent.plugins.rubrics.workflow import WorkflowRubricBuilder
 
 CORRUPTIONS = ("skip_step", "never_ask", "extra_write", "nothing", "wrong_argument")
 

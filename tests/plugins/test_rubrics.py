@@ -16,11 +16,11 @@ from synthagent.core.pipeline import Pipeline
 from synthagent.core.protocols import ChatRequest, ChatResponse, RunContext
 from synthagent.core.registry import load_plugins
 from synthagent.core.testing import ScriptedOpenAIServer
-from synthagent.plugins.offline_domains import OfflineDomainsGenerator
-from synthagent.plugins.openai_backend import OpenAIBackend
-from synthagent.plugins.oracle import OracleBackend
-from synthagent.plugins.rewards import DemoRubricBuilder, rubric_agreement
-from synthagent.plugins.rewards.checkers import (
+from synthagent.plugins.generators.offline_domains import OfflineDomainsGenerator
+from synthagent.plugins.backends.openai import OpenAIBackend
+from synthagent.plugins.backends.oracle import OracleBackend
+from synthagent.plugins.rubrics.demonstrated import DemoRubricBuilder, rubric_agreement
+from synthagent.plugins.rubrics.checkers import (
     CheckerError,
     derive_checkers,
     evaluate,
@@ -28,9 +28,10 @@ from synthagent.plugins.rewards.checkers import (
     perturbations,
     validate_checkers,
 )
-from synthagent.plugins.rewards.compose import Reward, compile_reward
-from synthagent.plugins.rewards.validation import demonstrations, rollout
-from synthagent.plugins.workflow_rubric import RubricScorer, report_values
+from synthagent.plugins.rubrics.compose import Reward, compile_reward
+from synthagent.plugins.rubrics.validation import demonstrations, rollout
+from synthagent.plugins.common.evidence import report_values
+from synthagent.plugins.rubrics.scorer import RubricScorer
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +161,7 @@ def test_interactions_follow_what_the_demonstrations_asked(tasks) -> None:
 
 
 def test_rubric_stability_over_k(tasks) -> None:
-    from synthagent.plugins.rewards.validation import stability
+    from synthagent.plugins.rubrics.validation import stability
 
     report = run(stability(tasks[:20], lambda k: DemoRubricBuilder(demos=k), mistakes=0.15))
     assert report["mean"] is not None and report["mean"] >= 0.9, report
@@ -337,8 +338,8 @@ def test_resume_keeps_demonstrations_exact(tmp_path: Path, synth) -> None:
 
 
 def test_graph_domains_rewards_separate_the_oracle_from_every_corruption() -> None:
-    from synthagent.plugins.graph_domains import GraphDomainsGenerator
-    from synthagent.plugins.rewards.validation import TABLE_CORRUPTIONS, corruption_table
+    from synthagent.plugins.generators.graph_domains import GraphDomainsGenerator
+    from synthagent.plugins.rubrics.validation import TABLE_CORRUPTIONS, corruption_table
 
     tasks = GraphDomainsGenerator().sample(12, seed=3)
     table = run(corruption_table(tasks, DemoRubricBuilder(), RubricScorer()))

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from synthagent.core.models import Column, DatabaseState, Effect, Table, ToolSpec
-from synthagent.plugins.sqlite_tools import SQLiteDatabase, ToolExecutionError, compute_changes
+from synthagent.plugins.simulators.tools.sqlite import SQLiteDatabase, ToolExecutionError, compute_changes
 
 STATE = DatabaseState(
     (Table("accounts", "account_id", (Column("account_id", "TEXT"), Column("owner", "TEXT"),
@@ -108,7 +108,7 @@ def test_final_state_reuses_untouched_tables_and_equals_the_full_computation() -
     from synthagent.core.models import state_digest
     from synthagent.core.protocols import GenerationContext
     from synthagent.core.registry import load_plugins
-    from synthagent.plugins.sqlite_tools import compute_changes
+    from synthagent.plugins.simulators.tools.sqlite import compute_changes
 
     plugins = load_plugins(environ={"SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD": "1"})
     gen = plugins.registry("generator").get("offline-domains").create({})

@@ -66,7 +66,7 @@ def open_run(work: Path, small_run: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_model(work: Path, small_run: Path) -> str:
-    from synthagent.core.testing import build_tiny_model
+    from synthagent.plugins.backends.hf_testing import build_tiny_model
 
     corpus = (small_run / "exports/sft.jsonl").read_text().splitlines()
     return build_tiny_model(str(work / "tiny"), corpus, vocab_size=1200)
@@ -74,7 +74,7 @@ def tiny_model(work: Path, small_run: Path) -> str:
 
 @pytest.fixture(scope="module")
 def sft_result(work: Path, small_run: Path, tiny_model: str) -> dict[str, Any]:
-    from synthagent.plugins.trl_train.sft import SFTAlgorithm
+    from synthagent.plugins.training.trl.sft import SFTAlgorithm
 
     request = TrainRequest(run_dir=str(small_run), model=tiny_model, output_dir=str(work / "sft"),
                            options={"max_steps": 20, "learning_rate": 5e-3, "per_device_train_batch_size": 2,
@@ -113,8 +113,8 @@ def test_evaluate_policy_is_greedy_reproducible_and_names_the_failed_criteria(
     """What bench_learning reports: success rate, mean score and the failed criteria, the same on a second run."""
     import statistics
 
-    from synthagent.plugins.trl_train.environment import RunEnvironment
-    from synthagent.plugins.trl_train.rollout import evaluate_policy
+    from synthagent.plugins.training.trl.environment import RunEnvironment
+    from synthagent.plugins.training.trl.rollout import evaluate_policy
 
     env = RunEnvironment(small_run, max_turns=3)
     ids = sorted(env.tasks)[:4]
@@ -133,7 +133,7 @@ def test_evaluate_policy_is_greedy_reproducible_and_names_the_failed_criteria(
 def test_sft_trains_on_assistant_tokens_only_with_tools_rendered(small_run: Path, tiny_model: str) -> None:
     from transformers import AutoTokenizer
 
-    from synthagent.plugins.trl_train.sft import read_rows, tokenize_rows
+    from synthagent.plugins.training.trl.sft import read_rows, tokenize_rows
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     row = read_rows(small_run / "exports/sft.jsonl")[0]
@@ -156,8 +156,8 @@ def test_sft_trains_on_assistant_tokens_only_with_tools_rendered(small_run: Path
 def test_loss_mask_is_zero_on_tool_and_user_tokens_and_one_on_policy_tokens(small_run: Path, tiny_model: str) -> None:
     from transformers import AutoTokenizer
 
-    from synthagent.plugins.trl_train.environment import RunEnvironment
-    from synthagent.plugins.trl_train.rollout import TemplateRenderer, run_batch
+    from synthagent.plugins.training.trl.environment import RunEnvironment
+    from synthagent.plugins.training.trl.rollout import TemplateRenderer, run_batch
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     env = RunEnvironment(small_run)
@@ -215,9 +215,9 @@ def test_loss_mask_is_zero_on_tool_and_user_tokens_and_one_on_policy_tokens(smal
 def test_grpo_three_steps_through_the_environment_changes_weights_and_logs_rubric_reward(
         work: Path, open_run: Path, sft_result: dict[str, Any]) -> None:
 
-    from synthagent.plugins.trl_train.grpo import GRPO_OPTIONS, train_grpo
-    from synthagent.plugins.trl_train.rollout import ZeroVarianceFilter
-    from synthagent.plugins.workflow_rubric import RubricScorer
+    from synthagent.plugins.training.trl.grpo import GRPO_OPTIONS, train_grpo
+    from synthagent.plugins.training.trl.rollout import ZeroVarianceFilter
+    from synthagent.plugins.rubrics.scorer import RubricScorer
 
     start = sft_result["model_out"]
     before = _weights(start)
@@ -243,7 +243,7 @@ def test_grpo_three_steps_through_the_environment_changes_weights_and_logs_rubri
     assert any(len(r.trajectory.messages) > 3 for r in rollouts)
     # the reward is the run's rubric score of the trajectory
     scorer = RubricScorer()
-    from synthagent.plugins.trl_train.environment import RunEnvironment
+    from synthagent.plugins.training.trl.environment import RunEnvironment
 
     env = RunEnvironment(open_run)
     assert len({r.reward for r in rollouts}) > 1  # the rewards varied, so there was something to learn
@@ -277,7 +277,7 @@ def synth_register_reward_scorers(register):
 
 def test_zero_variance_filter_finds_and_masks_exactly_the_flat_groups() -> None:
     from synthagent.core.errors import ConfigError
-    from synthagent.plugins.trl_train.rollout import ZeroVarianceFilter
+    from synthagent.plugins.training.trl.rollout import ZeroVarianceFilter
 
     f = ZeroVarianceFilter("drop")
     rewards = [0.5, 0.5, 0.5, 1.0, 0.0, 1.0, 0.25, 0.25 + 1e-9]
@@ -294,8 +294,8 @@ def test_zero_variance_filter_finds_and_masks_exactly_the_flat_groups() -> None:
 def test_a_crafted_zero_variance_group_is_filtered_and_counted(work: Path, tiny_model: str, mode: str,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
 
-    from synthagent.plugins.trl_train.grpo import GRPO_OPTIONS, train_grpo
-    from synthagent.plugins.trl_train.rollout import ZeroVarianceFilter
+    from synthagent.plugins.training.trl.grpo import GRPO_OPTIONS, train_grpo
+    from synthagent.plugins.training.trl.rollout import ZeroVarianceFilter
 
     plugin_dir = work / "plugin"
     plugin_dir.mkdir(exist_ok=True)
@@ -337,7 +337,7 @@ def test_a_crafted_zero_variance_group_is_filtered_and_counted(work: Path, tiny_
 
 
 def test_sft_curriculum_trains_general_then_vertical(work: Path, small_run: Path, tiny_model: str) -> None:
-    from synthagent.plugins.trl_train.sft import SFTAlgorithm
+    from synthagent.plugins.training.trl.sft import SFTAlgorithm
 
     request = TrainRequest(run_dir=str(small_run), model=tiny_model, output_dir=str(work / "curriculum"),
                            options={"curriculum": True, "max_steps": 2, "per_device_train_batch_size": 2,

@@ -1,0 +1,240 @@
+"""The ``oracle`` LLM backend: the built-in offline teacher.
+
+It plays the agent with privileged access to the task (``ChatRequest.task``): it follows the gold workflow
+one message at a time, asks the user for each hidden fact before the first step that needs it, and closes
+with a final answer that reports the answer values. It needs no model, network or GPU, and is deterministic.
+
+For validating rewards it can also act out a *corruption* of the oracle (option ``corruption``):
+
+==================  ============================================================================
+``none``            the oracle itself (default)
+``skip_step``       skips one workflow step (the last write, or the last step)
+``never_ask``       never asks the user; uses hidden values it should not know
+``ask_given``       also asks for a fact the instruction already gave
+``extra_write``     performs one write that is not in the workflow
+``wrong_argument``  changes one argument of a write (or of the last step)
+``wrong_row``       applies the first write to another row of the same table
+``wrong_answer``    reports wrong values in the final answer
+``nothing``         answers at once without doing anything
+``forbidden_tool``  also calls a write tool the workflow never uses (or, if none, a tool the task lacks)
+==================  ============================================================================
+
+The oracle asks for confirmation before an irreversible write (a ``delete``) and closes with the answer
+values, or for a task without any, the keys of the rows it changed (the confirmation numbers).
+
+Demonstrations for rubrics (``docs/rewards.md``) come from a teacher that is not always the same and not
+always right; two options make the oracle such a teacher, both seeded by the request's seed:
+
+* ``vary``: harmless variation between demonstrations (ask every hidden fact up front or just in time,
+  repeat a read, another wording of the answer);
+* ``mistakes``: the probability that a demonstration plays ``skip_step``, ``wrong_argument`` or
+  ``never_ask`` instead of the oracle.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from synthagent.core.errors import ConfigError, UsageError
+from synthagent.core.hookspecs import hookimpl
+from synthagent.core.models import Fact, Message, Task, ToolCall, Usage, WorkflowStep
+from synthagent.core.protocols import ChatRequest, ChatResponse
+from synthagent.plugins.common.corruptions import default_for, extra_write, perturb_value, wrong_value
+from synthagent.plugins.common.evidence import report_values
+
+__all__ = ["OracleBackend", "CORRUPTIONS", "MISTAKES", "CONFIRM_TEXT", "plan_for", "wrong_value"]
+
+CORRUPTIONS = ("none", "skip_step", "never_ask", "ask_given", "extra_write", "wrong_argument", "wrong_row",
+               "wrong_answer", "nothing", "forbidden_tool")
+
+#: The question the oracle asks before an irreversible write (the rule user answers it with a yes).
+CONFIRM_TEXT = "This cannot be undone. Shall I go ahead?"
+
+#: The corruptions a ``mistakes`` demonstration plays.
+MISTAKES = ("skip_step", "wrong_argument", "never_ask")
+
+
+@attrs.frozen
+class Action:
+    """One assistant message of the plan: ask for facts, call a tool, or give the final answer."""
+
+    kind: str
+    facts: tuple[Fact, ...] = ()
+    tool: str = ""
+    arguments: dict[str, Any] = attrs.field(factory=dict)
+    text: str = ""
+
+
+def _question(facts: Sequence[Fact]) -> str:
+    """Ask for ``facts`` in words the user recognizes (each fact's description, plus a keyword if absent)."""
+    parts = []
+    for f in facts:
+        said = any(k in f.description.lower() for k in f.keywords)
+        parts.append(f.description if said or not f.keywords else f"{f.description} (your {f.keywords[0]})")
+    return "To help with that, could you please tell me " + " and ".join(parts) + "?"
+
+
+def _final(task: Task, values: Sequence[Any], style: int = 0) -> str:
+    done = "; ".join(s.description[:1].lower() + s.description[1:] for s in task.workflow if s.writes)
+    if style:
+        text = "Everything is taken care of." if not done else f"I have finished: {done}."
+        if values:
+            text += " For your records: " + "; ".join(str(v) for v in values) + "."
+        return text
+    text = "Your request is complete." if not done else f"All done. Steps completed: {done}."
+    if values:
+        text += " Here is what I found: " + ", ".join(str(v) for v in values) + "."
+    return text
+
+
+def _extra_write(task: Task) -> Action | None:
+    """A write that succeeds on the initial database and is not part of the workflow, as a call action."""
+    found = extra_write(task)
+    return None if found is None else Action("call", tool=found[0], arguments=found[1])
+
+
+def _other_row(task: Task, step: WorkflowStep) -> dict[str, Any] | None:
+    """The step's arguments pointed at a different row of its table (same columns, another row's values)."""
+    spec = task.tool(step.tool or "")
+    if spec is None or spec.effect is None or task.initial_state is None or not spec.effect.where:
+        return None
+    rows = task.initial_state.rows.get(spec.effect.table, ())
+    for row in rows:
+        if all(row.get(col) != step.arguments.get(param) for param, col in spec.effect.where.items()
+               if param in step.arguments):
+            args = dict(step.arguments)
+            args.update({param: row[col] for param, col in spec.effect.where.items() if param in args})
+            return args
+    return None
+
+
+def _forbidden_call(task: Task) -> Action:
+    """A write tool the workflow never uses, with arguments that execute if any do; else a foreign tool."""
+    gold = {s.tool for s in task.workflow if s.tool}
+    spare = [t for t in task.tools if t.writes and t.name not in gold]
+    if not spare:
+        return Action("call", tool="admin_override", arguments={"confirm": True})
+    extra = _extra_write(attrs.evolve(task, tools=tuple(spare) + tuple(t for t in task.tools if not t.writes)))
+    if extra is not None:
+        return extra
+    spec = spare[0]
+    props = spec.parameters.get("properties", {})
+    return Action("call", tool=spec.name, arguments={p: default_for(props.get(p, {}))
+                                                     for p in spec.parameters.get("required", [])})
+
+
+def plan_for(task: Task, corruption: str = "none", *, rng: random.Random | None = None) -> list[Action]:
+    """The sequence of assistant messages the oracle (or a corruption of it) sends for ``task``.
+
+    :param rng: with a generator, harmless variation (see ``vary`` in the module docstring).
+    """
+    if corruption == "nothing":
+        return [Action("final", text="I'm sorry, I can't help with that.")]
+    hidden = {f.name: f for f in task.user_context}
+    steps: list[WorkflowStep] = [s for s in task.workflow if s.tool]
+    if corruption == "skip_step" and steps:
+        writes = [s for s in steps if s.writes]
+        victim = writes[-1] if writes else steps[-1]
+        steps = [s for s in steps if s is not victim]
+    plan: list[Action] = []
+    asked: set[str] = set()
+    upfront = rng is not None and rng.random() < 0.5
+    repeat = rng.randrange(len(steps)) if rng is not None and steps and rng.random() < 0.3 else -1
+    if upfront and corruption != "never_ask":
+        names = [n for s in steps for b in s.bindings.values() for n in re.findall(r"fact:([a-z0-9_]+)", b)]
+        need = [hidden[n] for n in dict.fromkeys(names) if n in hidden]
+        if need:
+            plan.append(Action("ask", facts=tuple(need), text=_question(need)))
+            asked.update(f.name for f in need)
+    if corruption == "ask_given" and task.visible_facts:
+        plan.append(Action("ask", facts=(task.visible_facts[0],), text=_question([task.visible_facts[0]])))
+    wrong_target = None
+    if corruption == "wrong_argument" and steps:
+        writes = [s for s in steps if s.writes and s.arguments]
+        wrong_target = (writes or [s for s in steps if s.arguments] or [steps[-1]])[0].index
+    for step in steps:
+        names = [n for b in step.bindings.values() for n in re.findall(r"fact:([a-z0-9_]+)", b)]
+        need = [hidden[n] for n in dict.fromkeys(names) if n in hidden and n not in asked]
+        if need and corruption != "never_ask":
+            plan.append(Action("ask", facts=tuple(need), text=_question(need)))
+            asked.update(f.name for f in need)
+        args = dict(step.arguments)
+        if corruption == "wrong_row" and step.writes and wrong_target is None:
+            wrong_target = -1  # only the first write
+            args = _other_row(task, step) or {k: perturb_value(v) for k, v in args.items()}
+        if step.index == wrong_target and args:
+            name = sorted(args)[0]
+            args[name] = perturb_value(args[name])
+        spec = task.tool(step.tool or "")
+        if spec is not None and spec.effect is not None and spec.effect.kind == "delete" and corruption != "never_ask":
+            plan.append(Action("ask", text=CONFIRM_TEXT))
+        plan.append(Action("call", tool=step.tool or "", arguments=args))
+        if step.index == repeat and not step.writes:
+            plan.append(Action("call", tool=step.tool or "", arguments=dict(args)))
+    if corruption == "extra_write":
+        extra = _extra_write(task)
+        if extra is not None:
+            plan.append(extra)
+    if corruption == "forbidden_tool":
+        plan.append(_forbidden_call(task))
+    values = list(report_values(task))
+    if corruption == "wrong_answer":
+        values = [wrong_value(v) for v in values] or ["nothing to report"]
+    plan.append(Action("final", text=_final(task, values, style=int(rng is not None and rng.random() < 0.5))))
+    return plan
+
+
+class OracleBackend:
+    """The offline teacher as an LLM backend (see the module docstring).
+
+    :param corruption: one of :data:`CORRUPTIONS` (default ``none``).
+    :param vary: vary harmlessly between episodes (seeded by the request's seed).
+    :param mistakes: probability in [0, 1] that an episode plays one of :data:`MISTAKES` instead.
+    :param model: accepted for symmetry with real backends; only used in the policy id.
+    """
+
+    def __init__(self, corruption: str = "none", vary: bool = False, mistakes: float = 0.0, model: str = "") -> None:
+        if corruption not in CORRUPTIONS:
+            raise ConfigError(f"unknown oracle corruption {corruption!r}; choose one of {list(CORRUPTIONS)}")
+        if not 0.0 <= float(mistakes) <= 1.0:
+            raise ConfigError(f"oracle mistakes must be a probability in [0, 1], got {mistakes!r}")
+        self.corruption = corruption
+        self.vary = bool(vary)
+        self.mistakes = float(mistakes)
+        self.name = "oracle" if corruption == "none" else f"oracle:{corruption}"
+        self._plans: dict[tuple[str, int], list[Action]] = {}
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """The next assistant message of the plan, given how many the conversation already has."""
+        task = request.task
+        if task is None:
+            raise UsageError("the oracle backend acts only as a teacher: it needs ChatRequest.task")
+        key = (task.id, request.seed if (self.vary or self.mistakes) else 0)
+        plan = self._plans.get(key)
+        if plan is None:
+            rng = random.Random(f"{task.id}|{request.seed}") if (self.vary or self.mistakes) else None
+            corruption = self.corruption
+            if rng is not None and self.mistakes and corruption == "none" and rng.random() < self.mistakes:
+                corruption = rng.choice(MISTAKES)
+            plan = self._plans[key] = plan_for(task, corruption, rng=rng if self.vary else None)
+            if len(self._plans) > 4096:
+                self._plans.pop(next(iter(self._plans)))
+        position = sum(1 for m in request.messages if m.role == "assistant")
+        action = plan[min(position, len(plan) - 1)]
+        if action.kind == "call":
+            call = ToolCall(id=f"call_{position}", name=action.tool, arguments=action.arguments)
+            message = Message("assistant", None, (call,))
+        else:
+            message = Message("assistant", action.text)
+        return ChatResponse(message, Usage(calls=1))
+
+
+@hookimpl
+def synth_register_llm_backends(register: Any) -> None:
+    """Register the ``oracle`` backend."""
+    register("oracle", OracleBackend, description="offline teacher that follows the gold workflow (no model)")

@@ -1,0 +1,98 @@
+"""What a trajectory shows: executed tool calls, values in an answer, questions for facts, confirmations.
+
+Shared by the ``rule`` user simulator, the rubric builders and scorers (:mod:`synthagent.plugins.rubrics`)
+and the ``oracle`` backend. Deterministic and dependency-free (core models only).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from synthagent.core.models import Fact, Message, Task, ToolCall
+
+__all__ = ["CONFIRM", "asked_facts", "values_match", "executed_calls", "report_values", "mentions_value",
+           "confirmed_before"]
+
+#: A request for confirmation in an agent's question ("shall I go ahead?").
+CONFIRM = re.compile(r"\b(confirm|proceed|go ahead|shall i|should i|do you want me to)\b", re.I)
+
+
+def _mentions(text: str, keyword: str) -> bool:
+    return re.search(r"(?<![a-z0-9])" + re.escape(keyword.lower()) + r"(?![a-z0-9])", text.lower()) is not None
+
+
+def asked_facts(text: str, facts: Sequence[Fact]) -> list[Fact]:
+    """The facts whose keywords appear in ``text`` (a question from the agent)."""
+    return [f for f in facts if any(_mentions(text, k) for k in f.keywords)]
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return round(float(value), 6)
+    if isinstance(value, str):
+        return " ".join(value.strip().lower().split())
+    if isinstance(value, (list, tuple)):  # nested JSON values compare element by element
+        return [_norm(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _norm(v) for k, v in value.items()}
+    return value
+
+
+def values_match(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
+    """True when every expected argument is present in ``actual`` with an equal (normalized) value."""
+    return all(k in actual and _norm(actual[k]) == _norm(v) for k, v in expected.items())
+
+
+def executed_calls(messages: Sequence[Message]) -> list[tuple[ToolCall, bool]]:
+    """Every tool call of the trajectory with whether its observation was a success (no ``error``)."""
+    results: dict[str, bool] = {}
+    for m in messages:
+        if m.role == "tool" and m.tool_call_id is not None:
+            ok = True
+            try:
+                content = json.loads(m.content or "null")
+                ok = not (isinstance(content, Mapping) and "error" in content)
+            except ValueError:
+                ok = True
+            results[m.tool_call_id] = ok
+    return [(c, results.get(c.id, False)) for m in messages if m.role == "assistant" for c in m.tool_calls]
+
+
+def report_values(task: Task) -> tuple[Any, ...]:
+    """What the final answer must report: the task's answer values, or for a task without any, the keys of
+    the rows its workflow changes (the confirmation numbers of what was done)."""
+    if task.answer:
+        return tuple(task.answer)
+    if task.gold_state is None:
+        return ()
+    return tuple(key for table in sorted(task.gold_state.changes) for key in sorted(task.gold_state.changes[table]))
+
+
+def mentions_value(text: str, value: Any) -> bool:
+    """Whether ``text`` mentions ``value`` as a whole token (numbers in their usual renderings, text
+    case-insensitively): ``T0058`` is not mentioned by ``T00581`` or ``T0058-x``."""
+    if isinstance(value, bool):
+        forms = {str(value)}
+    elif isinstance(value, float):
+        forms = {str(value), f"{value:.2f}", f"{value:,.2f}"} | ({str(int(value))} if value.is_integer() else set())
+    else:
+        forms = {str(value)}
+    return any(re.search(r"(?<![\w-])" + re.escape(f.lower()) + r"(?![\w-]|\.\d)", text.lower()) for f in forms if f)
+
+
+def confirmed_before(messages: Sequence[Message], tool: str) -> bool | None:
+    """Whether the agent asked for confirmation (a question, answered by the user) before its first
+    successful call of ``tool``; None when there was no such call."""
+    ok = {c.id for c, success in executed_calls(messages) if success}
+    asked = False
+    for m in messages:
+        if m.role == "assistant" and not m.tool_calls and m.content and "?" in m.content and CONFIRM.search(m.content):
+            asked = True
+        if m.role == "assistant" and any(c.name == tool and c.id in ok for c in m.tool_calls):
+            return asked
+    return None

@@ -1,0 +1,213 @@
+"""The ``graph-domains`` task generator: environment scaling (the AgentScaler recipe).
+
+API pool -> tool dependency graph -> Louvain communities -> one SQLite domain per community -> verifiable tasks
+from dependency-respecting walks, each with its gold call sequence and gold final state. Every tool is a
+declarative read or write on its domain's database, executed by the ``sqlite`` tool simulator, so any
+trajectory can be verified against state. See ``docs/environment-scaling.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from synthagent.core.errors import ConfigError
+from synthagent.core.hookspecs import hookimpl
+import attrs
+
+from synthagent.core.models import Message, Task
+from synthagent.core.protocols import GenerationContext, RunContext
+from synthagent.core.teacher import TeacherUnavailable, ask_json, load_prompt, render
+from synthagent.plugins.generators.graph_domains.domains import GraphDomain, build_domain
+from synthagent.plugins.generators.graph_domains.graph import ToolGraph, build_graph
+from synthagent.plugins.generators.graph_domains.pool import PoolSpec, check_effect, load_pool
+from synthagent.plugins.generators.graph_domains.tasks import WalkRejected, sample_task
+
+__all__ = ["GraphDomainsGenerator", "discover_domains"]
+
+
+def discover_domains(specs: Sequence[PoolSpec], *, embedding: str = "auto", threshold: float | None = None,
+                     hub_fraction: float = 0.05, resolution: float = 1.0, min_tools: int = 4, rows: int = 14,
+                     seed: int = 0) -> tuple[ToolGraph, list[GraphDomain]]:
+    """Build the graph, split it, and turn every community of at least ``min_tools`` tools into a domain."""
+    graph = build_graph(specs, method=embedding, threshold=threshold, hub_fraction=hub_fraction,
+                        resolution=resolution, seed=seed)
+    by_name = {s.name: s for s in specs}
+    domains: list[GraphDomain] = []
+    names: Counter[str] = Counter()
+    for community in graph.communities:
+        if len(community) < min_tools:
+            continue
+        members = [by_name[n] for n in community]
+        top = Counter(s.area for s in members).most_common(1)[0][0]
+        names[top] += 1
+        name = top if names[top] == 1 else f"{top}_{names[top]}"
+        domains.append(build_domain(name, members, rows=rows, seed=seed))
+    return graph, domains
+
+
+class GraphDomainsGenerator:
+    """Tasks from discovered domains, balanced across them, deterministic for a seed.
+
+    :param pool: an API pool (file or folder; default: the built-in pool of 300+ specs).
+    :param embedding: ``auto`` (MiniLM when installed, else TF-IDF), ``minilm`` or ``tfidf``.
+    :param threshold: slot similarity for an edge (default by embedding). :param hub_fraction: generic-slot cut.
+    :param resolution: Louvain resolution. :param min_tools: smallest community kept as a domain.
+    :param domains: only these domain names. :param rows: seeded rows per table.
+    :param min_steps: / :param max_steps: walk length. :param max_hidden: most hidden facts.
+    :param max_tools: tools offered per task (0 = every tool of the domain).
+    :param annotate: ``rules`` (offline) or ``teacher``: specs without ``x-effect`` are annotated by the run's
+        teacher (validated like pool annotations; the rules' annotation is kept when the teacher's is invalid).
+    """
+
+    name = "graph-domains"
+
+    def __init__(self, pool: str = "", embedding: str = "auto", threshold: float = 0.0, hub_fraction: float = 0.05,
+                 resolution: float = 1.0, min_tools: int = 4, domains: Sequence[str] = (), rows: int = 14,
+                 min_steps: int = 2, max_steps: int = 6, max_hidden: int = 3, max_tools: int = 0,
+                 annotate: str = "rules") -> None:
+        if annotate not in ("rules", "teacher"):
+            raise ConfigError(f"graph-domains: annotate must be 'rules' or 'teacher', got {annotate!r}")
+        self.annotate = annotate
+        self.prompt, self.prompt_hash = load_prompt("synthagent.plugins.generators.graph_domains", "annotate.md")
+        if embedding not in ("auto", "minilm", "tfidf"):
+            raise ConfigError(f"graph-domains: embedding must be auto, minilm or tfidf, got {embedding!r}")
+        if not 1 <= int(min_steps) <= int(max_steps):
+            raise ConfigError("graph-domains: need 1 <= min_steps <= max_steps")
+        self.specs, self.pool_counts = load_pool(pool or None)
+        self.options = {"embedding": embedding, "threshold": float(threshold) or None,
+                        "hub_fraction": float(hub_fraction), "resolution": float(resolution),
+                        "min_tools": int(min_tools), "rows": int(rows)}
+        self.only = list(domains)
+        self.walk = {"min_steps": int(min_steps), "max_steps": int(max_steps), "max_hidden": int(max_hidden),
+                     "max_tools": int(max_tools)}
+        #: Rejected walks by reason, plus pool counts.
+        self.stats: Counter[str] = Counter()
+        self.graph: ToolGraph | None = None
+        self.domains: list[GraphDomain] = []
+        self.run_dir = ""
+
+    def setup(self, ctx: RunContext) -> None:
+        """Remember the run directory (the graph report is written there); check the teacher when asked for."""
+        self.run_dir = ctx.run_dir
+        if self.annotate == "teacher" and str(getattr(ctx.llm, "name", "")).startswith("oracle"):
+            raise ConfigError("graph-domains: annotate = 'teacher' needs a teacher model (llm.backend), not the oracle")
+
+    def prompt_hashes(self) -> dict[str, str]:
+        """Hash of the annotation prompt (recorded in the manifest)."""
+        return {"graph_domains/annotate.md": self.prompt_hash}
+
+    async def annotate_with_teacher(self, llm: Any) -> None:
+        """Replace the offline rules' annotation of every unannotated spec by the teacher's, when it is valid."""
+        if self.graph is not None:
+            return
+        specs = []
+        for spec in self.specs:
+            if spec.annotated_by != "rules":
+                specs.append(spec)
+                continue
+            props = spec.parameters.get("properties", {}) or {}
+            prompt = render(self.prompt, spec=json.dumps({"name": spec.name, "description": spec.description,
+                                                          "parameters": spec.parameters}))
+            try:
+                value, _ = await ask_json(llm, [Message("user", prompt)], label="annotation", stats=self.stats,
+                                          check=lambda v: check_effect(v, props, spec.name), params={"temperature": 0})
+            except TeacherUnavailable:
+                value = None
+            if value is None:
+                self.stats["annotation_kept_rules"] += 1
+                specs.append(spec)
+            else:
+                self.stats["annotated_by_teacher"] += 1
+                specs.append(attrs.evolve(spec, effect=dict(value), annotated_by="teacher"))
+        self.specs = specs
+
+    def discover(self, seed: int) -> list[GraphDomain]:
+        """Build (once per seed) the graph and the domains."""
+        if self.graph is None:
+            self.graph, domains = discover_domains(self.specs, seed=seed, **self.options)
+            if self.only:
+                known = {d.name for d in domains}
+                missing = sorted(set(self.only) - known)
+                if missing:
+                    raise ConfigError(f"graph-domains: unknown domain(s) {missing}; discovered: {sorted(known)}")
+                domains = [d for d in domains if d.name in self.only]
+            self.domains = domains
+        return self.domains
+
+    def draw(self, path: str | Path) -> Path:
+        """The graph PNG with communities labelled by their domain names."""
+        assert self.graph is not None
+        names = {d.tools[0].name: d.name for d in self.domains}
+        labels = {i: next((names[t] for t in c if t in names), f"({len(c)})") for i, c in enumerate(self.graph.communities)}
+        kept = len(self.domains)
+        return self.graph.draw(path, labels=labels, title=(
+            f"{self.graph.graph.number_of_nodes()} tools -> {kept} domains (of {len(self.graph.communities)} "
+            f"communities), modularity {self.graph.modularity:.3f}, {self.graph.method} embeddings"))
+
+    def report(self) -> dict[str, Any]:
+        """Modularity, domain sizes, areas and tools (written to ``graph.json`` in the run directory)."""
+        assert self.graph is not None
+        return {
+            "tools": self.graph.graph.number_of_nodes(), "edges": self.graph.graph.number_of_edges(),
+            "embedding": self.graph.method, "threshold": self.graph.threshold, "hubs_ignored": self.graph.hubs_ignored,
+            "modularity": round(self.graph.modularity, 4), "communities": len(self.graph.communities),
+            "pool": dict(self.pool_counts),
+            "domains": [{"name": d.name, "tools": len(d.tools), "tables": len(d.state.tables), "areas": d.areas,
+                         "tool_names": [t.name for t in d.tools]} for d in self.domains],
+        }
+
+    def sample(self, count: int, seed: int) -> list[Task]:
+        """Up to ``count`` distinct tasks for ``seed``."""
+        domains = self.discover(seed)
+        if not domains:
+            raise ConfigError("graph-domains: the pool produced no domain with enough tools")
+        rng = random.Random(seed)
+        tasks: list[Task] = []
+        seen: set[str] = set()
+        attempts = 0
+        while len(tasks) < count and attempts < count * 40:
+            domain = domains[attempts % len(domains)]  # every attempt moves on: one hard domain never stalls
+            attempts += 1
+            try:
+                task = sample_task(domain, rng, seed=seed, slot=str(len(tasks)), **self.walk)
+            except WalkRejected as exc:
+                self.stats[f"walk_{exc.reason}"] += 1
+                continue
+            if task.id in seen:
+                self.stats["duplicate"] += 1
+                continue
+            seen.add(task.id)
+            tasks.append(task)
+        if len(tasks) < count:
+            self.stats["exhausted"] += count - len(tasks)
+        return tasks
+
+    async def generate(self, ctx: GenerationContext) -> AsyncIterator[Task]:
+        """Yield tasks and write the graph report (``graph.json``, ``graph.png``) to the run directory."""
+        if self.annotate == "teacher" and ctx.llm is not None:
+            await self.annotate_with_teacher(ctx.llm)
+        tasks = self.sample(ctx.count, ctx.seed)
+        if self.run_dir and Path(self.run_dir).is_dir() and self.graph is not None:
+            (Path(self.run_dir) / "graph.json").write_text(json.dumps(self.report(), indent=2))
+            self.draw(Path(self.run_dir) / "graph.png")
+        for task in tasks:
+            yield task
+
+
+@hookimpl
+def synth_register_task_generators(register: Any) -> None:
+    """Register the ``graph-domains`` generator."""
+    register("graph-domains", GraphDomainsGenerator,
+             description="API pool -> tool graph -> Louvain domains -> SQLite environments (AgentScaler)")
+
+
+@hookimpl
+def synth_register_commands(register: Any) -> None:
+    """Register ``synth graph`` (imported only when it runs)."""
+    register("graph", "synthagent.plugins.generators.graph_domains.cli:graph_cmd",
+             description="the tool graph of an API pool and its Louvain domains (environment scaling)")

@@ -1,0 +1,321 @@
+"""The ``persona-fuzzy`` task generator: the SYNTHAGENT synthesis pipeline, driven by a teacher LLM.
+
+For each slot: a persona -> **ToolSetGen** (the teacher invents 3-8 tools with JSON-schema parameters and
+returns; an invalid set gets one repair prompt, then is dropped with its reason) -> **TaskGen** (a task, its
+high-level workflow with concrete tool calls, and the full instruction) -> **FuzzyRewrite** (an
+underspecified instruction plus a user-only hidden context). A **gap check** keeps a task only when each
+hidden value is absent from the agent-visible instruction and is needed by some workflow step (it is one of
+the step's argument values). Every drop is counted by reason in :attr:`PersonaFuzzyGenerator.stats`.
+
+Prompts are package data (``prompts/*.md``); their hashes go in the run manifest. Teacher output is data:
+it is parsed as JSON and checked, never executed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from synthagent.core.errors import ConfigError
+from synthagent.core.hookspecs import hookimpl
+from synthagent.core.models import Fact, Message, Persona, Provenance, Task, ToolSpec, WorkflowStep, stable_id
+from synthagent.core.protocols import GenerationContext, RunContext
+from synthagent.core.teacher import TeacherUnavailable, ask_json, load_prompt, render
+from synthagent.core.toolschema import argument_problems, schema_problems
+
+__all__ = ["PersonaFuzzyGenerator", "load_personas"]
+
+_PKG = "synthagent.plugins.generators.persona_fuzzy"
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def load_personas(path: str = "") -> list[Persona]:
+    """Personas from a JSONL file (``{"id", "description"}`` per line), default: the built-in set."""
+    try:
+        text = Path(path).read_text(encoding="utf-8") if path else \
+            resources.files(_PKG).joinpath("personas.jsonl").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read personas file {path!r}: {exc}") from None
+    personas = []
+    seen: set[str] = set()
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"personas file {path or 'built-in'} line {n}"
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise ConfigError(f"{where} is not valid JSON: {exc}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not row["id"].strip() \
+                or not isinstance(row.get("description"), str) or not row["description"].strip():
+            raise ConfigError(f"{where} must be an object with a non-empty string \"id\" and \"description\", "
+                              f"got {line.strip()[:80]}")
+        if row["id"] in seen:
+            raise ConfigError(f"{where}: duplicate persona id {row['id']!r}")
+        seen.add(row["id"])
+        personas.append(Persona(row["id"], row["description"]))
+    if not personas:
+        raise ConfigError(f"no personas in {path or 'the built-in set'}")
+    return personas
+
+
+def _norm(value: Any) -> str:
+    return " ".join(str(value).lower().split())
+
+
+class PersonaFuzzyGenerator:
+    """Teacher-driven task synthesis (module docstring).
+
+    :param personas: a JSONL file of personas (default: the built-in set of 240).
+    :param tools_min: fewest tools per toolset (3). :param tools_max: most tools per toolset (8).
+    :param hidden_min: fewest hidden facts (1). :param hidden_max: most hidden facts (3).
+    :param temperature: teacher sampling temperature. :param max_tokens: teacher completion limit.
+    :param concurrency: slots synthesized at once. :param max_slots_factor: give up after count x this slots.
+    """
+
+    name = "persona-fuzzy"
+
+    def __init__(self, personas: str = "", tools_min: int = 3, tools_max: int = 8, hidden_min: int = 1,
+                 hidden_max: int = 3, temperature: float = 0.7, max_tokens: int = 1024, concurrency: int = 8,
+                 max_slots_factor: int = 4) -> None:
+        if not 1 <= int(tools_min) <= int(tools_max):
+            raise ConfigError("persona-fuzzy: need 1 <= tools_min <= tools_max")
+        if not 1 <= int(hidden_min) <= int(hidden_max):
+            raise ConfigError("persona-fuzzy: need 1 <= hidden_min <= hidden_max")
+        self.personas = load_personas(personas)
+        self.tools_min, self.tools_max = int(tools_min), int(tools_max)
+        self.hidden_min, self.hidden_max = int(hidden_min), int(hidden_max)
+        self.params = {"temperature": float(temperature), "max_tokens": int(max_tokens)}
+        self.concurrency = int(concurrency)
+        self.max_slots_factor = int(max_slots_factor)
+        self.prompts = {name: load_prompt(_PKG, f"{name}.md") for name in ("toolset", "task", "fuzzy")}
+        #: Drops and repairs by reason (``toolset_invalid``, ``gap_value_visible``, ...), and ``kept``.
+        self.stats: Counter[str] = Counter()
+        self._order: list[int] = []
+        self._order_seed: int | None = None
+
+    def setup(self, ctx: RunContext) -> None:
+        """Refuse the offline oracle as teacher: it plays an agent and cannot write JSON."""
+        if str(getattr(ctx.llm, "name", "")).startswith("oracle"):
+            raise ConfigError("the persona-fuzzy generator needs a teacher model: set llm.backend (e.g. openai with "
+                              "llm.base_url and llm.model); the offline oracle cannot synthesize tasks")
+
+    def prompt_hashes(self) -> dict[str, str]:
+        """Hashes of the three prompts (recorded in the manifest)."""
+        return {f"persona_fuzzy/{name}.md": digest for name, (_, digest) in self.prompts.items()}
+
+    def slots(self, ctx: GenerationContext) -> list[int]:
+        """The slots to try, in order, skipping ``ctx.done_slots`` (with :meth:`synthesize`, this lets an
+        executor with worker processes spread generation: one job per slot)."""
+        return [i for i in range(ctx.count * self.max_slots_factor) if str(i) not in ctx.done_slots]
+
+    async def generate(self, ctx: GenerationContext) -> AsyncIterator[Task]:
+        """Synthesize tasks slot by slot (skipping ``ctx.done_slots``) until ``ctx.count`` exist."""
+        if ctx.llm is None:
+            raise ConfigError("persona-fuzzy needs the run's teacher (GenerationContext.llm)")
+        needed = ctx.count - len(ctx.done_slots)
+        queue = iter(self.slots(ctx))
+        semaphore = asyncio.Semaphore(self.concurrency)
+
+        async def run(i: int) -> Task | None:
+            async with semaphore:
+                return await self.synthesize(ctx.llm, i, ctx.seed)
+
+        pending: set[asyncio.Task[Task | None]] = set()
+        made = 0
+        try:
+            while made < needed:
+                while len(pending) < self.concurrency and len(pending) + made < needed:
+                    i = next(queue, None)
+                    if i is None:
+                        break
+                    pending.add(asyncio.ensure_future(run(i)))
+                if not pending:
+                    self.stats["slots_exhausted"] += 1
+                    return
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for fut in done:
+                    task = fut.result()
+                    if task is not None and made < needed:
+                        made += 1
+                        yield task
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+    def _persona_order(self, seed: int) -> list[int]:
+        """Every persona once per pass, in a seed-dependent order (computed once per seed)."""
+        if self._order_seed != seed:
+            order = list(range(len(self.personas)))
+            random.Random(seed).shuffle(order)
+            self._order, self._order_seed = order, seed
+        return self._order
+
+    async def synthesize(self, llm: Any, slot: int, seed: int) -> Task | None:
+        """Run the three teacher steps for one slot; None when it was dropped (reason in :attr:`stats`)."""
+        rng = random.Random(f"{seed}:{slot}")
+        order = self._persona_order(seed)
+        persona = self.personas[order[slot % len(order)]]
+        slot_seed = rng.randrange(2**31)
+        try:
+            toolset = await self._toolset(llm, persona, rng, slot_seed)
+            if toolset is None:
+                return None
+            domain, tools = toolset
+            job = await self._task(llm, persona, domain, tools, slot_seed)
+            if job is None:
+                return None
+            fuzzy = await self._fuzzy(llm, job, rng, slot_seed)
+            if fuzzy is None:
+                return None
+        except TeacherUnavailable:
+            self.stats["slot_teacher_unavailable"] += 1
+            return None
+        self.stats["kept"] += 1
+        return self._build(persona, domain, tools, job, fuzzy, slot, seed, getattr(llm, "name", "teacher"))
+
+    async def _toolset(self, llm: Any, persona: Persona, rng: random.Random, seed: int
+                       ) -> tuple[str, list[ToolSpec]] | None:
+        n = rng.randint(self.tools_min, self.tools_max)
+        prompt = render(self.prompts["toolset"][0], persona=persona.description, n_tools=str(n))
+
+        def check(value: Any) -> list[str]:
+            if not isinstance(value, Mapping) or not isinstance(value.get("tools"), list):
+                return ['reply with {"domain": ..., "tools": [...]}']
+            tools = value["tools"]
+            problems = [] if self.tools_min <= len(tools) <= self.tools_max else \
+                [f"give between {self.tools_min} and {self.tools_max} tools, not {len(tools)}"]
+            names = set()
+            for i, t in enumerate(tools):
+                if not isinstance(t, Mapping):
+                    problems.append(f"tools[{i}] must be an object")
+                    continue
+                name = t.get("name")
+                if not isinstance(name, str) or not _NAME.match(name):
+                    problems.append(f"tools[{i}].name must be snake_case")
+                elif name in names:
+                    problems.append(f"duplicate tool name {name!r}")
+                names.add(name)
+                if not isinstance(t.get("description"), str) or not t["description"].strip():
+                    problems.append(f"tools[{i}] needs a description")
+                problems += schema_problems(t.get("parameters"), f"tools[{i}].parameters")
+                if "returns" in t and not isinstance(t["returns"], Mapping):
+                    problems.append(f"tools[{i}].returns must be a JSON schema object")
+            return problems
+
+        value, reason = await ask_json(llm, [Message("user", prompt)], check=check, label="toolset", stats=self.stats,
+                                       params=self.params, seed=seed)
+        if value is None:
+            return None
+        tools = [ToolSpec(t["name"], t["description"].strip(), dict(t["parameters"]), dict(t.get("returns") or {}))
+                 for t in value["tools"]]
+        domain = str(value.get("domain") or "tools").strip()[:60]
+        return domain, tools
+
+    async def _task(self, llm: Any, persona: Persona, domain: str, tools: list[ToolSpec], seed: int
+                    ) -> dict[str, Any] | None:
+        listing = json.dumps([t.openai_schema()["function"] for t in tools], ensure_ascii=False)
+        prompt = render(self.prompts["task"][0], persona=persona.description, domain=domain, tools=listing)
+        by_name = {t.name: t for t in tools}
+
+        def check(value: Any) -> list[str]:
+            if not isinstance(value, Mapping):
+                return ['reply with {"full_instruction": ..., "workflow": [...], "answer": [...]}']
+            problems = []
+            if not isinstance(value.get("full_instruction"), str) or len(value["full_instruction"].strip()) < 10:
+                problems.append("full_instruction must be the request in words")
+            steps = value.get("workflow")
+            if not isinstance(steps, list) or not 2 <= len(steps) <= 6:
+                return problems + ["workflow needs 2 to 6 steps"]
+            for i, st in enumerate(steps):
+                if not isinstance(st, Mapping) or st.get("tool") not in by_name:
+                    problems.append(f"workflow[{i}].tool must be one of {sorted(by_name)}")
+                    continue
+                args = st.get("arguments", {})
+                if not isinstance(args, Mapping):
+                    problems.append(f"workflow[{i}].arguments must be an object")
+                    continue
+                problems += [f"workflow[{i}]: {p}" for p in argument_problems(by_name[st["tool"]], args)]
+            if not isinstance(value.get("answer", []), list):
+                problems.append("answer must be a list")
+            return problems
+
+        value, _ = await ask_json(llm, [Message("user", prompt)], check=check, label="task", stats=self.stats,
+                                  params=self.params, seed=seed)
+        return dict(value) if value is not None else None
+
+    async def _fuzzy(self, llm: Any, job: Mapping[str, Any], rng: random.Random, seed: int
+                     ) -> dict[str, Any] | None:
+        values = sorted({_norm(v) for st in job["workflow"] for v in st.get("arguments", {}).values()
+                         if isinstance(v, (str, int, float)) and not isinstance(v, bool) and str(v).strip()})
+        if not values:
+            self.stats["gap_no_values"] += 1
+            return None
+        n_hidden = min(rng.randint(self.hidden_min, self.hidden_max), len(values))
+        prompt = render(self.prompts["fuzzy"][0], full_instruction=job["full_instruction"],
+                        values=json.dumps(values, ensure_ascii=False), n_hidden=str(n_hidden))
+
+        def check(value: Any) -> list[str]:
+            if not isinstance(value, Mapping) or not isinstance(value.get("instruction"), str) \
+                    or not isinstance(value.get("hidden_facts"), list):
+                return ['reply with {"instruction": ..., "hidden_facts": [...]}']
+            facts = value["hidden_facts"]
+            problems = [] if self.hidden_min <= len(facts) <= self.hidden_max else \
+                [f"hide between {self.hidden_min} and {self.hidden_max} values, not {len(facts)}"]
+            instruction = _norm(value["instruction"])
+            for i, f in enumerate(facts):
+                if not isinstance(f, Mapping) or not isinstance(f.get("name"), str) or "value" not in f:
+                    problems.append(f"hidden_facts[{i}] needs a name and a value")
+                    continue
+                v = _norm(f["value"])
+                if not v:
+                    problems.append(f"hidden_facts[{i}].value is empty")
+                elif v in instruction:  # the gap check, part 1: the agent must not see it
+                    problems.append(f"gap: the value {f['value']!r} still appears in the instruction")
+                elif v not in values:  # part 2: some workflow step needs it
+                    problems.append(f"gap: the value {f['value']!r} is not one of the needed values")
+            return problems
+
+        value, reason = await ask_json(llm, [Message("user", prompt)], check=check, label="fuzzy", stats=self.stats,
+                                       params=self.params, seed=seed)
+        return dict(value) if value is not None else None
+
+    def _build(self, persona: Persona, domain: str, tools: list[ToolSpec], job: Mapping[str, Any],
+               fuzzy: Mapping[str, Any], slot: int, seed: int, teacher: str) -> Task:
+        facts = []
+        for f in fuzzy["hidden_facts"]:
+            keywords = [k.strip().lower() for k in f.get("keywords", []) if isinstance(k, str) and k.strip()]
+            keywords = keywords or [w for w in str(f["name"]).lower().split("_") if w]
+            facts.append(Fact(str(f["name"]), f["value"], str(f.get("description") or f["name"]), tuple(keywords),
+                              f"The {str(f.get('description') or f['name']).strip()} is {f['value']}."))
+        by_value = {_norm(f.value): f.name for f in facts}
+        steps = []
+        for i, st in enumerate(job["workflow"]):
+            args = dict(st.get("arguments", {}))
+            bindings = {k: (f"fact:{by_value[_norm(v)]}" if _norm(v) in by_value else "literal") for k, v in args.items()}
+            steps.append(WorkflowStep(i, str(st.get("description") or f"Call {st['tool']}"), st["tool"], args, bindings))
+        task_id = stable_id("task", self.name, seed, slot, persona.id, teacher)
+        return Task(
+            id=task_id, domain=domain, persona=persona,
+            system_prompt=(f"You are an assistant for {domain}. Use the tools to do what the user asks; ask the "
+                           "user for any detail you need that you cannot look up."),
+            tools=tuple(tools), instruction=str(fuzzy["instruction"]).strip(),
+            full_instruction=str(job["full_instruction"]).strip(), user_context=tuple(facts), visible_facts=(),
+            workflow=tuple(steps), answer=tuple(v for v in job.get("answer", []) if isinstance(v, (str, int, float))),
+            provenance=Provenance(generator=self.name, seed=seed, slot=str(slot), teacher=teacher,
+                                  template=persona.id, prompt_hashes=self.prompt_hashes()),
+        )
+
+
+@hookimpl
+def synth_register_task_generators(register: Any) -> None:
+    """Register the ``persona-fuzzy`` generator."""
+    register("persona-fuzzy", PersonaFuzzyGenerator,
+             description="teacher-synthesized toolsets, tasks and underspecified instructions (SYNTHAGENT)")
