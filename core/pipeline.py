@@ -614,5 +614,6 @@ def summarize(store: RunStore) -> dict[str, Any]:
         "mapping_hit_rate": _hit_rate(stages.get("simulate", {}).get("stats", {}).get("tools", {})),
         "timings_s": store.manifest.get("timings", {}),
     }
+    summary["diversity"] = __import__("synthagent.core.diversity", fromlist=["x"]).lexical_diversity(trajectories, tasks)
     write_json_atomic(store.root / "summary.json", summary)
     return summary
