@@ -277,7 +277,8 @@ and the rubric's verdict per criterion, filterable by domain, score and drop rea
 
 
 _DATA_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 1100px; color: #222; line-height: 1.4; }
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 1100px; color: #222;
+       line-height: 1.4; }
 table { border-collapse: collapse; margin-bottom: 1.5em; width: 100%; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; font-size: 90%; }
 th { background: #f3f3f3; }
@@ -315,7 +316,9 @@ _DATA_SCRIPT = """
     document.getElementById("shown").textContent = shown + " of " + rows.length + " shown";
     var hash = names.filter(function (n) { return want[n]; }).map(function (n) {
       return n + "=" + encodeURIComponent(want[n]); }).join("&");
-    if (("#" + hash) !== location.hash && !(hash === "" && location.hash === "")) history.replaceState(null, "", "#" + hash);
+    if (("#" + hash) !== location.hash && !(hash === "" && location.hash === "")) {
+      history.replaceState(null, "", "#" + hash);
+    }
   }
   function load() {
     location.hash.replace(/^#/, "").split("&").forEach(function (kv) {
@@ -336,8 +339,8 @@ def _fmt_score(value: float | None) -> str:
 
 
 def _message_html(m: Any, esc: Any) -> str:
-    parts = [f'<div class="msg {esc(m.role)}"><div class="role">{esc(m.role)}'
-             f"{' &middot; ' + esc(m.name) if m.name else ''}</div>"]
+    name = " &middot; " + esc(m.name) if m.name else ""
+    parts = [f'<div class="msg {esc(m.role)}"><div class="role">{esc(m.role)}{name}</div>']
     if m.content:
         body = m.content
         if m.role == "tool":
@@ -400,6 +403,7 @@ def write_data_pages(out: Path, tasks: list[Any], trajectories: list[Any], score
                 f'<td>{esc(crit[r.criterion_id].description) if r.criterion_id in crit else ""}</td>'
                 f'<td class="{"pass" if r.passed else "fail"}">{"pass" if r.passed else "FAIL"}</td>'
                 f"<td>{r.score:.3g}</td><td>{esc(r.evidence)}</td></tr>" for r in score.breakdown)
+        verdict = (esc(score.status) + (", success" if score.success else "")) if score else "not scored"
         nav = ['<a href="index.html">all tasks</a>']
         if i:
             nav.append(f'<a href="{esc(names[i - 1])}">&larr; previous</a>')
@@ -410,10 +414,9 @@ def write_data_pages(out: Path, tasks: list[Any], trajectories: list[Any], score
 <style>{_DATA_STYLE}</style></head><body>
 <nav>{''.join(nav)}</nav>
 <h1>{esc(traj.task_id)} <small class="note">{esc(domain)}</small></h1>
-<p>Score <b>{_fmt_score(total)}</b> ({esc(score.status) if score else "not scored"}{", success" if score and score.success
-        else ""}); drop reason: <b>{esc(drop)}</b>; trajectory <code>{esc(traj.id)}</code>, policy
-{esc(traj.policy)}, sample {traj.sample}, {traj.turns} turns, ended by {esc(traj.termination)}{
-        " (" + esc(traj.error) + ")" if traj.error else ""}.</p>
+<p>Score <b>{_fmt_score(total)}</b> ({verdict}); drop reason: <b>{esc(drop)}</b>; trajectory
+<code>{esc(traj.id)}</code>, policy {esc(traj.policy)}, sample {traj.sample}, {traj.turns} turns, ended by
+{esc(traj.termination)}{" (" + esc(traj.error) + ")" if traj.error else ""}.</p>
 <h2>Instruction (what the agent sees)</h2><p class="instruction">{esc(task.instruction if task else "")}</p>
 {"<p>Stated in the instruction:</p><ul>" + visible + "</ul>" if visible else ""}
 <h2>Hidden facts (only the user simulator knows)</h2>
