@@ -1,4 +1,6 @@
-"""``synth report RUN``: an HTML page with PNG plots and the summary table of a run directory.
+"""``synth report RUN``: an HTML page with PNG plots and the summary table of a run directory, and browsable
+pages of the data (``data/``: every task's instruction, hidden facts, conversation and rubric verdicts,
+filterable by domain, score and drop reason; see :func:`write_data_pages`).
 
 The page (``index.html``) and its images are written side by side (default ``RUN/report/``); the HTML refers
 to the images by relative file name only, so it opens offline in any browser and can be copied as a folder.
@@ -20,7 +22,7 @@ from typing import Any
 
 from synthagent.core.errors import UsageError
 
-__all__ = ["write_report", "PLOTS", "read_training_metrics"]
+__all__ = ["write_report", "write_data_pages", "PLOTS", "read_training_metrics"]
 
 #: The image files a report holds (learning_curves.png only when the run trained).
 PLOTS = ("reward.png", "tool_calls.png", "turns.png", "mapping.png", "failures.png", "learning_curves.png")
@@ -171,11 +173,22 @@ def write_report(run: Path, out: Path | None = None) -> Path:
         tasks: list[Task] = store.tasks.load()
         trajectories: list[Trajectory] = store.trajectories.load()
         scores: list[Score] = store.scores.load()
+        rubrics = store.rubrics.load()
         manifest = store.manifest
     finally:
         store.close()
     out = out or run / "report"
     out.mkdir(parents=True, exist_ok=True)
+    rejected: dict[str, str] = {}
+    rejected_file = run / "exports" / "sft_rejected.jsonl"
+    if rejected_file.is_file():
+        for line in rejected_file.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+                rejected[str(row["trajectory_id"])] = str(row.get("reason") or "rejected")
+            except (ValueError, KeyError, TypeError):
+                continue
+    write_data_pages(out / "data", tasks, trajectories, scores, rubrics, rejected, title=run.name)
 
     rewards = [s.total for s in scores if s.status == "ok" and s.total is not None]
     _hist(out / "reward.png", rewards, "Reward distribution", "score (total)", integer=False,
@@ -248,6 +261,8 @@ pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 85%; }}
 <p class="note">{len(tasks)} tasks, {len(trajectories)} trajectories, {len(scores)} scores; seed
 {esc(str(manifest.get("seed")))}; created {esc(str(manifest.get("created", "?")))}; synthagent
 {esc(str(manifest.get("synthagent", "?")))}.</p>
+<p><a href="data/index.html">Browse the data</a>: every task with its instruction, hidden facts, conversation
+and the rubric's verdict per criterion, filterable by domain, score and drop reason.</p>
 <h2>Summary</h2>
 <table>{rows}</table>
 <h2>Plots</h2>
@@ -259,3 +274,191 @@ pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 85%; }}
     page_path = out / "index.html"
     page_path.write_text(page, encoding="utf-8")
     return page_path
+
+
+_DATA_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 1100px; color: #222;
+       line-height: 1.4; }
+table { border-collapse: collapse; margin-bottom: 1.5em; width: 100%; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; font-size: 90%; }
+th { background: #f3f3f3; }
+.msg { border-left: 4px solid #bbb; margin: .6em 0; padding: .3em .8em; background: #fafafa; }
+.msg .role { font-weight: bold; font-size: 80%; text-transform: uppercase; color: #555; }
+.user { border-color: #3b6ea5; } .assistant { border-color: #4f9a5b; } .tool { border-color: #d9a441; }
+.system { border-color: #999; color: #555; font-size: 85%; }
+pre { background: #f3f3f3; padding: .5em; overflow-x: auto; white-space: pre-wrap; font-size: 85%; margin: .3em 0; }
+.pass { color: #2d7a3a; font-weight: bold; } .fail { color: #b3261e; font-weight: bold; }
+.filters label { margin-right: 1.2em; } .note { color: #555; }
+nav a { margin-right: 1em; }
+"""
+
+# Reads the filters from the URL hash (#domain=banking&score=lt1&drop=kept), hides the rows that do not match,
+# writes the filters back to the hash on change: links to a filtered view work offline, no server needed.
+_DATA_SCRIPT = """
+(function () {
+  var names = ["domain", "score", "drop"];
+  function scoreMatch(want, value) {
+    if (!want) return true;
+    if (value === "") return want === "none";
+    var v = parseFloat(value);
+    return (want === "1" && v >= 1) || (want === "lt1" && v < 1) || (want === "lt05" && v < 0.5);
+  }
+  function apply() {
+    var want = {};
+    names.forEach(function (n) { want[n] = document.getElementById("f-" + n).value; });
+    var shown = 0, rows = document.querySelectorAll("#tasks tbody tr");
+    rows.forEach(function (row) {
+      var ok = (!want.domain || row.dataset.domain === want.domain) && scoreMatch(want.score, row.dataset.score)
+        && (!want.drop || row.dataset.drop === want.drop);
+      row.hidden = !ok;
+      if (ok) shown++;
+    });
+    document.getElementById("shown").textContent = shown + " of " + rows.length + " shown";
+    var hash = names.filter(function (n) { return want[n]; }).map(function (n) {
+      return n + "=" + encodeURIComponent(want[n]); }).join("&");
+    if (("#" + hash) !== location.hash && !(hash === "" && location.hash === "")) {
+      history.replaceState(null, "", "#" + hash);
+    }
+  }
+  function load() {
+    location.hash.replace(/^#/, "").split("&").forEach(function (kv) {
+      var p = kv.split("="), el = document.getElementById("f-" + p[0]);
+      if (el && p.length === 2) el.value = decodeURIComponent(p[1]);
+    });
+    apply();
+  }
+  names.forEach(function (n) { document.getElementById("f-" + n).addEventListener("change", apply); });
+  window.addEventListener("hashchange", load);
+  load();
+})();
+"""
+
+
+def _fmt_score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _message_html(m: Any, esc: Any) -> str:
+    name = " &middot; " + esc(m.name) if m.name else ""
+    parts = [f'<div class="msg {esc(m.role)}"><div class="role">{esc(m.role)}{name}</div>']
+    if m.content:
+        body = m.content
+        if m.role == "tool":
+            try:
+                body = json.dumps(json.loads(body), indent=1, ensure_ascii=False)
+            except ValueError:
+                pass
+            parts.append(f"<pre>{esc(body)}</pre>")
+        else:
+            parts.append(f'<div class="text">{esc(body)}</div>')
+    for call in m.tool_calls:
+        args = json.dumps(call.arguments, ensure_ascii=False, sort_keys=True)
+        parts.append(f'<pre class="call">&#8594; {esc(call.name)}({esc(args)})</pre>')
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def write_data_pages(out: Path, tasks: list[Any], trajectories: list[Any], scores: list[Any], rubrics: list[Any],
+                     rejected: Mapping[str, str], title: str = "") -> Path:
+    """Write browsable pages of a run's data into ``out`` and return the path of their index.
+
+    One page per trajectory (``out/<trajectory id>.html``): the task's visible instruction and facts, its
+    hidden facts, the conversation with tool calls and results, and the rubric's verdict per criterion (from
+    the score's breakdown). The index (``out/index.html``) lists every trajectory with its domain, score,
+    drop reason (``rejected``: trajectory id -> the SFT export's rejection reason; absent means kept), first
+    request and final message, filterable by domain, score and drop reason by a small inline script that also
+    reads the filters from the URL hash (``#domain=banking&score=lt1&drop=kept``). Plain static HTML: no
+    server and no network reference.
+    """
+    esc = html.escape
+    out.mkdir(parents=True, exist_ok=True)
+    task_by_id = {t.id: t for t in tasks}
+    score_by_traj = {s.trajectory_id: s for s in scores}
+    criteria = {r.id: {c.id: c for c in r.criteria} for r in rubrics}
+    ordered = sorted(trajectories, key=lambda t: (task_by_id[t.task_id].domain if t.task_id in task_by_id else "",
+                                                  t.task_id, t.sample))
+    rows = []
+    names = [f"{t.id}.html" for t in ordered]
+    for i, traj in enumerate(ordered):
+        task = task_by_id.get(traj.task_id)
+        score = score_by_traj.get(traj.id)
+        drop = rejected.get(traj.id, "kept")
+        domain = task.domain if task else "?"
+        total = score.total if score is not None else None
+        first = next((m.content for m in traj.messages if m.role == "user" and m.content), "")
+        last = next((m.content for m in reversed(traj.messages) if m.role == "assistant" and m.content), "")
+        rows.append(
+            f'<tr data-domain="{esc(domain)}" data-score="{"" if total is None else total}" data-drop="{esc(drop)}">'
+            f'<td><a href="{esc(names[i])}">{esc(traj.task_id)}</a></td><td>{esc(domain)}</td>'
+            f"<td>{_fmt_score(total)}</td><td>{esc(drop)}</td><td>{esc(first)}</td><td>{esc(last)}</td></tr>")
+        facts = "".join(f"<tr><td>{esc(f.name)}</td><td>{esc(str(f.value))}</td><td>{esc(f.description)}</td>"
+                        f"<td>{esc(', '.join(f.keywords))}</td></tr>"
+                        for f in (task.user_context if task else ()))
+        visible = "".join(f"<li>{esc(f.name)}: {esc(str(f.value))}</li>" for f in (task.visible_facts if task else ()))
+        verdicts = ""
+        if score is not None:
+            crit = criteria.get(score.rubric_id, {})
+            verdicts = "".join(
+                f'<tr><td>{esc(r.criterion_id)}</td><td>{esc(r.kind)}</td>'
+                f'<td>{esc(crit[r.criterion_id].description) if r.criterion_id in crit else ""}</td>'
+                f'<td class="{"pass" if r.passed else "fail"}">{"pass" if r.passed else "FAIL"}</td>'
+                f"<td>{r.score:.3g}</td><td>{esc(r.evidence)}</td></tr>" for r in score.breakdown)
+        verdict = (esc(score.status) + (", success" if score.success else "")) if score else "not scored"
+        nav = ['<a href="index.html">all tasks</a>']
+        if i:
+            nav.append(f'<a href="{esc(names[i - 1])}">&larr; previous</a>')
+        if i + 1 < len(ordered):
+            nav.append(f'<a href="{esc(names[i + 1])}">next &rarr;</a>')
+        page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(traj.task_id)} ({esc(domain)})</title>
+<style>{_DATA_STYLE}</style></head><body>
+<nav>{''.join(nav)}</nav>
+<h1>{esc(traj.task_id)} <small class="note">{esc(domain)}</small></h1>
+<p>Score <b>{_fmt_score(total)}</b> ({verdict}); drop reason: <b>{esc(drop)}</b>; trajectory
+<code>{esc(traj.id)}</code>, policy {esc(traj.policy)}, sample {traj.sample}, {traj.turns} turns, ended by
+{esc(traj.termination)}{" (" + esc(traj.error) + ")" if traj.error else ""}.</p>
+<h2>Instruction (what the agent sees)</h2><p class="instruction">{esc(task.instruction if task else "")}</p>
+{"<p>Stated in the instruction:</p><ul>" + visible + "</ul>" if visible else ""}
+<h2>Hidden facts (only the user simulator knows)</h2>
+{"<table><tr><th>fact</th><th>value</th><th>description</th><th>keywords</th></tr>" + facts + "</table>"
+        if facts else '<p class="note">none</p>'}
+<h2>Conversation</h2>
+<div id="conversation">{''.join(_message_html(m, esc) for m in traj.messages)}</div>
+<h2>Rubric verdict per criterion</h2>
+{"<table><tr><th>criterion</th><th>kind</th><th>description</th><th>verdict</th><th>score</th><th>evidence</th></tr>"
+        + verdicts + "</table>" if verdicts else '<p class="note">no criteria scored</p>'}
+</body></html>
+"""
+        (out / names[i]).write_text(page, encoding="utf-8")
+
+    def options(values: list[str]) -> str:
+        return "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in values)
+
+    domains = sorted({task_by_id[t.task_id].domain for t in ordered if t.task_id in task_by_id})
+    drops = sorted({rejected.get(t.id, "kept") for t in ordered})
+    index = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>synthagent data: {esc(title)}</title>
+<style>{_DATA_STYLE}</style></head><body>
+<nav><a href="../index.html">&larr; report</a></nav>
+<h1>Data of run <code>{esc(title)}</code></h1>
+<p class="note">Every trajectory with its task; open one to read the instruction, the hidden facts, the
+conversation with tool calls and results, and the rubric's verdict per criterion. Filters are kept in the
+address (e.g. <code>#domain=banking&amp;score=lt1</code>).</p>
+<div class="filters">
+<label>domain <select id="f-domain"><option value="">all</option>{options(domains)}</select></label>
+<label>score <select id="f-score"><option value="">all</option><option value="1">1.0</option>
+<option value="lt1">below 1</option><option value="lt05">below 0.5</option><option value="none">not scored</option>
+</select></label>
+<label>drop reason <select id="f-drop"><option value="">all</option>{options(drops)}</select></label>
+<span id="shown" class="note">{len(rows)} shown</span>
+</div>
+<table id="tasks"><thead><tr><th>task</th><th>domain</th><th>score</th><th>drop reason</th><th>request</th>
+<th>final message</th></tr></thead><tbody>
+{''.join(rows)}
+</tbody></table>
+<script>{_DATA_SCRIPT}</script>
+</body></html>
+"""
+    path = out / "index.html"
+    path.write_text(index, encoding="utf-8")
+    return path

@@ -6,6 +6,7 @@ import statistics
 from collections import Counter
 from typing import Any
 
+from synthagent.core.diversity import lexical_diversity
 from synthagent.core.store import RunStore, write_json_atomic
 
 __all__ = ["summarize"]
@@ -55,6 +56,7 @@ def summarize(store: RunStore) -> dict[str, Any]:
         "stats": stages.get("simulate", {}).get("stats", {}),
         "mapping_hit_rate": _hit_rate(stages.get("simulate", {}).get("stats", {}).get("tools", {})),
         "timings_s": store.manifest.get("timings", {}),
+        "diversity": lexical_diversity(trajectories, tasks),
     }
     write_json_atomic(store.root / "summary.json", summary)
     return summary

@@ -22,17 +22,23 @@ For validating rewards it can also act out a *corruption* of the oracle (option 
 The oracle asks for confirmation before an irreversible write (a ``delete``) and closes with the answer
 values, or for a task without any, the keys of the rows it changed (the confirmation numbers).
 
+It words each move (ask for facts, confirm, report the result, close) with a phrase from a bank of
+paraphrases (:data:`ASK_PHRASES`, :data:`CONFIRM_PHRASES`, :data:`DONE_PHRASES`, :data:`LOOKUP_PHRASES`,
+:data:`VALUE_PHRASES`, :data:`CLOSINGS`), picked by a stable hash of the task id, the request's seed and the
+move: the same seed gives the same words, so the data does not all sound alike and runs stay reproducible.
+
 Demonstrations for rubrics (``docs/rewards.md``) come from a teacher that is not always the same and not
 always right; two options make the oracle such a teacher, both seeded by the request's seed:
 
 * ``vary``: harmless variation between demonstrations (ask every hidden fact up front or just in time,
-  repeat a read, another wording of the answer);
+  repeat a read);
 * ``mistakes``: the probability that a demonstration plays ``skip_step``, ``wrong_argument`` or
   ``never_ask`` instead of the oracle.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections.abc import Sequence
@@ -47,7 +53,8 @@ from synthagent.core.protocols import ChatRequest, ChatResponse
 from synthagent.plugins.common.corruptions import default_for, extra_write, perturb_value, wrong_value
 from synthagent.plugins.common.evidence import report_values
 
-__all__ = ["OracleBackend", "CORRUPTIONS", "MISTAKES", "CONFIRM_TEXT", "plan_for", "wrong_value"]
+__all__ = ["OracleBackend", "CORRUPTIONS", "MISTAKES", "CONFIRM_TEXT", "ASK_PHRASES", "CONFIRM_PHRASES", "DONE_PHRASES",
+           "LOOKUP_PHRASES", "VALUE_PHRASES", "CLOSINGS", "pick", "plan_for", "wrong_value"]
 
 CORRUPTIONS = ("none", "skip_step", "never_ask", "ask_given", "extra_write", "wrong_argument", "wrong_row",
                "wrong_answer", "nothing", "forbidden_tool")
@@ -70,26 +77,119 @@ class Action:
     text: str = ""
 
 
-def _question(facts: Sequence[Fact]) -> str:
-    """Ask for ``facts`` in words the user recognizes (each fact's description, plus a keyword if absent)."""
+#: Ways to ask for facts; ``{facts}`` is each fact's description (with a keyword the user recognizes).
+#: None may contain a confirmation phrase (rule_user ``_CONFIRM``) or a fact keyword of the built-in domains.
+ASK_PHRASES = (
+    "To help with that, could you please tell me {facts}?",
+    "Happy to help. Could you give me {facts}?",
+    "Could you let me know {facts}, please?",
+    "One thing first: what is {facts}?",
+    "Thanks. Can you tell me {facts}?",
+    "I can take care of that. What is {facts}?",
+    "Let me get on it. Could you provide {facts}?",
+    "Could you send me {facts} so I can continue?",
+    "May I have {facts}?",
+    "I need a detail from you first: {facts}. Could you share it?",
+    "Sure. What's {facts}?",
+    "Can you share {facts} with me?",
+    "Okay! Could you tell me {facts} so I can look into this?",
+    "I'm on it. First, what is {facts}?",
+    "Sure thing. I'll just need {facts}. What is it?",
+    "Glad to help with this. Could you tell me {facts}?",
+    "To look this up, I need {facts}. Could you share that?",
+    "Thanks for reaching out! What is {facts}?",
+    "Got it. Could you please give me {facts}?",
+    "Certainly. Would you mind telling me {facts}?",
+    "Let me check that for you. Can you give me {facts}?",
+    "Of course. I'll need {facts} to continue. What is it?",
+)
+
+#: Ways to ask for confirmation before an irreversible write; each is a question that rule_user's
+#: ``_CONFIRM`` (and so ``rewards.confirmed_before``) recognizes.
+CONFIRM_PHRASES = (
+    CONFIRM_TEXT,
+    "Just to be safe: this is permanent. Do you want me to go ahead?",
+    "Deleting this can't be reversed. Should I proceed?",
+    "Heads up, this step is irreversible. Can you confirm I should continue?",
+    "Once removed, it's gone for good. Shall I proceed?",
+    "This will permanently delete it. Do you want me to proceed?",
+    "Before I delete anything, could you confirm that this is what you want?",
+    "That removal is final. Should I go ahead with it?",
+    "I won't be able to restore it afterwards. Shall I go ahead?",
+    "This is a permanent change. Could you confirm before I continue?",
+    "Removing it cannot be reverted. Do you want me to go ahead and do it?",
+    "Please note this is irreversible. Should I go ahead?",
+)
+
+#: Openings of the final answer after writes; ``{done}`` lists the completed workflow steps.
+DONE_PHRASES = (
+    "All done. Steps completed: {done}.",
+    "I have finished: {done}.",
+    "That's taken care of: {done}.",
+    "Done! Here's what I did: {done}.",
+    "Everything went through: {done}.",
+    "Finished. I've completed the following: {done}.",
+    "All set: {done}.",
+    "Good news, it's done: {done}.",
+    "I've wrapped this up: {done}.",
+    "Completed for you: {done}.",
+    "Here's a summary of what I did: {done}.",
+)
+
+#: Openings of the final answer of a task without writes.
+LOOKUP_PHRASES = (
+    "Your request is complete.",
+    "Everything is taken care of.",
+    "Here you go.",
+    "I've looked into it.",
+    "I checked for you.",
+    "That's sorted.",
+    "Thanks for waiting.",
+    "Here's the information you asked for.",
+    "I found it.",
+)
+
+#: How the final answer introduces the reported values; ``{values}`` lists them.
+VALUE_PHRASES = (
+    " Here is what I found: {values}.",
+    " For your records: {values}.",
+    " The outcome: {values}.",
+    " Result: {values}.",
+    " Here is what you need: {values}.",
+    " Please note: {values}.",
+    " The relevant values are {values}.",
+    " For reference: {values}.",
+    " Key information: {values}.",
+)
+
+#: Optional last sentences of the final answer.
+CLOSINGS = ("", "", "", " All the best.", " Glad I could help.", " Happy to help.", " Take care.",
+            " Thanks for your patience.")
+
+
+def pick(bank: Sequence[str], *key: Any) -> str:
+    """A phrase of ``bank`` chosen by a stable hash of ``key`` (the same key always gets the same phrase)."""
+    digest = hashlib.sha256("|".join(map(str, key)).encode()).digest()
+    return bank[int.from_bytes(digest[:8], "big") % len(bank)]
+
+
+def _question(facts: Sequence[Fact], voice: tuple[Any, ...] = ()) -> str:
+    """Ask for ``facts`` in words the user recognizes (each fact's description, plus a keyword if absent),
+    in the wording of :data:`ASK_PHRASES` that ``voice`` (task id and seed) picks."""
     parts = []
     for f in facts:
         said = any(k in f.description.lower() for k in f.keywords)
         parts.append(f.description if said or not f.keywords else f"{f.description} (your {f.keywords[0]})")
-    return "To help with that, could you please tell me " + " and ".join(parts) + "?"
+    return pick(ASK_PHRASES, *voice, "ask", *(f.name for f in facts)).format(facts=" and ".join(parts))
 
 
-def _final(task: Task, values: Sequence[Any], style: int = 0) -> str:
+def _final(task: Task, values: Sequence[Any], voice: tuple[Any, ...] = ()) -> str:
     done = "; ".join(s.description[:1].lower() + s.description[1:] for s in task.workflow if s.writes)
-    if style:
-        text = "Everything is taken care of." if not done else f"I have finished: {done}."
-        if values:
-            text += " For your records: " + "; ".join(str(v) for v in values) + "."
-        return text
-    text = "Your request is complete." if not done else f"All done. Steps completed: {done}."
+    text = pick(DONE_PHRASES, *voice, "done").format(done=done) if done else pick(LOOKUP_PHRASES, *voice, "done")
     if values:
-        text += " Here is what I found: " + ", ".join(str(v) for v in values) + "."
-    return text
+        sep = pick(("; ", ", "), *voice, "sep")
+        text += pick(VALUE_PHRASES, *voice, "values").format(values=sep.join(str(v) for v in values))
+    return text + pick(CLOSINGS, *voice, "closing")
 
 
 def _extra_write(task: Task) -> Action | None:
@@ -128,13 +228,16 @@ def _forbidden_call(task: Task) -> Action:
                                                      for p in spec.parameters.get("required", [])})
 
 
-def plan_for(task: Task, corruption: str = "none", *, rng: random.Random | None = None) -> list[Action]:
+def plan_for(task: Task, corruption: str = "none", *, rng: random.Random | None = None,
+             seed: int = 0) -> list[Action]:
     """The sequence of assistant messages the oracle (or a corruption of it) sends for ``task``.
 
     :param rng: with a generator, harmless variation (see ``vary`` in the module docstring).
+    :param seed: picks the wording from the phrase banks (with the task id): the same seed, the same words.
     """
     if corruption == "nothing":
         return [Action("final", text="I'm sorry, I can't help with that.")]
+    voice = (task.id, seed)
     hidden = {f.name: f for f in task.user_context}
     steps: list[WorkflowStep] = [s for s in task.workflow if s.tool]
     if corruption == "skip_step" and steps:
@@ -149,10 +252,10 @@ def plan_for(task: Task, corruption: str = "none", *, rng: random.Random | None 
         names = [n for s in steps for b in s.bindings.values() for n in re.findall(r"fact:([a-z0-9_]+)", b)]
         need = [hidden[n] for n in dict.fromkeys(names) if n in hidden]
         if need:
-            plan.append(Action("ask", facts=tuple(need), text=_question(need)))
+            plan.append(Action("ask", facts=tuple(need), text=_question(need, voice)))
             asked.update(f.name for f in need)
     if corruption == "ask_given" and task.visible_facts:
-        plan.append(Action("ask", facts=(task.visible_facts[0],), text=_question([task.visible_facts[0]])))
+        plan.append(Action("ask", facts=(task.visible_facts[0],), text=_question([task.visible_facts[0]], voice)))
     wrong_target = None
     if corruption == "wrong_argument" and steps:
         writes = [s for s in steps if s.writes and s.arguments]
@@ -161,7 +264,7 @@ def plan_for(task: Task, corruption: str = "none", *, rng: random.Random | None 
         names = [n for b in step.bindings.values() for n in re.findall(r"fact:([a-z0-9_]+)", b)]
         need = [hidden[n] for n in dict.fromkeys(names) if n in hidden and n not in asked]
         if need and corruption != "never_ask":
-            plan.append(Action("ask", facts=tuple(need), text=_question(need)))
+            plan.append(Action("ask", facts=tuple(need), text=_question(need, voice)))
             asked.update(f.name for f in need)
         args = dict(step.arguments)
         if corruption == "wrong_row" and step.writes and wrong_target is None:
@@ -172,7 +275,7 @@ def plan_for(task: Task, corruption: str = "none", *, rng: random.Random | None 
             args[name] = perturb_value(args[name])
         spec = task.tool(step.tool or "")
         if spec is not None and spec.effect is not None and spec.effect.kind == "delete" and corruption != "never_ask":
-            plan.append(Action("ask", text=CONFIRM_TEXT))
+            plan.append(Action("ask", text=pick(CONFIRM_PHRASES, *voice, "confirm", step.index)))
         plan.append(Action("call", tool=step.tool or "", arguments=args))
         if step.index == repeat and not step.writes:
             plan.append(Action("call", tool=step.tool or "", arguments=dict(args)))
@@ -185,7 +288,7 @@ def plan_for(task: Task, corruption: str = "none", *, rng: random.Random | None 
     values = list(report_values(task))
     if corruption == "wrong_answer":
         values = [wrong_value(v) for v in values] or ["nothing to report"]
-    plan.append(Action("final", text=_final(task, values, style=int(rng is not None and rng.random() < 0.5))))
+    plan.append(Action("final", text=_final(task, values, voice)))
     return plan
 
 
@@ -214,14 +317,15 @@ class OracleBackend:
         task = request.task
         if task is None:
             raise UsageError("the oracle backend acts only as a teacher: it needs ChatRequest.task")
-        key = (task.id, request.seed if (self.vary or self.mistakes) else 0)
+        key = (task.id, request.seed)
         plan = self._plans.get(key)
         if plan is None:
             rng = random.Random(f"{task.id}|{request.seed}") if (self.vary or self.mistakes) else None
             corruption = self.corruption
             if rng is not None and self.mistakes and corruption == "none" and rng.random() < self.mistakes:
                 corruption = rng.choice(MISTAKES)
-            plan = self._plans[key] = plan_for(task, corruption, rng=rng if self.vary else None)
+            plan = self._plans[key] = plan_for(task, corruption, rng=rng if self.vary else None,
+                                               seed=request.seed)
             if len(self._plans) > 4096:
                 self._plans.pop(next(iter(self._plans)))
         position = sum(1 for m in request.messages if m.role == "assistant")
