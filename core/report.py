@@ -111,7 +111,7 @@ def _mapping(path: Path, stats: Mapping[str, Mapping[str, int]]) -> str:
         misses = [rows[k][1] for k in kinds]
         ax.bar(kinds, hits, label="hits", color="#4f9a5b")
         ax.bar(kinds, misses, bottom=hits, label="misses", color="#d9a441")
-        for i, k in enumerate(kinds):
+        for i in range(len(kinds)):
             total = hits[i] + misses[i]
             ax.text(i, total, f"{hits[i] / total:.1%} hits", ha="center", va="bottom")
         ax.set_ylabel("lookups")

@@ -47,7 +47,7 @@ def _call_from_object(obj: Any, call_id: str) -> ToolCall:
         try:
             args = json.loads(args) if args.strip() else {}
         except ValueError as exc:
-            return ToolCall(call_id, name.strip(), {}, error=f"arguments are not valid JSON ({exc.msg}): {_short(args)}")
+            return ToolCall(call_id, name.strip(), {}, error=f"arguments are not valid JSON ({getattr(exc, 'msg', exc)}): {_short(args)}")
     if args is None:
         args = {}
     if not isinstance(args, Mapping):
