@@ -37,6 +37,8 @@ BENCHMARK: dict[str, Any] = {
     "rubric": "bfcl",
     "scorer": "bfcl",
     "tasks": 200,
+    # One call per agent message: the longest long_context entries take 35 agent messages.
+    "simulate.max_turns": 100,
 }
 
 
