@@ -61,7 +61,7 @@ def entry_task(row: dict[str, Any], seed: int = 0) -> Task:
                            parameters=data.tool_parameters(d.get("parameters") or {"type": "dict", "properties": {}}),
                            returns=data.tool_parameters(d.get("response") or {}))
                   for d in data.func_docs(row))
-    workflow = []
+    workflow: list[WorkflowStep] = []
     for t, turn in enumerate(data.ground_truth_calls(row)):
         for name, arguments in turn:
             workflow.append(WorkflowStep(index=len(workflow), description=f"turn {t}: {data.render_call(name, arguments)}",
@@ -151,7 +151,8 @@ class BfclToolSession:
         changes: dict[str, dict[str, dict[str, Any] | None]] = {}
         for cls, attrs_now in self._state.items():
             before = self.initial.get(cls, {})
-            diff = {k: {"value": v} for k, v in attrs_now.items() if before.get(k) != v}
+            diff: dict[str, dict[str, Any] | None] = {k: {"value": v} for k, v in attrs_now.items()
+                                                      if before.get(k) != v}
             if diff:
                 changes[cls] = diff
         return StateChange(digest=_digest(self._state), changes=changes)
