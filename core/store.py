@@ -38,6 +38,7 @@ from synthagent.core.models import RECORD_TYPES, from_json_dict, to_json_dict
 __all__ = ["JsonlFile", "RunStore", "write_json_atomic", "write_jsonl_atomic", "MANIFEST"]
 
 T = TypeVar("T")
+#: The file name of a run directory's manifest (config, plugins, stage status).
 MANIFEST = "manifest.json"
 
 

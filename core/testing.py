@@ -214,8 +214,8 @@ class ScriptedOpenAIServer:
             self._server.server_close()
 
 
-# A ChatML template with tools, in the shape of Qwen2.5's: tools in the system turn, calls as <tool_call> JSON,
-# tool results as <tool_response> in user turns, assistant output inside {% generation %} for TRL's masks.
+#: A ChatML template with tools, in the shape of Qwen2.5's: tools in the system turn, calls as <tool_call> JSON,
+#: tool results as <tool_response> in user turns, assistant output inside {% generation %} for TRL's masks.
 CHATML_TOOL_TEMPLATE = r"""{%- if tools %}<|im_start|>system
 {%- if messages[0].role == 'system' %}
 {{ messages[0].content }}
