@@ -65,7 +65,14 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def _umask() -> int:
-    """The process umask (read by setting it and restoring it at once)."""
+    """The process umask: from /proc on Linux (no change to it), else by setting it and restoring it at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
