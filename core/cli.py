@@ -189,7 +189,7 @@ def _latest_run(out: Path) -> Path:
               help="Re-run this stage and every later one in an existing run (implies --resume).")
 @click.option("-p", "--plugin", "plugins", multiple=True, metavar="MODULE",
               help="Load a plugin by entry-point name or module path (repeatable).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary table.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary table; print only the run directory.")
 @_guard
 def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None, name: str | None,
             seed: int | None, tasks: int | None, resume: bool, from_stage: str | None, plugins: Sequence[str],
@@ -252,15 +252,23 @@ def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None
     log.info("run finished")
     if not quiet:
         _print_summary(summary, store.root)
+    else:  # only the path, on stdout: RUN=$(synth run -q) works in scripts
+        click.echo(str(store.root))
 
 
 class _Progress:
-    """Rich progress bars, one per stage (nothing when quiet or when rich output is disabled)."""
+    """Rich progress bars, one per stage (nothing when quiet or when rich output is disabled).
+
+    Stages run one after another, so a stage starts when the previous one last reported: a bar's clock is
+    started then, not at the stage's first report (the rubric stage reports only after its demonstrations,
+    which would otherwise leave them out of its elapsed time).
+    """
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self._bars: dict[str, Any] = {}
         self._progress: Any = None
+        self._last_report = 0.0
 
     def __enter__(self) -> _Progress:
         if not self.quiet:
@@ -272,6 +280,7 @@ class _Progress:
                 console=Console(stderr=True), transient=False,
             )
             self._progress.start()
+            self._last_report = self._progress.get_time()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -284,9 +293,12 @@ class _Progress:
         bar = self._bars.get(stage)
         if bar is None:
             bar = self._bars[stage] = self._progress.add_task(stage, total=total)
+            task = next(t for t in self._progress.tasks if t.id == bar)
+            task.start_time = self._last_report  # the stage began when the previous one last reported
         elif total is not None:
             self._progress.update(bar, total=total)
         self._progress.advance(bar, advance)
+        self._last_report = self._progress.get_time()
 
 
 def _print_summary(summary: dict[str, Any], root: Path) -> None:
@@ -331,13 +343,14 @@ def plugins_cmd(as_json: bool, plugins: Sequence[str]) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="synthagent implementations")
     for col in ("kind", "name", "plugin", "version", "description"):
         table.add_column(col)
     for row in rows:
-        table.add_row(row["kind"], row["name"], row["plugin"], row["version"], row["description"])
+        table.add_row(*(escape(str(row[col])) for col in ("kind", "name", "plugin", "version", "description")))
     Console().print(table)
 
 

@@ -5,11 +5,15 @@ Layout of ``<out>/<name>/``::
     manifest.json        config, loaded plugins with versions, prompt hashes, seed, stage status
     tasks.jsonl          one Task per line
     trajectories.jsonl   one Trajectory per line
+    demonstrations.jsonl teacher demonstrations the rubric stage builds criteria from
     rubrics.jsonl        one Rubric per line
     scores.jsonl         one Score per line
     summary.json         counts, rates and means (rewritten at the end of each run)
+    run.log              the run's log (written by the CLI)
     exports/sft.jsonl    OpenAI messages + tools, ready for TRL SFT
+    exports/sft_rejected.jsonl  trajectories left out of SFT, with score and reason
     exports/rl.jsonl     prompt + tools + task reference, for GRPO
+    report/              written by ``synth report`` (HTML and plots)
 
 Crash safety: each record is written with a single ``write`` on an ``O_APPEND`` descriptor. A process killed
 mid-write can leave at most one partial last line; opening the file again drops it (the record is redone).
@@ -34,6 +38,7 @@ from synthagent.core.models import RECORD_TYPES, RecordError, from_json_dict, to
 __all__ = ["JsonlFile", "RunStore", "write_json_atomic", "write_jsonl_atomic", "MANIFEST"]
 
 T = TypeVar("T")
+#: The file name of a run directory's manifest (config, plugins, stage status).
 MANIFEST = "manifest.json"
 
 
@@ -47,6 +52,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would (0644 under umask 022)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -56,6 +62,20 @@ def write_text_atomic(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process umask: from /proc on Linux (no change to it), else by setting it and restoring it at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_jsonl_atomic(path: Path, rows: list[Mapping[str, Any]]) -> None:
@@ -227,6 +247,7 @@ class RunStore:
             for stale in out.glob(f".{name}.creating-*"):  # left by a process killed while creating this run
                 shutil.rmtree(stale, ignore_errors=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}.creating-", dir=out))
+            tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a run directory is as readable as its files
         except OSError as exc:
             raise RunDirectoryError(f"cannot create a run in {str(out)!r}: {exc.strerror or exc}") from exc
         try:
