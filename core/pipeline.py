@@ -196,6 +196,7 @@ class Pipeline:
             old = store.manifest.get("fingerprint")
             new = hashlib.sha256(self.config.fingerprint().encode()).hexdigest()
             if old != new:
+                store.close()  # releases the lock
                 raise RunDirectoryError(
                     f"{str(root)!r} was started with a different configuration; resume it with the same config, "
                     "or start a new run with another --name"
@@ -575,7 +576,8 @@ def _hit_rate(stats: dict[str, int]) -> float | None:
 
 
 def summarize(store: RunStore) -> dict[str, Any]:
-    """Counts, rates and means of a run directory (also what ``synth show`` prints); writes summary.json."""
+    """Counts, rates and means of a run directory (also what ``synth show`` prints); writes summary.json
+    unless the store was opened read-only."""
     tasks = store.tasks.load()
     trajectories = store.trajectories.load()
     scores = [s for s in store.scores]
@@ -614,5 +616,6 @@ def summarize(store: RunStore) -> dict[str, Any]:
         "mapping_hit_rate": _hit_rate(stages.get("simulate", {}).get("stats", {}).get("tools", {})),
         "timings_s": store.manifest.get("timings", {}),
     }
-    write_json_atomic(store.root / "summary.json", summary)
+    if not store.readonly:  # a reader (synth show) computes it and writes nothing
+        write_json_atomic(store.root / "summary.json", summary)
     return summary

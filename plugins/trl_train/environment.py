@@ -90,7 +90,7 @@ class RunEnvironment:
         if not (root / "manifest.json").is_file():
             raise RunDirectoryError(f"run directory {str(run_dir)!r} does not exist or is not a synthagent run "
                                     "(no manifest.json); make one with `synth run`")
-        store = RunStore.open(root)
+        store = RunStore.open(root, readonly=True)
         try:
             self.manifest = store.manifest
             tasks = store.tasks.load()
