@@ -91,8 +91,9 @@ class InMemoryMappingStore:
 class ScriptedOpenAIServer:
     """A loopback OpenAI-compatible chat server for tests, with scripted replies and injected faults.
 
-    :param reply: ``reply(request_body) -> str | dict`` gives the assistant message (a string is the content;
-        a dict may carry ``content`` and ``tool_calls``). Default: ``"ok"``.
+    :param reply: ``reply(request_body) -> str | dict | bytes`` gives the assistant message (a string is the
+        content; a dict may carry ``content`` and ``tool_calls``; bytes are sent as the whole response body, as
+        is). Default: ``"ok"``.
     :param faults: probability of each fault per request: an HTTP status (``"500"``, ``"503"``, ``"400"``,
         ...; ``"429"`` comes with ``Retry-After``), ``"timeout"`` (answers after ``timeout_delay_s``), ``"malformed"`` (a truncated
         JSON body with status 200), ``"drop"`` (closes the connection without answering).
@@ -189,6 +190,9 @@ class ScriptedOpenAIServer:
                     self.connection.shutdown(2)
                 else:
                     out = outer.reply(body)
+                    if isinstance(out, bytes):  # a raw body, sent as is (e.g. bytes that are not UTF-8)
+                        self._send(200, out)
+                        return
                     message = {"role": "assistant", "content": out} if isinstance(out, str) else {"role": "assistant", **out}
                     payload = {"id": "chatcmpl-scripted", "object": "chat.completion", "model": body.get("model", ""),
                                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
