@@ -126,3 +126,18 @@ def test_a_hostile_model_server_cannot_break_a_run(synth, tmp_path: Path) -> Non
     assert all(t["malformed_tool_calls"] >= 2 for t in trajectories)
     assert "not a finite number" in text  # the observation the policy saw
     assert server.served["ok"] >= 9
+
+
+def test_kill_resume_script_two_kills_give_identical_records(tmp_path: Path) -> None:
+    """benchmarks/bench_kill_resume.py with 2 SIGKILLs (the benchmark runs 20 per executor)."""
+    import importlib.util
+    import random
+
+    spec = importlib.util.spec_from_file_location("bench_kill_resume", REPO / "benchmarks" / "bench_kill_resume.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.kill_resume("local", 2, tasks=12, out=tmp_path, rng=random.Random(5))
+    assert result["identical"], result
+    assert result["kills"] + result["finished_before_kill"] == 2
+    assert result["records"]["scores.jsonl"] == 12
