@@ -390,12 +390,20 @@ class TransformersServer:
 
 
 async def executor_probe_job(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A job for testing executors: sleeps ``item["sleep"]`` seconds, then raises ``ValueError`` when
-    ``item["raise"]``, ends its whole process when ``item["exit"]`` (a crashed worker), else returns
-    ``{"value": item["value"] * 2, "pid": <the process that ran it>}``."""
+    """A job for testing executors: writes its pid to the file ``item["touch"]`` when given, blocks its whole
+    event loop for ``item["block"]`` seconds (a job stuck in a call that does not yield), sleeps
+    ``item["sleep"]`` seconds, then raises ``ValueError`` when ``item["raise"]``, ends its whole process when
+    ``item["exit"]`` (a crashed worker), else returns ``{"value": item["value"] * 2, "pid": <the process that
+    ran it>}``."""
     import asyncio
     import os
+    import time
 
+    if item.get("touch"):
+        with open(item["touch"], "w", encoding="utf-8") as fh:
+            fh.write(str(os.getpid()))
+    if item.get("block"):
+        time.sleep(float(item["block"]))
     await asyncio.sleep(float(item.get("sleep", 0.0)))
     if item.get("exit"):
         os._exit(17)
