@@ -4,7 +4,8 @@
 
 For each executor: one uninterrupted run (the reference), then a run that is started, SIGKILLed after a random
 delay (uniform over the reference's wall time, so kills land in every stage), resumed with ``--resume`` and
-killed again, ``--kills`` times, and finally resumed to completion. The records (tasks, trajectories,
+killed again until ``--kills`` kills have landed, and finally resumed to completion. A resume that finishes the
+run before its kill ends that run (it is compared) and a new one is started. The records (tasks, trajectories,
 demonstrations, rubrics, scores and the SFT/RL exports; wall-clock ``timings`` removed) must equal the
 reference's, with no duplicate id. ``simulate.concurrency`` is small so stages last long enough to be hit.
 Prints a table: kills by the stage that was running, and whether the records are identical. Exit code 1 when
@@ -78,36 +79,50 @@ def kill_resume(executor: str, kills: int, *, tasks: int = 40, seed: int = 0, co
     wall = time.perf_counter() - start
     if ref.returncode != 0:
         raise SystemExit(f"reference run failed: {ref.stderr[-2000:]}")
-    name, root = f"{executor}-killed", out / f"{executor}-killed"
     stages: Counter[str] = Counter()
-    finished_early = 0
-    for i in range(kills):
+    finished_early, rounds, problems = 0, 0, []
+    name, root = f"{executor}-killed-0", out / f"{executor}-killed-0"
+
+    def finish_round() -> None:
+        """Resume the current run to completion and compare it with the reference."""
+        final = subprocess.run(_cmd(out, name, tasks, seed, executor, concurrency, root.exists()),
+                               capture_output=True, text=True)
+        if final.returncode != 0:
+            problems.append(f"final resume of {name} exited {final.returncode}: {final.stderr[-500:]}")
+            return
+        try:
+            if read_records(root) != read_records(out / f"{executor}-ref"):
+                problems.append(f"{name}: records differ")
+        except AssertionError as exc:
+            problems.append(f"{name}: {exc}")
+
+    attempts = 0
+    while sum(stages.values()) < kills and attempts < 4 * kills:
+        attempts += 1
         proc = subprocess.Popen(_cmd(out, name, tasks, seed, executor, concurrency, root.exists()),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + rng.uniform(0.2, wall)
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.01)
-        if proc.poll() is not None:
+        if proc.poll() is not None:  # this resume finished the run: check it, then start a new one
             finished_early += 1
             err = proc.stderr.read().decode() if proc.stderr else ""
             if proc.returncode != 0:
-                raise SystemExit(f"resume {i} exited {proc.returncode}: {err[-2000:]}")
+                problems.append(f"resume of {name} exited {proc.returncode}: {err[-500:]}")
+            finish_round()
+            rounds += 1
+            name, root = f"{executor}-killed-{rounds}", out / f"{executor}-killed-{rounds}"
             continue
         stages[_running_stage(root)] += 1
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if proc.stderr:
             proc.stderr.close()
-    final = subprocess.run(_cmd(out, name, tasks, seed, executor, concurrency, root.exists()),
-                           capture_output=True, text=True)
-    if final.returncode != 0:
-        raise SystemExit(f"final resume exited {final.returncode}: {final.stderr[-2000:]}")
-    try:
-        identical = read_records(root) == read_records(out / f"{executor}-ref")
-        problem = "" if identical else "records differ"
-    except AssertionError as exc:
-        identical, problem = False, str(exc)
+    finish_round()
+    rounds += 1
+    identical, problem = not problems, "; ".join(problems)[:500]
     return {"executor": executor, "kills": sum(stages.values()), "finished_before_kill": finished_early,
+            "runs_compared": rounds,
             "stages": dict(stages), "reference_wall_s": round(wall, 2), "identical": identical, "problem": problem,
             "records": {k: len(v) for k, v in read_records(out / f"{executor}-ref").items()}}
 
@@ -130,12 +145,12 @@ def main() -> None:
                                        concurrency=args.concurrency, out=Path(tmp), rng=rng))
             print(json.dumps(results[-1]), flush=True)
     stage_names = ("startup", "generate", "simulate", "rubric", "score", "export", "between")
-    print(f"\n| executor | kills | {' | '.join(stage_names)} | finished before kill | records | identical |")
+    print(f"\n| executor | kills | {' | '.join(stage_names)} | runs compared | records | identical |")
     print("|---" * (len(stage_names) + 5) + "|")
     for r in results:
         counts = " | ".join(str(r["stages"].get(s, 0)) for s in stage_names)
         records = ", ".join(f"{k.split('/')[-1].split('.')[0]}={v}" for k, v in r["records"].items())
-        print(f"| {r['executor']} | {r['kills']} | {counts} | {r['finished_before_kill']} | {records} | "
+        print(f"| {r['executor']} | {r['kills']} | {counts} | {r['runs_compared']} | {records} | "
               f"{'yes' if r['identical'] else 'NO: ' + r['problem']} |")
     sys.exit(0 if all(r["identical"] for r in results) else 1)
 
