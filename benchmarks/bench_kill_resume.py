@@ -67,7 +67,10 @@ def _running_stage(root: Path) -> str:
     running = [s for s, info in stages.items() if info.get("status") == "running"]
     if running:
         return running[0]
-    return "between" if any(i.get("status") == "done" for i in stages.values()) else "startup"
+    done = [i.get("status") == "done" for i in stages.values()]
+    if done and all(done):
+        return "finishing"  # every stage done: writing the summary, closing, exiting
+    return "between" if any(done) else "startup"
 
 
 def kill_resume(executor: str, kills: int, *, tasks: int = 40, seed: int = 0, concurrency: int = 1,
@@ -144,7 +147,7 @@ def main() -> None:
             results.append(kill_resume(executor, args.kills, tasks=args.tasks, seed=args.seed,
                                        concurrency=args.concurrency, out=Path(tmp), rng=rng))
             print(json.dumps(results[-1]), flush=True)
-    stage_names = ("startup", "generate", "simulate", "rubric", "score", "export", "between")
+    stage_names = ("startup", "generate", "simulate", "rubric", "score", "export", "between", "finishing")
     print(f"\n| executor | kills | {' | '.join(stage_names)} | runs compared | records | identical |")
     print("|---" * (len(stage_names) + 5) + "|")
     for r in results:
