@@ -214,19 +214,28 @@ def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None
     from synthagent.core.pipeline import Pipeline
     from synthagent.core.registry import load_plugins
 
-    config = load_config(config_path, overrides, extra={"seed": seed, "tasks": tasks})
+    from synthagent.core.resume import check_run_name, explicit_keys, resume_config
+    from synthagent.core.store import RunStore
+
+    extra = {"seed": seed, "tasks": tasks}
+    config = load_config(config_path, overrides, extra=extra)
+    out_dir = out or Path(config.out)
+    resume = resume or from_stage is not None
+    run_name = name or config.name
+    if run_name:
+        check_run_name(run_name)
+    if resume and not run_name:
+        root = _latest_run(out_dir)
+    else:
+        root = out_dir / (run_name or datetime.now().strftime("run-%Y%m%d-%H%M%S"))
+    if resume and not root.exists():
+        raise UsageError(f"--resume: {str(root)!r} does not exist; drop --resume to start it")
+    if resume:  # the stored configuration, with the options given here checked against it
+        config = resume_config(RunStore.read_manifest(root), config, explicit_keys(config_path, overrides, extra), root)
     loaded = load_plugins(plugins)
     progress = _Progress(quiet)
     pipeline = Pipeline(config, loaded, progress=progress.update)  # builds every implementation: fails early
-    out_dir = out or Path(config.out)
-    resume = resume or from_stage is not None
-    if resume and not name and not config.name:
-        root = _latest_run(out_dir)
-    else:
-        root = out_dir / (name or config.name or datetime.now().strftime("run-%Y%m%d-%H%M%S"))
-    if resume and not root.exists():
-        raise UsageError(f"--resume: {str(root)!r} does not exist; drop --resume to start it")
-    store = pipeline.open_store(root, resume=resume)
+    store = pipeline.open_store(root, resume=resume)  # a writer: holds the run directory's lock until the end
     handler = logging.FileHandler(store.root / "run.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
@@ -363,7 +372,7 @@ def show_cmd(run: Path, as_json: bool) -> None:
     from synthagent.core.pipeline import summarize
     from synthagent.core.store import RunStore
 
-    store = RunStore.open(run)
+    store = RunStore.open(run, readonly=True)
     try:
         summary = summarize(store)
     finally:

@@ -167,7 +167,7 @@ def write_report(run: Path, out: Path | None = None) -> Path:
         import matplotlib  # noqa: F401
     except ImportError as exc:
         raise UsageError("synth report draws with matplotlib: pip install 'synthagent[plots]'") from exc
-    store = RunStore.open(run)
+    store = RunStore.open(run, readonly=True)
     try:
         summary = summarize(store)
         tasks: list[Task] = store.tasks.load()
