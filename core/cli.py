@@ -263,6 +263,23 @@ def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None
         _print_summary(summary, store.root)
     else:  # only the path, on stdout: RUN=$(synth run -q) works in scripts
         click.echo(str(store.root))
+    unusable = _no_usable_trajectory(summary)
+    if unusable:
+        log_to = store.root / "run.log"
+        raise SynthError(f"the run produced no usable trajectory: {unusable} (records are in {store.root}; "
+                         f"see {log_to})")
+
+
+def _no_usable_trajectory(summary: dict[str, Any]) -> str:
+    """Why a finished run has nothing to train on (empty when it has something): no task was generated, or
+    every rollout failed for infrastructure reasons."""
+    if not summary.get("tasks"):
+        dropped = ", ".join(f"{k}={v}" for k, v in (summary.get("dropped") or {}).items()) or "none recorded"
+        return f"no task was generated (drops: {dropped})"
+    trajectories = summary.get("trajectories") or 0
+    if trajectories and summary.get("infra_errors") == trajectories:
+        return f"all {trajectories} rollouts failed for infrastructure reasons (is the model server up?)"
+    return ""
 
 
 class _Progress:

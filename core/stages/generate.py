@@ -10,14 +10,16 @@ from typing import Any
 from synthagent.core.engine import JobRunner
 from synthagent.core.models import Task
 from synthagent.core.protocols import GenerationContext
-from synthagent.core.stages.base import RecordStage, StageContext
+from synthagent.core.stages.base import RecordStage, StageContext, log
+from synthagent.core.taskcheck import check_task
 
 __all__ = ["GenerateStage"]
 
 
 class GenerateStage(RecordStage):
     """Asks the generator for ``tasks`` tasks; slot-by-slot generators run in the executor's workers when
-    those are other processes."""
+    those are other processes. Every task is checked (:func:`synthagent.core.taskcheck.check_task`) before it is
+    stored; one that fails is dropped with its first problem as the reason (``invalid_task: ...``)."""
 
     name = "generate"
     file = "tasks"
@@ -30,14 +32,21 @@ class GenerateStage(RecordStage):
         gen_ctx = GenerationContext(count=target, seed=ctx.config.seed, llm=runtime.components.llm,
                                     done_slots=frozenset(t.provenance.slot for t in store.tasks))
         written = 0
+        invalid: Counter[str] = Counter()
         async with contextlib.aclosing(self._generated(ctx, gen_ctx)) as generated:
             async for task in generated:
+                problems = check_task(task)
+                if problems:  # whatever plugin made it: dropped with the reason, never stored
+                    invalid[f"invalid_task: {problems[0]}"] += 1
+                    log.warning("generated task %s dropped: %s", task.id, "; ".join(problems))
+                    continue
                 if store.tasks.append(task):
                     written += 1
                     ctx.progress(self.name, 1, target)
                 if len(store.tasks) >= target:
                     break
         stats = Counter(runtime.stats().get("generator", {}))
+        stats.update(invalid)
         return {"count": len(store.tasks), "written": written, "dropped": dict(stats)}
 
     async def _generated(self, ctx: StageContext, gen_ctx: GenerationContext) -> AsyncGenerator[Task, None]:

@@ -141,3 +141,21 @@ def test_kill_resume_script_two_kills_give_identical_records(tmp_path: Path) -> 
     assert result["identical"], result
     assert result["kills"] == 2 and result["runs_compared"] >= 1
     assert result["records"]["scores.jsonl"] == 12
+
+
+def test_a_run_whose_every_rollout_fails_exits_non_zero_with_the_reason(synth, tmp_path: Path) -> None:
+    """Nothing to train on is a failure, not a success: every rollout against a dead server is an infra error."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = synth(["run", "-q", "--out", str(tmp_path), "--name", "dead", "--tasks", "2",
+                    "--set", "llm.backend=openai", "--set", f"llm.base_url=http://127.0.0.1:{port}/v1",
+                    "--set", "llm.model=x", "--set", "plugins.workflow-rubric.demonstrator=oracle",
+                    "--set", "plugins.openai.max_retries=0", "--set", "simulate.retries=0"])
+    assert result.returncode == 1, result.stderr
+    assert "no usable trajectory: all 2 rollouts failed for infrastructure reasons" in result.stderr
+    assert "Traceback" not in result.stderr
+    summary = json.loads((tmp_path / "dead" / "summary.json").read_text())
+    assert summary["infra_errors"] == summary["trajectories"] == 2

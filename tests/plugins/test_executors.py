@@ -257,7 +257,7 @@ def _first_task() -> Any:
 ORPHAN_DRIVER = r"""
 import asyncio, sys
 from synthagent.core.testing import executor_probe_job
-from synthagent.plugins.process_executor import ProcessExecutor
+from synthagent.plugins.executors.process import ProcessExecutor
 
 async def main() -> None:
     executor = ProcessExecutor(workers=2)
