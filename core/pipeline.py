@@ -29,7 +29,7 @@ from synthagent.core.stages.base import ProgressHook
 from synthagent.core.store import RunStore
 from synthagent.core.summary import summarize
 
-__all__ = ["Pipeline", "ProgressHook", "Components", "sft_row", "rl_row", "summarize"]
+__all__ = ["Pipeline", "config_digest"]
 
 log = logging.getLogger("synthagent")
 
