@@ -386,7 +386,7 @@ def plugins_cmd(as_json: bool, plugins: Sequence[str]) -> None:
 @_guard
 def show_cmd(run: Path, as_json: bool) -> None:
     """Print the summary of run directory RUN (recomputed from its records)."""
-    from synthagent.core.pipeline import summarize
+    from synthagent.core.summary import summarize
     from synthagent.core.store import RunStore
 
     store = RunStore.open(run, readonly=True)

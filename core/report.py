@@ -160,7 +160,7 @@ def write_report(run: Path, out: Path | None = None) -> Path:
     :raises UsageError: ``run`` is not a run directory, or matplotlib is missing.
     """
     from synthagent.core.models import Score, Task, Trajectory
-    from synthagent.core.pipeline import summarize
+    from synthagent.core.summary import summarize
     from synthagent.core.store import RunStore
 
     try:
