@@ -58,9 +58,12 @@ class Teacher:
             return json.dumps({
                 "full_instruction": f"I am persona number {n}. Cancel order ORD-{n} for my email p{n}@example.com.",
                 "workflow": [
-                    {"description": "find me", "tool": "find_customer", "arguments": {"email": f"p{n}@example.com"}},
-                    {"description": "list orders", "tool": "list_orders", "arguments": {"customer_id": f"C-{n}"}},
-                    {"description": "cancel it", "tool": "cancel_order", "arguments": {"order_id": f"ORD-{n}"}}],
+                    {"description": "find me", "tool": "find_customer", "arguments": {"email": f"p{n}@example.com"},
+                     "response": {"customer_id": f"C-{n}"}},
+                    {"description": "list orders", "tool": "list_orders", "arguments": {"customer_id": f"C-{n}"},
+                     "bindings": {"customer_id": "step:0:$.customer_id"}, "response": {"open_orders": 2}},
+                    {"description": "cancel it", "tool": "cancel_order", "arguments": {"order_id": f"ORD-{n}"},
+                     "response": {"status": "cancelled"}}],
                 "answer": []})
         if "deliberately underspecified" in first:
             n = persona_of(first)
