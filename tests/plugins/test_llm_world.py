@@ -131,7 +131,6 @@ def test_rewards_discriminate_on_the_llm_path(synth, tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr[-2000:]
         root = tmp_path / "rw"
         runtime = Runtime.from_run_dir(root)
-        runtime.config.llm.base_url = server.base_url
 
         async def go() -> dict[str, list[float]]:
             from synthagent.core.store import RunStore
@@ -159,7 +158,7 @@ def test_rewards_discriminate_on_the_llm_path(synth, tmp_path: Path) -> None:
     assert len(scores["teacher"]) >= 6, scores
     for mode in CORRUPTIONS:
         assert means["teacher"] - means[mode] >= 0.5, means
-    (tmp_path / "means.json").write_text(json.dumps(means))
+    print("LLM-path reward means:", json.dumps({k: round(v, 3) for k, v in means.items()}))
 
 
 def _calls_and_responses(traj: Trajectory) -> dict[str, Any]:
