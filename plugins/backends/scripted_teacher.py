@@ -30,11 +30,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import click
-
 from synthagent.core.hookspecs import hookimpl
 
-__all__ = ["ScriptedTeacher", "WORLDS", "teacher_server", "teacher_server_cmd"]
+__all__ = ["ScriptedTeacher", "WORLDS", "CORRUPTIONS", "teacher_server"]
 
 STOP = "###STOP###"
 _MARKER = re.compile(r"\[synthagent:prompt=([a-z_]+)\]")
@@ -397,35 +395,8 @@ def teacher_server(noise: float = 0.0, seed: int = 0, port: int = 0, latency_s: 
     return ScriptedOpenAIServer(ScriptedTeacher(noise, seed), port=port, latency_s=latency_s)
 
 
-@click.command("teacher-server")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port on 127.0.0.1.")
-@click.option("--noise", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
-              help="Probability of a fault per request (malformed JSON, missing field, invented id, leak, early stop).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the fault draws.")
-def teacher_server_cmd(port: int, noise: float, seed: int) -> None:
-    """Serve the scripted teacher: an OpenAI-compatible endpoint that plays every role of the LLM path.
-
-    Point a run at it: synth run --set generator=persona-fuzzy --set tools=llm --set user=llm
-    --set llm.backend=openai --set llm.base_url=http://127.0.0.1:PORT/v1 --set llm.model=teacher
-    """
-    import time
-
-    try:
-        server = teacher_server(noise, seed, port).__enter__()
-    except OSError as exc:
-        raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
-    click.echo(f"scripted teacher (noise {noise}) at {server.base_url}  (Ctrl-C to stop)")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.__exit__(None, None, None)
-
-
 @hookimpl
 def synth_register_commands(register: Any) -> None:
     """Register ``synth teacher-server`` (imported only when it runs)."""
-    register("teacher-server", "synthagent.plugins.backends.scripted_teacher:teacher_server_cmd",
+    register("teacher-server", "synthagent.plugins.backends.teacher_server_cli:teacher_server_cmd",
              description="a scripted teacher on loopback: the LLM path without a model (docs/llm.md)")
