@@ -13,7 +13,7 @@ marker is the agent) and answers the way a capable teacher would:
 * **the agent** (demonstrations and rollouts): follows the world's workflow, asks the user for what it
   lacks, reports the confirmation. A model name ``NAME+MODE`` plays a corruption instead (``skip_step``,
   ``never_ask``, ``wrong_argument``, ``extra_write``), which the reward must catch;
-* **judge**: passes every criterion.
+* **judge**: a strict verdict: pass when the agent reported a confirmation, fail otherwise.
 
 ``noise`` (0-1) switches on faults, drawn per request from a hash of the request and ``seed``: malformed
 JSON, a missing field, an invented id, a leaked hidden value (user), an early stop (user and agent). A re-ask
@@ -300,8 +300,9 @@ class ScriptedTeacher:
         return " ".join(answers) if answers else "Yes, please go ahead."
 
     def _judge(self, body: Mapping[str, Any], first: str) -> str:
-        ids = re.findall(r'"id":\s*"([^"]+)"', first)
-        return _json({"verdicts": [{"id": i, "passed": True, "evidence": "scripted judge"} for i in ids]})
+        done = re.search(r"confirmation is [A-Z]+-\d+", first) is not None
+        return _json({"verdict": "pass" if done else "fail",
+                      "reason": "the agent reported the confirmation" if done else "no confirmation was reported"})
 
     # -- the agent -------------------------------------------------------------------------------------
     def _agent(self, body: Mapping[str, Any], first: str) -> dict[str, Any] | str:

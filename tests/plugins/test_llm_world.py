@@ -272,3 +272,13 @@ def test_demonstrations_failed_for_infra_reasons_drop_as_infra() -> None:
              for i in range(3)]
     rubric = DemoRubricBuilder().build(task, demos)
     assert rubric.dropped.startswith("infra: 3/3 demonstrations failed for infrastructure reasons")
+
+
+def test_the_scripted_judge_gives_strict_verdicts() -> None:
+    from synthagent.plugins.rubrics.judge import parse_verdict
+
+    teacher = ScriptedTeacher()
+    good = teacher({"messages": [{"role": "user", "content": "[synthagent:prompt=judge]\n... All done: your "
+                                                             "confirmation is DLV-12."}]})
+    bad = teacher({"messages": [{"role": "user", "content": "[synthagent:prompt=judge]\n... I could not."}]})
+    assert parse_verdict(good)[0] is True and parse_verdict(bad)[0] is False
