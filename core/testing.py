@@ -102,6 +102,7 @@ class ScriptedOpenAIServer:
         requests it held at once (waiting or computing).
     :param reject: request-body keys the server does not know: a request carrying one is answered HTTP 400
         naming it (``{"response_format"}``: a server with no structured outputs).
+    :param reject_status: the status of that answer (422: how FastAPI servers such as llama-cpp-python's refuse).
     :param fault_for: ``fault_for(request_body) -> kind | None``: a fault aimed at chosen requests (same kinds
         as ``faults``; None: answer normally, after the random draw). Example: drop the connection of one
         rollout's call mid-flight, ``fault_for=lambda b: "drop" if "ORDER-7" in str(b) else None``.
@@ -112,7 +113,8 @@ class ScriptedOpenAIServer:
 
     def __init__(self, reply: Any = None, *, faults: Mapping[str, float] | None = None, seed: int = 0,
                  latency_s: float = 0.0, timeout_delay_s: float = 5.0, retry_after_s: float = 0.01,
-                 fault_for: Any = None, slots: int | None = None, reject: Any = ()) -> None:
+                 fault_for: Any = None, slots: int | None = None, reject: Any = (),
+                 reject_status: int = 400) -> None:
         import random
         import threading
         from collections import Counter
@@ -125,6 +127,7 @@ class ScriptedOpenAIServer:
         self.retry_after_s = retry_after_s
         self.served: Counter[str] = Counter()
         self.reject = frozenset(reject)
+        self.reject_status = int(reject_status)
         self._slots = threading.Semaphore(slots) if slots else None
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -195,7 +198,8 @@ class ScriptedOpenAIServer:
                 if rejected:
                     with outer._lock:
                         outer.served["rejected"] += 1
-                    self._send(400, json.dumps({"error": {"message": f"Unsupported parameter: {rejected[0]}"}}).encode())
+                    self._send(outer.reject_status,
+                               json.dumps({"error": {"message": f"Unsupported parameter: {rejected[0]}"}}).encode())
                     return
                 if outer.latency_s:
                     time.sleep(outer.latency_s)

@@ -15,7 +15,7 @@ sent with the schema in the server's form (option ``structured_outputs``: ``auto
 ``response_format`` with ``json_schema``, the form vLLM, llama.cpp's ``llama-server`` and hosted providers
 accept), ``openai``, ``llamacpp`` (``response_format: {type: json_object, schema}``, llama-cpp-python's
 server), ``vllm`` (``structured_outputs: {json: schema}``), ``vllm-guided`` (``guided_json``, older vLLM) or
-``none``). A server that rejects the form (HTTP 400 naming it) is asked again without it (``auto`` first
+``none``). A server that rejects the form (HTTP 400 or 422 naming it) is asked again without it (``auto`` first
 tries the llama.cpp form), and the backend remembers that for its later requests; the caller's own
 repair loop then checks the JSON. :attr:`OpenAIBackend.stats` counts the form used (``structured_openai``,
 ``structured_llamacpp``, ``structured_vllm``, ``structured_none``) and ``structured_rejected``.
@@ -375,7 +375,8 @@ class OpenAIBackend:
                 elif status in RETRY_STATUSES:
                     kind, last = f"http_{status}", f"HTTP {status}"
                     wait = _retry_after(resp.headers.get("retry-after"))
-                elif status == 400 and extra and any(w in resp.text for w in _STRUCTURED_WORDS):
+                elif status in (400, 422) and extra and any(w in resp.text for w in _STRUCTURED_WORDS):
+                    # 422: FastAPI servers (llama-cpp-python) refuse an unknown response_format type this way
                     # the server has no such structured-output form: drop it for good, ask again (no retry spent)
                     self.stats["structured_rejected"] += 1
                     if self._forms and self._forms[0] == form:
