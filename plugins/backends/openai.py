@@ -98,8 +98,9 @@ class AdaptiveLimit:
     :param max_limit: the ceiling.
     :param initial: the limit to start with; it grows by one per fast answer until the first sign of
         congestion (slow start), then by ``1/limit`` per answer (additive increase).
-    :param timeout_s: the request timeout; growth stops where one more request, on a server that answers
-        one at a time, would take the answer time past ``headroom * timeout_s``.
+    :param timeout_s: the request timeout; unless answers show the server works in parallel (as fast as the
+        fastest with several in flight), growth stops where one more request, on a server that answers one
+        at a time, would take the answer time past ``headroom * timeout_s``.
     :param latency_factor: an answer slower than this many times the fastest recent answer, with more than
         one request in flight, is congestion.
     :param decrease: the factor a congestion signal multiplies the limit by (at most once per round trip).
@@ -176,8 +177,11 @@ class AdaptiveLimit:
         current = max(1, int(self.limit))
         if self.in_flight < current:  # the limit is not what holds requests back: no evidence to grow on
             return
-        if latency_s * (current + 1) / current > self.headroom * self.timeout_s:
-            return  # a one-slot server would time out with one more request in flight
+        # Answers as fast as the fastest with several in flight: the server works in parallel, growing is safe.
+        # Otherwise it may answer one at a time, where one more request adds one answer time to everyone's.
+        parallel = self.in_flight > 1 and latency_s <= 1.5 * self.baseline
+        if not parallel and latency_s + self.baseline > self.headroom * self.timeout_s:
+            return
         self.limit = min(float(self.max_limit), self.limit + (1.0 if self.slow_start else 1.0 / self.limit))
 
 
