@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import hashlib
 import importlib
+import itertools
 import json
 import random
 import re
@@ -40,9 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-
 from synthagent.core.hookspecs import hookimpl
-
 
 # -- the ablation arms, registered as plugins of this module ---------------------------------------------------
 
@@ -221,7 +220,7 @@ def run_arm(name: str, base_url: str, model: str, out: Path, tasks: int, samples
                                     json.dumps(c.get("arguments"), sort_keys=True))
             if m.get("role") == "tool" and m.get("tool_call_id") in ids:
                 seen[(t["task_id"], *ids[m["tool_call_id"]])].add(str(m.get("content")))
-        n = sum(1 for a, b in zip(msgs, msgs[1:]) if a.get("role") == "assistant" and "?" in (a.get("content") or "")
+        n = sum(1 for a, b in itertools.pairwise(msgs) if a.get("role") == "assistant" and "?" in (a.get("content") or "")
                 and b.get("role") == "user")  # a question the user answered
         asks.append(n)
         asked += n > 0

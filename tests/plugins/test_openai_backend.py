@@ -8,15 +8,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from synthagent.core.config import load_config
 from synthagent.core.models import Message, ToolSpec
 from synthagent.core.pipeline import Pipeline
 from synthagent.core.protocols import ChatRequest
 from synthagent.core.registry import load_plugins
 from synthagent.core.testing import ScriptedOpenAIServer
-from synthagent.plugins.backends.oracle import plan_for
 from synthagent.plugins.backends.openai import LLMUnavailableError, OpenAIBackend
+from synthagent.plugins.backends.oracle import plan_for
 
 HELLO = ChatRequest(messages=(Message("user", "hi"),))
 
