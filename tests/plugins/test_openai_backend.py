@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from synthagent.core.config import load_config
 from synthagent.core.models import Message, ToolSpec
 from synthagent.core.pipeline import Pipeline
