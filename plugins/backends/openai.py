@@ -15,7 +15,7 @@ sent with the schema in the server's form (option ``structured_outputs``: ``auto
 ``response_format`` with ``json_schema``, the form vLLM, llama.cpp's ``llama-server`` and hosted providers
 accept), ``openai``, ``llamacpp`` (``response_format: {type: json_object, schema}``, llama-cpp-python's
 server), ``vllm`` (``structured_outputs: {json: schema}``), ``vllm-guided`` (``guided_json``, older vLLM) or
-``none``). A server that rejects the form (HTTP 400 or 422 naming it) is asked again without it (``auto`` first
+``none``). A server that rejects the form (HTTP 400, 422 or 500 naming it) is asked again without it (``auto`` first
 tries the llama.cpp form), and the backend remembers that for its later requests; the caller's own
 repair loop then checks the JSON. :attr:`OpenAIBackend.stats` counts the form used (``structured_openai``,
 ``structured_llamacpp``, ``structured_vllm``, ``structured_none``) and ``structured_rejected``.
@@ -55,7 +55,7 @@ RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 #: Values of the ``structured_outputs`` option.
 STRUCTURED_FORMS = ("auto", "openai", "llamacpp", "vllm", "vllm-guided", "none")
 #: Words in a 400 answer that say the server refused the structured-output form (not the request as such).
-_STRUCTURED_WORDS = ("response_format", "json_schema", "structured_outputs", "guided_json", "schema")
+_STRUCTURED_WORDS = ("response_format", "json_schema", "structured_outputs", "guided_json")
 
 
 class LLMUnavailableError(SynthError):
@@ -376,17 +376,18 @@ class OpenAIBackend:
                         if form:
                             self.stats[f"structured_{form.replace('-', '_')}"] += 1
                         return parsed
-                elif status in RETRY_STATUSES:
-                    kind, last = f"http_{status}", f"HTTP {status}"
-                    wait = _retry_after(resp.headers.get("retry-after"))
-                elif status in (400, 422) and extra and any(w in resp.text for w in _STRUCTURED_WORDS):
-                    # 422: FastAPI servers (llama-cpp-python) refuse an unknown response_format type this way
+                elif status in (400, 422, 500) and extra and any(w in resp.text for w in _STRUCTURED_WORDS):
+                    # 422 and 500: how FastAPI servers refuse an unknown response_format type (llama-cpp-python
+                    # 0.3.36 answers 500 with the validation error naming it)
                     # the server has no such structured-output form: drop it for good, ask again (no retry spent)
                     self.stats["structured_rejected"] += 1
                     if self._forms and self._forms[0] == form:
                         self._forms.pop(0)
                     form, extra = self._structured(request)
                     continue
+                elif status in RETRY_STATUSES:
+                    kind, last = f"http_{status}", f"HTTP {status}"
+                    wait = _retry_after(resp.headers.get("retry-after"))
                 else:
                     self.stats[f"http_{status}"] += 1
                     raise LLMUnavailableError(f"{url} answered HTTP {status}: {resp.text[:300]} (not retried)")

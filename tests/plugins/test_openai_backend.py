@@ -260,9 +260,10 @@ def test_a_server_without_the_form_falls_back_and_the_backend_remembers() -> Non
     assert server.served["rejected"] == 2 and backend.stats["http_400"] == 0
 
 
-def test_a_422_refusal_falls_back_too() -> None:
-    # llama-cpp-python's FastAPI server refuses an unknown response_format type with 422
-    with ScriptedOpenAIServer(lambda body: "{}", reject={"response_format"}, reject_status=422) as server:
+@pytest.mark.parametrize("status", [422, 500])
+def test_a_422_or_500_refusal_naming_the_form_falls_back_too(status: int) -> None:
+    # FastAPI servers refuse an unknown response_format type with 422; llama-cpp-python 0.3.36 with 500
+    with ScriptedOpenAIServer(lambda body: "{}", reject={"response_format"}, reject_status=status) as server:
         backend = OpenAIBackend(model="m", base_url=server.base_url, structured_outputs="openai", max_retries=0)
         chat(backend, ChatRequest(messages=HELLO.messages, params={"json_schema": SCHEMA}))
     assert backend.stats["structured_rejected"] == 1 and backend.stats["structured_none"] == 1
