@@ -340,14 +340,14 @@ class OpenAIBackend:
         self._ensure_client()
         assert self._client is not None
         base = self._body(request)
-        form, extra = self._structured(request)
         url = f"{self.base_url}/chat/completions"
         last = "no attempt"
         attempt = 0
         while attempt <= self.max_retries:
             wait: float | None = None
-            body = {**base, **extra}
             seq = await self.limit.acquire()
+            form, extra = self._structured(request)  # after the wait: a form refused meanwhile is not sent again
+            body = {**base, **extra}
             self.stats["requests"] += 1
             self.stats["peak_in_flight"] = max(self.stats["peak_in_flight"], self.limit.in_flight)
             started = time.monotonic()  # the timer starts once the slot is held: server time, not our queue
@@ -383,7 +383,6 @@ class OpenAIBackend:
                     self.stats["structured_rejected"] += 1
                     if self._forms and self._forms[0] == form:
                         self._forms.pop(0)
-                    form, extra = self._structured(request)
                     continue
                 elif status in RETRY_STATUSES:
                     kind, last = f"http_{status}", f"HTTP {status}"

@@ -292,3 +292,15 @@ def test_in_process_backends_ignore_the_schema_key() -> None:
     with_schema = asyncio.run(oracle2.chat(ChatRequest(messages=(Message("user", task.instruction),), task=task,
                                                        params={"json_schema": SCHEMA})))
     assert plain.message == with_schema.message
+
+
+def test_requests_waiting_for_a_slot_do_not_resend_a_refused_form() -> None:
+    async def go(backend: OpenAIBackend) -> list:
+        request = ChatRequest(messages=HELLO.messages, params={"json_schema": SCHEMA})
+        return await asyncio.gather(*(backend.chat(request) for _ in range(4)))
+
+    with ScriptedOpenAIServer(lambda body: "{}", reject={"response_format"}) as server:
+        backend = OpenAIBackend(model="m", base_url=server.base_url, max_retries=0)
+        asyncio.run(go(backend))
+    # one slot at the start: the first call finds both forms refused; the 3 waiting behind it send neither
+    assert server.served["rejected"] == 2 and backend.stats["structured_none"] == 4
