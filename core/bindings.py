@@ -120,7 +120,7 @@ def resolve(binding: Binding | str, step_outputs: Mapping[int, Any] | Sequence[A
         return facts.get(b.fact, MISSING) if b.fact is not None else MISSING
     if b.kind == "step_path":
         outputs = step_outputs if isinstance(step_outputs, Mapping) else dict(enumerate(step_outputs))
-        if b.step not in outputs:
+        if b.step is None or b.step not in outputs:
             return MISSING
         return get_path(outputs[b.step], b.path)
     return literal

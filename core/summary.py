@@ -60,10 +60,10 @@ def funnel(store: RunStore, tasks: list[Any], generated: dict[str, int]) -> dict
             kept += 1
         else:
             dropped["score_filter"] += 1
-    out = {"slots": slots, "kept": kept,
-           "dropped": {k: dropped[k] for k in FUNNEL_STAGES if dropped.get(k)} |
-                      {k: v for k, v in sorted(dropped.items()) if k not in FUNNEL_STAGES and v}}
-    out["accounted"] = kept + sum(out["dropped"].values()) == slots
+    named: dict[str, int] = {k: dropped[k] for k in FUNNEL_STAGES if dropped.get(k)}
+    named |= {k: v for k, v in sorted(dropped.items()) if k not in FUNNEL_STAGES and v}
+    out: dict[str, Any] = {"slots": slots, "kept": kept, "dropped": named,
+                           "accounted": kept + sum(named.values()) == slots}
     return out
 
 

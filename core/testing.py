@@ -97,7 +97,13 @@ class ScriptedOpenAIServer:
         ...; ``"429"`` comes with ``Retry-After``), ``"timeout"`` (answers after ``timeout_delay_s``), ``"malformed"`` (a truncated
         JSON body with status 200), ``"drop"`` (closes the connection without answering).
     :param seed: seeds the fault draws, so a test run is reproducible.
-    :param latency_s: delay before every answer.
+    :param latency_s: delay before every answer (spent inside a slot when ``slots`` is set).
+    :param slots: requests the server computes at once (None: unlimited); the others wait their turn, as on
+        a llama.cpp or ``transformers serve`` server with one slot. :attr:`peak_in_flight` is the most
+        requests it held at once (waiting or computing).
+    :param reject: request-body keys the server does not know: a request carrying one is answered HTTP 400
+        naming it (``{"response_format"}``: a server with no structured outputs).
+    :param reject_status: the status of that answer (422: how FastAPI servers such as llama-cpp-python's refuse).
     :param fault_for: ``fault_for(request_body) -> kind | None``: a fault aimed at chosen requests (same kinds
         as ``faults``; None: answer normally, after the random draw). Example: drop the connection of one
         rollout's call mid-flight, ``fault_for=lambda b: "drop" if "ORDER-7" in str(b) else None``.
@@ -110,7 +116,8 @@ class ScriptedOpenAIServer:
 
     def __init__(self, reply: Any = None, *, faults: Mapping[str, float] | None = None, seed: int = 0,
                  latency_s: float = 0.0, timeout_delay_s: float = 5.0, retry_after_s: float = 0.01,
-                 fault_for: Any = None, port: int = 0) -> None:
+                 fault_for: Any = None, port: int = 0, slots: int | None = None, reject: Any = (),
+                 reject_status: int = 400) -> None:
         import random
         import threading
         from collections import Counter
@@ -122,6 +129,11 @@ class ScriptedOpenAIServer:
         self.timeout_delay_s = timeout_delay_s
         self.retry_after_s = retry_after_s
         self.served: Counter[str] = Counter()
+        self.reject = frozenset(reject)
+        self.reject_status = int(reject_status)
+        self._slots = threading.Semaphore(slots) if slots else None
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self.requests: list[dict[str, Any]] = []
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -173,6 +185,26 @@ class ScriptedOpenAIServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with outer._lock:
                     outer.requests.append(body)
+                    outer.in_flight += 1
+                    outer.peak_in_flight = max(outer.peak_in_flight, outer.in_flight)
+                try:
+                    if outer._slots is not None:
+                        with outer._slots:
+                            self._answer(body)
+                    else:
+                        self._answer(body)
+                finally:
+                    with outer._lock:
+                        outer.in_flight -= 1
+
+            def _answer(self, body: dict[str, Any]) -> None:
+                rejected = sorted(outer.reject.intersection(body))
+                if rejected:
+                    with outer._lock:
+                        outer.served["rejected"] += 1
+                    self._send(outer.reject_status,
+                               json.dumps({"error": {"message": f"Unsupported parameter: {rejected[0]}"}}).encode())
+                    return
                 if outer.latency_s:
                     time.sleep(outer.latency_s)
                 kind = (outer.fault_for(body) if outer.fault_for is not None else None) or outer._draw()

@@ -348,7 +348,7 @@ class ScriptedTeacher:
                 first_out = outputs[0][1]
                 arg = spec["tools"][3]["parameters"]["required"][0]
                 return self._call(turn, spec["tools"][3]["name"], {arg: first_out.get(arg, next(iter(first_out.values())))})
-            last = next((o for t, o in reversed(outputs) if t == steps[-1][0]), {})
+            last: dict[str, Any] = next((o for t, o in reversed(outputs) if t == steps[-1][0]), {})
             return f"All done: your confirmation is {last.get('confirmation', 'unknown')}."
         if self._fault(body, ["early_stop"], scale=0.25):
             return "I think that is everything I can do for now."
@@ -366,7 +366,7 @@ class ScriptedTeacher:
                 args[arg] = found[key]
             else:
                 _, step, field = src.split(":")
-                out = next((o for t, o in outputs if t == steps[int(step)][0]), {})
+                out: dict[str, Any] = next((o for t, o in outputs if t == steps[int(step)][0]), {})
                 args[arg] = out.get(field, "unknown")
         if mode == "wrong_argument" and done == len(steps) - 1:
             key = next(a for a, s in sources.items() if s.startswith("v:"))

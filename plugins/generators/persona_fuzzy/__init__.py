@@ -237,7 +237,8 @@ class PersonaFuzzyGenerator:
         self.stats["funnel:kept"] += 1
         return task
 
-    def _drop(self, stage: str) -> None:
+    def _drop(self, stage: str) -> Task | None:
+        """Count a slot dropped at ``stage`` (the funnel) and return None, the slot's (absent) task."""
         self.stats[f"funnel:{stage}"] += 1
         return None
 

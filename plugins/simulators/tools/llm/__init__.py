@@ -95,7 +95,7 @@ class LLMToolSession:
     async def seed_workflow(self) -> None:
         """Write the workflow's expected call -> response pairs into the store (first writer wins: a response
         already stored for the same call is kept)."""
-        for tool, _args, key, response in self.seeded:
+        for _tool, _args, key, response in self.seeded:
             if await self.sim.mapping.get(self.task.id, key) is None:
                 await self.sim.mapping.put(self.task.id, key, response)
                 self.sim.stats["seeded"] += 1

@@ -8,10 +8,13 @@ against the field's known failures, each counted per run in :attr:`LLMUserSimula
 * ``tool_call_from_user``: tool calls or tool-call markup from the user are stripped and re-asked;
 * ``leaked_hidden_value``: a hidden value the agent has not asked for (no question of the agent's names the
   fact) is re-asked with a reminder; if every re-ask leaks, the turn is replaced by a neutral prompt.
+* ``echo``: a reply that repeats the agent's last message word for word (or nearly: see :func:`echoes`) is
+  re-asked, like an empty one.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -24,11 +27,26 @@ from synthagent.core.protocols import ChatRequest, RunContext, UserTurn
 from synthagent.core.teacher import load_prompt, render
 from synthagent.plugins.common.evidence import asked_facts, mentions_value
 
-__all__ = ["LLMUserSimulator", "LLMUserSession", "STOP"]
+__all__ = ["LLMUserSimulator", "LLMUserSession", "STOP", "echoes"]
 
 STOP = "###STOP###"
 _PKG = "synthagent.plugins.simulators.users.llm"
 _MARKUP = re.compile(r"<tool_call>.*?(</tool_call>|$)|```.*?(```|$)", re.S)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def echoes(text: str, messages: Sequence[Message], threshold: float = 0.9) -> bool:
+    """Whether the user's ``text`` repeats the agent's last text message: the same words, or a word
+    sequence at least ``threshold`` similar (difflib ratio) to it; short replies (under four words) are
+    never echoes ("Yes, please." may answer "Yes, please?")."""
+    agent = next((m.content for m in reversed(messages) if m.role == "assistant" and m.content), None)
+    mine, theirs = _words(text), _words(agent or "")
+    if len(mine) < 4 or not theirs:
+        return False
+    return mine == theirs or difflib.SequenceMatcher(None, mine, theirs, autojunk=False).ratio() >= threshold
 
 
 class LLMUserSimulator:
@@ -40,7 +58,7 @@ class LLMUserSimulator:
         self.retries = int(retries)
         self.temperature = float(temperature)
         self.prompt, self.prompt_hash = load_prompt(_PKG, "user_sim.md")
-        #: Guard firings: empty_turn, premature_stop, tool_call_from_user, leaked_hidden_value; turns, stops.
+        #: Guard firings: empty_turn, premature_stop, tool_call_from_user, leaked_hidden_value, echo; turns, stops.
         self.stats: Counter[str] = Counter()
         self.llm: Any = None
 
@@ -119,6 +137,11 @@ class LLMUserSession:
             if not text and not stop:
                 sim.stats["empty_turn"] += 1
                 view = view + [Message("user", "(Your reply was empty. Please answer as the customer.)")]
+                continue
+            if text and echoes(text, messages):
+                sim.stats["echo"] += 1
+                view = view + [Message("assistant", text),
+                               Message("user", "(You repeated the agent's words. Answer as the customer, in your own words.)")]
                 continue
             leaked = self._leaked(messages, text)
             if leaked:
