@@ -12,7 +12,21 @@ from synthagent.core.models import Task
 from synthagent.core.protocols import GenerationContext
 from synthagent.core.stages.base import RecordStage, StageContext
 
-__all__ = ["GenerateStage"]
+__all__ = ["GenerateStage", "missing_evidence"]
+
+
+def missing_evidence(task: Task) -> str | None:
+    """Why ``task`` carries no positive evidence a policy must produce (None when it does).
+
+    Positive evidence is a required write (a workflow step that writes, or a gold state with changed rows)
+    or a required answer (answer values). A task with neither lets a policy that does nothing score: the
+    generate stage drops it, whatever plugin made it, and counts the reason (``no_positive_evidence``).
+    """
+    if task.answer or any(step.writes for step in task.workflow):
+        return None
+    if task.gold_state is not None and any(task.gold_state.changes.values()):
+        return None
+    return "no_positive_evidence: the workflow makes no write and the task asks for no answer"
 
 
 class GenerateStage(RecordStage):
@@ -30,14 +44,20 @@ class GenerateStage(RecordStage):
         gen_ctx = GenerationContext(count=target, seed=ctx.config.seed, llm=runtime.components.llm,
                                     done_slots=frozenset(t.provenance.slot for t in store.tasks))
         written = 0
+        dropped: Counter[str] = Counter()
         async with contextlib.aclosing(self._generated(ctx, gen_ctx)) as generated:
             async for task in generated:
+                reason = missing_evidence(task)
+                if reason is not None:  # no reward for nothing: a do-nothing policy could pass it
+                    dropped[reason.split(":")[0]] += 1
+                    continue
                 if store.tasks.append(task):
                     written += 1
                     ctx.progress(self.name, 1, target)
                 if len(store.tasks) >= target:
                     break
         stats = Counter(runtime.stats().get("generator", {}))
+        stats.update(dropped)
         return {"count": len(store.tasks), "written": written, "dropped": dict(stats)}
 
     async def _generated(self, ctx: StageContext, gen_ctx: GenerationContext) -> AsyncGenerator[Task, None]:

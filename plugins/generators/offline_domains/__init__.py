@@ -29,7 +29,8 @@ class OfflineDomainsGenerator:
     :param domains_dir: a folder of domain JSON files (default: the built-in pack).
     :param min_hidden: fewest facts to hide per task (default 1).
     :param max_hidden: most facts to hide per task (default 3).
-    :param max_tools: offer at most this many tools per task, the gold tools first (0 = every domain tool).
+    :param max_tools: offer at most this many tools per task: the gold tools plus random others (0 = every
+        domain tool); either way in an order shuffled by the task seed, so the tool list never spells out the plan.
     """
 
     name = "offline-domains"
