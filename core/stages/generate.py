@@ -19,12 +19,16 @@ def missing_evidence(task: Task) -> str | None:
     """Why ``task`` carries no positive evidence a policy must produce (None when it does).
 
     Positive evidence is a required write (a workflow step that writes, or a gold state with changed rows)
-    or a required answer (answer values). A task with neither lets a policy that does nothing score: the
-    generate stage drops it, whatever plugin made it, and counts the reason (``no_positive_evidence``).
+    or a required answer (answer values); in an environment without a database state (no ``gold_state``,
+    e.g. an external benchmark checked by its own checker), the workflow's required tool calls. A task with
+    none of them lets a policy that does nothing pass: the generate stage drops it, whatever plugin made it,
+    and counts the reason (``no_positive_evidence``).
     """
     if task.answer or any(step.writes for step in task.workflow):
         return None
     if task.gold_state is not None and any(task.gold_state.changes.values()):
+        return None
+    if task.gold_state is None and any(step.tool for step in task.workflow):
         return None
     return "no_positive_evidence: the workflow makes no write and the task asks for no answer"
 
