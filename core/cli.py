@@ -140,7 +140,7 @@ def cli() -> None:
     synth run                 generate tasks, simulate trajectories, build rubrics, score, export
     synth plugins             list every registered implementation (and the plugin it came from)
     synth show RUN            print a run's summary
-    synth report RUN          an offline HTML page with plots of a run
+    synth report RUN          an offline HTML page with plots of a run (or of an eval directory)
     synth train               train a model on a run with an RL algorithm plugin (grpo, sft; extra [train])
     synth eval                evaluate a policy on held-out tasks or a benchmark; compare two evaluations
     synth NAME                a command a plugin adds (synth plugins lists them)
@@ -683,10 +683,13 @@ def _print_compare(result: dict[str, Any]) -> None:
 @_guard
 def report_cmd(run: Path, out: Path | None) -> None:
     """Write an HTML report of run directory RUN: the summary table and PNG plots (rewards, tool calls,
-    turns, mapping hit rate, failures and drops, learning curves when the run trained). Opens offline."""
-    from synthagent.core.report import write_report
+    turns, mapping hit rate, failures and drops, learning curves when the run trained). Opens offline.
 
-    page = write_report(run, out)
+    RUN may also be an eval directory (synth eval): the page then shows the success bars with their 95%
+    intervals, pass^k and failures by kind."""
+    from synthagent.core.report import write_eval_report, write_report
+
+    page = write_eval_report(run, out) if (run / "episodes.jsonl").is_file() else write_report(run, out)
     click.echo(f"report written to {page}")
 
 
