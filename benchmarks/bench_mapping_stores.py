@@ -108,7 +108,7 @@ def main() -> None:
 
     mem = MemoryMappingStore()
     mem._data = {k: json.loads(t) for k, t in zip(all_keys, texts, strict=True)}
-    raw_mem = time_sync(lambda t, k: mem._data.get((t, k)), probes)
+    raw_mem = time_sync(lambda t, k, d=mem._data: d.get((t, k)), probes)
     row("memory: raw dict lookup", raw_mem)
     row("memory: MemoryMappingStore.get", asyncio.run(time_async(mem.get, probes)), raw_mem)
     del mem
@@ -127,7 +127,7 @@ def main() -> None:
         fill = time.perf_counter() - start
         raw_sql = time_sync(lambda t, k: conn.execute(_SELECT, (t, k)).fetchone(), probes)
         conn.close()
-        row(f"sqlite: raw sqlite3 SELECT, same thread", raw_sql)
+        row("sqlite: raw sqlite3 SELECT, same thread", raw_sql)
 
         async def via_store() -> list[float]:
             store = SQLiteMappingStore(path)

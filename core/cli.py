@@ -190,7 +190,7 @@ def _latest_run(out: Path) -> Path:
               help="Re-run this stage and every later one in an existing run (implies --resume).")
 @click.option("-p", "--plugin", "plugins", multiple=True, metavar="MODULE",
               help="Load a plugin by entry-point name or module path (repeatable).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary table.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary table; print only the run directory.")
 @_guard
 def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None, name: str | None,
             seed: int | None, tasks: int | None, resume: bool, from_stage: str | None, plugins: Sequence[str],
@@ -215,19 +215,28 @@ def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None
     from synthagent.core.pipeline import Pipeline
     from synthagent.core.registry import load_plugins
 
-    config = load_config(config_path, overrides, extra={"seed": seed, "tasks": tasks})
+    from synthagent.core.resume import check_run_name, explicit_keys, resume_config
+    from synthagent.core.store import RunStore
+
+    extra = {"seed": seed, "tasks": tasks}
+    config = load_config(config_path, overrides, extra=extra)
+    out_dir = out or Path(config.out)
+    resume = resume or from_stage is not None
+    run_name = name or config.name
+    if run_name:
+        check_run_name(run_name)
+    if resume and not run_name:
+        root = _latest_run(out_dir)
+    else:
+        root = out_dir / (run_name or datetime.now().strftime("run-%Y%m%d-%H%M%S"))
+    if resume and not root.exists():
+        raise UsageError(f"--resume: {str(root)!r} does not exist; drop --resume to start it")
+    if resume:  # the stored configuration, with the options given here checked against it
+        config = resume_config(RunStore.read_manifest(root), config, explicit_keys(config_path, overrides, extra), root)
     loaded = load_plugins(plugins)
     progress = _Progress(quiet)
     pipeline = Pipeline(config, loaded, progress=progress.update)  # builds every implementation: fails early
-    out_dir = out or Path(config.out)
-    resume = resume or from_stage is not None
-    if resume and not name and not config.name:
-        root = _latest_run(out_dir)
-    else:
-        root = out_dir / (name or config.name or datetime.now().strftime("run-%Y%m%d-%H%M%S"))
-    if resume and not root.exists():
-        raise UsageError(f"--resume: {str(root)!r} does not exist; drop --resume to start it")
-    store = pipeline.open_store(root, resume=resume)
+    store = pipeline.open_store(root, resume=resume)  # a writer: holds the run directory's lock until the end
     handler = logging.FileHandler(store.root / "run.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
@@ -253,15 +262,40 @@ def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None
     log.info("run finished")
     if not quiet:
         _print_summary(summary, store.root)
+    else:  # only the path, on stdout: RUN=$(synth run -q) works in scripts
+        click.echo(str(store.root))
+    unusable = _no_usable_trajectory(summary)
+    if unusable:
+        log_to = store.root / "run.log"
+        raise SynthError(f"the run produced no usable trajectory: {unusable} (records are in {store.root}; "
+                         f"see {log_to})")
+
+
+def _no_usable_trajectory(summary: dict[str, Any]) -> str:
+    """Why a finished run has nothing to train on (empty when it has something): no task was generated, or
+    every rollout failed for infrastructure reasons."""
+    if not summary.get("tasks"):
+        dropped = ", ".join(f"{k}={v}" for k, v in (summary.get("dropped") or {}).items()) or "none recorded"
+        return f"no task was generated (drops: {dropped})"
+    trajectories = summary.get("trajectories") or 0
+    if trajectories and summary.get("infra_errors") == trajectories:
+        return f"all {trajectories} rollouts failed for infrastructure reasons (is the model server up?)"
+    return ""
 
 
 class _Progress:
-    """Rich progress bars, one per stage (nothing when quiet or when rich output is disabled)."""
+    """Rich progress bars, one per stage (nothing when quiet or when rich output is disabled).
+
+    Stages run one after another, so a stage starts when the previous one last reported: a bar's clock is
+    started then, not at the stage's first report (the rubric stage reports only after its demonstrations,
+    which would otherwise leave them out of its elapsed time).
+    """
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self._bars: dict[str, Any] = {}
         self._progress: Any = None
+        self._last_report = 0.0
 
     def __enter__(self) -> _Progress:
         if not self.quiet:
@@ -273,6 +307,7 @@ class _Progress:
                 console=Console(stderr=True), transient=False,
             )
             self._progress.start()
+            self._last_report = self._progress.get_time()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -285,9 +320,12 @@ class _Progress:
         bar = self._bars.get(stage)
         if bar is None:
             bar = self._bars[stage] = self._progress.add_task(stage, total=total)
+            task = next(t for t in self._progress.tasks if t.id == bar)
+            task.start_time = self._last_report  # the stage began when the previous one last reported
         elif total is not None:
             self._progress.update(bar, total=total)
         self._progress.advance(bar, advance)
+        self._last_report = self._progress.get_time()
 
 
 def _print_summary(summary: dict[str, Any], root: Path) -> None:
@@ -332,13 +370,14 @@ def plugins_cmd(as_json: bool, plugins: Sequence[str]) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="synthagent implementations")
     for col in ("kind", "name", "plugin", "version", "description"):
         table.add_column(col)
     for row in rows:
-        table.add_row(row["kind"], row["name"], row["plugin"], row["version"], row["description"])
+        table.add_row(*(escape(str(row[col])) for col in ("kind", "name", "plugin", "version", "description")))
     Console().print(table)
 
 
@@ -351,7 +390,7 @@ def show_cmd(run: Path, as_json: bool) -> None:
     from synthagent.core.pipeline import summarize
     from synthagent.core.store import RunStore
 
-    store = RunStore.open(run)
+    store = RunStore.open(run, readonly=True)
     try:
         summary = summarize(store)
     finally:

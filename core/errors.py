@@ -10,6 +10,11 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
+__all__ = [
+    "SynthError", "UsageError", "ConfigError", "UnknownImplementationError", "PluginLoadError",
+    "RunDirectoryError", "DomainError", "StageError", "close_matches", "require_non_negative_int",
+]
+
 
 class SynthError(Exception):
     """Base class of every error synthagent raises on purpose."""

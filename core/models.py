@@ -432,6 +432,7 @@ class Score:
     components: dict[str, float] = attrs.field(factory=dict, converter=_dict)
 
 
+#: Run-store record file stem -> the record class of its lines (``tasks`` -> :class:`Task`, ...).
 RECORD_TYPES: dict[str, type] = {
     "tasks": Task,
     "trajectories": Trajectory,

@@ -143,6 +143,17 @@ class Implementation(Generic[T]):
                                   f"to {type(value).__name__}, not a factory")
         return value  # type: ignore[no-any-return]
 
+    def accepted_options(self) -> list[str] | None:
+        """The option names the factory takes (keyword parameters), or None when it takes any (``**kwargs``)
+        or its signature cannot be read."""
+        try:
+            sig = inspect.signature(self.resolve())
+        except (TypeError, ValueError):
+            return None
+        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+            return None
+        return [n for n, p in sig.parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
     def create(self, options: Mapping[str, Any] | None = None) -> T:
         """Build the implementation from its options, checking option names against the factory.
 
@@ -151,12 +162,8 @@ class Implementation(Generic[T]):
         """
         options = dict(options or {})
         factory = self.resolve()
-        try:
-            sig = inspect.signature(factory)
-        except (TypeError, ValueError):
-            sig = None
-        if sig is not None and not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-            accepted = [n for n, p in sig.parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        accepted = self.accepted_options()
+        if accepted is not None:
             for key in options:
                 if key not in accepted:
                     raise ConfigError(

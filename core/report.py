@@ -111,7 +111,7 @@ def _mapping(path: Path, stats: Mapping[str, Mapping[str, int]]) -> str:
         misses = [rows[k][1] for k in kinds]
         ax.bar(kinds, hits, label="hits", color="#4f9a5b")
         ax.bar(kinds, misses, bottom=hits, label="misses", color="#d9a441")
-        for i, k in enumerate(kinds):
+        for i in range(len(kinds)):
             total = hits[i] + misses[i]
             ax.text(i, total, f"{hits[i] / total:.1%} hits", ha="center", va="bottom")
         ax.set_ylabel("lookups")
@@ -167,7 +167,7 @@ def write_report(run: Path, out: Path | None = None) -> Path:
         import matplotlib  # noqa: F401
     except ImportError as exc:
         raise UsageError("synth report draws with matplotlib: pip install 'synthagent[plots]'") from exc
-    store = RunStore.open(run)
+    store = RunStore.open(run, readonly=True)
     try:
         summary = summarize(store)
         tasks: list[Task] = store.tasks.load()

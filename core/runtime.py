@@ -101,16 +101,6 @@ class WorkerSpec:
         return f"{self.config.fingerprint()}|{self.plugins}|{self.environ}|{self.run_dir}"
 
 
-def _accepted(factory: Callable[..., Any]) -> set[str] | None:
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params}
-
-
 def build_components(config: RunConfig, plugins: Plugins) -> Components:
     """Look up and build every implementation the config names (unknown names and options fail here)."""
 
@@ -118,7 +108,7 @@ def build_components(config: RunConfig, plugins: Plugins) -> Components:
         impl = plugins.registry(kind).get(name)
         options = dict(base or {})
         if options:  # generic settings ([llm]) are offered; an implementation takes what it knows
-            accepted = impl.accepted_options() if hasattr(impl, "accepted_options") else _accepted(impl.factory)
+            accepted = impl.accepted_options()
             if accepted is not None:
                 options = {k: v for k, v in options.items() if k in accepted}
         options.update(config.options_for(name, kind))

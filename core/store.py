@@ -5,21 +5,39 @@ Layout of ``<out>/<name>/``::
     manifest.json        config, loaded plugins with versions, prompt hashes, seed, stage status
     tasks.jsonl          one Task per line
     trajectories.jsonl   one Trajectory per line
+    demonstrations.jsonl teacher demonstrations the rubric stage builds criteria from
     rubrics.jsonl        one Rubric per line
     scores.jsonl         one Score per line
     summary.json         counts, rates and means (rewritten at the end of each run)
+    run.log              the run's log (written by the CLI)
     exports/sft.jsonl    OpenAI messages + tools, ready for TRL SFT
+    exports/sft_rejected.jsonl  trajectories left out of SFT, with score and reason
     exports/rl.jsonl     prompt + tools + task reference, for GRPO
+    report/              written by ``synth report`` (HTML and plots)
 
 Crash safety: each record is written with a single ``write`` on an ``O_APPEND`` descriptor. A process killed
-mid-write can leave at most one partial last line; opening the file again drops it (the record is redone).
-Records already present (same id) are never written twice, so a resumed run neither loses nor duplicates.
-``manifest.json``, ``summary.json`` and the exports are replaced atomically (write to a temporary file, then
-``os.replace``). A new run directory appears only once its manifest is complete.
+mid-write can leave at most one partial last line; the next *writer* drops it and marks the stage that owns the
+file (and every later stage) not done, so the dropped record is redone. Records already present (same id) are
+never written twice, so a resumed run neither loses nor duplicates. ``manifest.json``, ``summary.json`` and the
+exports are replaced atomically (write to a temporary file, then ``os.replace``). A new run directory appears
+only once its manifest is complete.
+
+One writer per run directory: a writer (:meth:`RunStore.create`, :meth:`RunStore.open`) holds an exclusive
+``fcntl.flock`` on ``<run>/.lock`` until :meth:`RunStore.close` (or until its process dies: the kernel drops the
+lock). A second writer fails at once with :class:`RunDirectoryError` naming the holder's pid. Readers
+(``RunStore.open(root, readonly=True)``: ``synth show``, ``synth report``, the training environment) take no
+lock and never modify a file: they read complete lines only, so a record being appended is simply not seen yet.
+
+Storable records: a record is written only if a strict JSON reader can read it back (no NaN/Infinity, no lone
+UTF-16 surrogate); otherwise :class:`StageError` names the record. Model output is cleaned where it enters
+(:mod:`synthagent.core.toolcalls`), so this is a guard, not a filter.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -31,10 +49,41 @@ from typing import Any, Generic, TypeVar
 from synthagent.core.errors import RunDirectoryError, StageError
 from synthagent.core.models import RECORD_TYPES, RecordError, from_json_dict, to_json_dict
 
-__all__ = ["JsonlFile", "RunStore", "write_json_atomic", "write_jsonl_atomic", "MANIFEST"]
+__all__ = ["JsonlFile", "RunStore", "write_json_atomic", "write_jsonl_atomic", "strict_json_line", "MANIFEST",
+           "LOCK", "FILE_STAGES"]
 
 T = TypeVar("T")
+#: The file name of a run directory's manifest (config, plugins, stage status).
 MANIFEST = "manifest.json"
+#: The lock file a writer holds (``flock``) for as long as it has the run directory open.
+LOCK = ".lock"
+#: The pipeline stage that writes each record file (a record dropped from a file reopens that stage).
+FILE_STAGES = {"tasks": "generate", "trajectories": "simulate", "demonstrations": "rubric", "rubrics": "rubric",
+               "scores": "score"}
+_STAGE_ORDER = ("generate", "simulate", "rubric", "score", "export")
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _os_problem(exc: OSError, what: str) -> StageError:
+    """A one-line StageError for a failed write; a full disk says so."""
+    if exc.errno in _DISK_FULL:
+        return StageError(f"disk full: cannot write {what} ({exc.strerror}); free some space and continue with "
+                          "`synth run --resume`")
+    return StageError(f"cannot write {what}: {exc.strerror or exc}")
+
+
+def strict_json_line(data: Any, what: str) -> bytes:
+    """``data`` as one UTF-8 JSON line that a strict reader can parse back, or :class:`StageError` naming
+    ``what`` (no NaN/Infinity, no lone surrogate)."""
+    try:
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError as exc:
+        raise StageError(f"{what} cannot be stored: {exc} (a strict JSON reader could not read it back)") from exc
+    try:
+        return (text + "\n").encode("utf-8", errors="strict")
+    except UnicodeEncodeError as exc:
+        raise StageError(f"{what} cannot be stored: it holds a lone UTF-16 surrogate ({exc.reason} at character "
+                         f"{exc.start})") from exc
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -42,35 +91,67 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False, default=str) + "\n")
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a short write is retried; a full disk then raises ENOSPC)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` atomically (temporary file in the same folder, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would (0644 under umask 022)
+            _write_all(fd, text.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _os_problem(exc, str(path)) from exc
         raise
 
 
+def _umask() -> int:
+    """The process umask: from /proc on Linux (no change to it), else by setting it and restoring it at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_jsonl_atomic(path: Path, rows: list[Mapping[str, Any]]) -> None:
-    """Write ``rows`` as JSON lines to ``path`` atomically."""
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+    """Write ``rows`` as JSON lines to ``path`` atomically (each row must be storable: :func:`strict_json_line`)."""
+    write_text_atomic(path, "".join(strict_json_line(r, f"row {i + 1} of {path.name}").decode("utf-8")
+                                    for i, r in enumerate(rows)))
 
 
 class JsonlFile(Generic[T]):
-    """An append-only JSONL file of one record type, with a set of the ids it holds."""
+    """An append-only JSONL file of one record type, with a set of the ids it holds.
 
-    def __init__(self, path: Path, cls: type[T]) -> None:
+    :param readonly: read without modifying anything: a cut last line (a killed write, or a record being
+        appended right now by the writer) is ignored, not truncated, and :meth:`append` refuses.
+    """
+
+    def __init__(self, path: Path, cls: type[T], *, readonly: bool = False) -> None:
         self.path = path
         self.cls = cls
+        self.readonly = readonly
         self._ids: set[str] = set()
         self._fd: int | None = None
+        #: Bytes of a cut last line: dropped by a writer, ignored by a reader.
         self.repaired_bytes = 0
         self._scan()
 
@@ -82,8 +163,9 @@ class JsonlFile(Generic[T]):
         good = data.rfind(b"\n") + 1  # everything after the last newline is a partial (killed) write
         if good < len(data):
             self.repaired_bytes = len(data) - good
-            with open(self.path, "r+b") as fh:
-                fh.truncate(good)
+            if not self.readonly:
+                with open(self.path, "r+b") as fh:
+                    fh.truncate(good)
         for lineno, line in enumerate(data[:good].splitlines(), 1):
             if not line.strip():
                 continue
@@ -106,19 +188,38 @@ class JsonlFile(Generic[T]):
         return frozenset(self._ids)
 
     def append(self, record: T) -> bool:
-        """Write ``record`` unless its id is present; return True when written."""
+        """Write ``record`` unless its id is present; return True when written.
+
+        :raises StageError: the record is not storable (:func:`strict_json_line`), the disk is full, or the
+            file was opened read-only. A failed write leaves the file as it was.
+        """
+        if self.readonly:
+            raise StageError(f"{self.path} was opened read-only")
         data = to_json_dict(record)
         record_id = data["id"]
         if record_id in self._ids:
             return False
-        line = (json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode("utf-8")
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        written = os.write(self._fd, line)
-        if written != len(line):  # pragma: no cover - regular files write fully
-            raise StageError(f"short write to {self.path}")
+        line = strict_json_line(data, f"record {record_id!r} of {self.path.name}")
+        self._open_for_append()
+        assert self._fd is not None
+        size = os.fstat(self._fd).st_size
+        try:
+            _write_all(self._fd, line)
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # no partial line left for the next record to run into
+                os.ftruncate(self._fd, size)
+            raise _os_problem(exc, f"record {record_id!r} to {self.path}") from exc
         self._ids.add(record_id)
         return True
+
+    def _open_for_append(self) -> None:
+        if self.readonly:
+            raise StageError(f"{self.path} was opened read-only")
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise _os_problem(exc, str(self.path)) from exc
 
     def load(self) -> list[T]:
         """Every record, in file order."""
@@ -129,17 +230,16 @@ class JsonlFile(Generic[T]):
             return
         with open(self.path, "rb") as fh:
             for lineno, line in enumerate(fh, 1):
-                if line.strip():
+                if line.endswith(b"\n") and line.strip():  # a line without its newline is still being written
                     try:
                         record = from_json_dict(self.cls, json.loads(line.decode("utf-8")))
-                    except (ValueError, RecordError) as exc:  # json errors are ValueErrors too
+                    except (ValueError, RecordError) as exc:  # json and decode errors are ValueErrors too
                         raise RunDirectoryError(f"{self.path}:{lineno}: {exc}") from None
                     yield record
 
     def touch(self) -> None:
         """Create the file if it does not exist yet (a stage that wrote no record)."""
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._open_for_append()
 
     def sync(self) -> None:
         """fsync what was written."""
@@ -155,21 +255,81 @@ class JsonlFile(Generic[T]):
 
     def reset(self) -> None:
         """Delete the file (``--from`` this stage)."""
+        if self.readonly:
+            raise StageError(f"{self.path} was opened read-only")
         self.close()
         if self.path.exists():
             self.path.unlink()
         self._ids.clear()
 
 
-class RunStore:
-    """A run directory. Use :meth:`create` for a new run and :meth:`open` to resume one."""
+def _lock_holder(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return "unknown"
+    return text if text.isdigit() else "unknown"
 
-    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+
+def acquire_lock(root: Path) -> int:
+    """Take the writer's lock on run directory ``root`` (``flock`` on ``root/.lock``, our pid written in it) and
+    return its descriptor; it is released by closing the descriptor or when the process dies.
+
+    :raises RunDirectoryError: another process holds it (the message names its pid), or it cannot be taken.
+    """
+    path = root / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot lock run directory {str(root)!r}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise RunDirectoryError(
+                f"run directory {str(root)!r} is in use by another synth run (pid {_lock_holder(path)} holds "
+                f"{str(path)!r}); wait for it to finish (one writer per run directory)") from exc
+        raise RunDirectoryError(f"cannot lock run directory {str(root)!r}: {exc.strerror or exc}") from exc
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+class RunStore:
+    """A run directory. Use :meth:`create` for a new run and :meth:`open` to resume (or, with ``readonly``, to
+    read) one. A writer holds the directory's lock from :meth:`create`/:meth:`open` until :meth:`close`."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], *, readonly: bool = False,
+                 lock_fd: int | None = None) -> None:
         self.root = root
         self.manifest = manifest
+        #: True for a reader: nothing in the directory is modified.
+        self.readonly = readonly
+        self._lock_fd = lock_fd
         self.files: dict[str, JsonlFile[Any]] = {
-            stage: JsonlFile(root / f"{stage}.jsonl", cls) for stage, cls in RECORD_TYPES.items()
+            stage: JsonlFile(root / f"{stage}.jsonl", cls, readonly=readonly) for stage, cls in RECORD_TYPES.items()
         }
+        #: Stages reopened because a record of theirs was dropped by repair (a cut last line).
+        self.reopened: list[str] = []
+        if not readonly:
+            self._reopen_repaired()
+
+    def _reopen_repaired(self) -> None:
+        """A cut last line was dropped: the stage that owns the file, and every later stage, is no longer done,
+        so ``--resume`` redoes the dropped record (and what depends on it)."""
+        cut = [FILE_STAGES[name] for name, f in self.files.items() if f.repaired_bytes and name in FILE_STAGES]
+        if not cut:
+            return
+        first = min(_STAGE_ORDER.index(stage) for stage in cut)
+        stages = self.manifest.setdefault("stages", {})
+        for stage in _STAGE_ORDER[first:]:
+            if stages.get(stage, {}).get("status") == "done":
+                stages[stage] = {**stages[stage], "status": "pending", "reopened": "a cut record was dropped"}
+                self.reopened.append(stage)
+        if self.reopened:
+            self.save_manifest()
 
     @property
     def tasks(self) -> JsonlFile[Any]:
@@ -227,22 +387,30 @@ class RunStore:
             for stale in out.glob(f".{name}.creating-*"):  # left by a process killed while creating this run
                 shutil.rmtree(stale, ignore_errors=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}.creating-", dir=out))
+            tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a run directory is as readable as its files
         except OSError as exc:
             raise RunDirectoryError(f"cannot create a run in {str(out)!r}: {exc.strerror or exc}") from exc
+        lock_fd: int | None = None
         try:
             (tmp / "exports").mkdir()
+            lock_fd = acquire_lock(tmp)  # the lock travels with the directory through the rename
             write_json_atomic(tmp / MANIFEST, manifest)
             os.rename(tmp, root)
-        except OSError as exc:
+        except (OSError, StageError, RunDirectoryError) as exc:
+            if lock_fd is not None:
+                os.close(lock_fd)
             shutil.rmtree(tmp, ignore_errors=True)
             if root.exists():
                 raise RunDirectoryError(f"run directory {str(root)!r} already exists") from exc
             raise RunDirectoryError(f"cannot create run directory {str(root)!r}: {exc}") from exc
-        return cls(root, manifest)
+        return cls(root, manifest, lock_fd=lock_fd)
 
-    @classmethod
-    def open(cls, root: Path) -> RunStore:
-        """Open an existing run directory (``--resume``, ``synth show``)."""
+    @staticmethod
+    def read_manifest(root: Path) -> dict[str, Any]:
+        """The manifest of run directory ``root`` (read only).
+
+        :raises RunDirectoryError: no manifest, or one that is not a JSON object.
+        """
         path = root / MANIFEST
         if not path.is_file():
             raise RunDirectoryError(f"{str(root)!r} is not a synthagent run directory (no {MANIFEST})")
@@ -253,13 +421,30 @@ class RunStore:
         if not isinstance(manifest, dict):
             raise RunDirectoryError(f"{path} must hold a JSON object, got {type(manifest).__name__}; "
                                     "it is not a synthagent manifest")
+        return manifest
+
+    @classmethod
+    def open(cls, root: Path, *, readonly: bool = False) -> RunStore:
+        """Open an existing run directory: as its one writer (``--resume``; takes the lock, then repairs a cut
+        last line), or with ``readonly`` as a reader (``synth show``; no lock, nothing modified)."""
+        cls.read_manifest(root)  # a clear error before anything else
+        if readonly:
+            return cls(root, cls.read_manifest(root), readonly=True)
         if not os.access(root, os.W_OK):
             raise RunDirectoryError(f"run directory {str(root)!r} is not writable")
-        (root / "exports").mkdir(exist_ok=True)
-        return cls(root, manifest)
+        lock_fd = acquire_lock(root)
+        try:
+            manifest = cls.read_manifest(root)  # as the last writer left it
+            (root / "exports").mkdir(exist_ok=True)
+            return cls(root, manifest, lock_fd=lock_fd)
+        except BaseException:
+            os.close(lock_fd)
+            raise
 
     def save_manifest(self) -> None:
         """Write the manifest atomically."""
+        if self.readonly:
+            raise StageError(f"{str(self.root)!r} was opened read-only")
         write_json_atomic(self.root / MANIFEST, self.manifest)
 
     def stage_done(self, stage: str) -> bool:
@@ -272,6 +457,9 @@ class RunStore:
         self.save_manifest()
 
     def close(self) -> None:
-        """Flush and close every file."""
+        """Flush and close every file, then release the lock."""
         for f in self.files.values():
             f.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

@@ -18,7 +18,8 @@ def _hit_rate(stats: dict[str, int]) -> float | None:
 
 
 def summarize(store: RunStore) -> dict[str, Any]:
-    """Counts, rates and means of a run directory (also what ``synth show`` prints); writes summary.json."""
+    """Counts, rates and means of a run directory (also what ``synth show`` prints); writes summary.json
+    unless the store was opened read-only."""
     tasks = store.tasks.load()
     trajectories = store.trajectories.load()
     scores = [s for s in store.scores]
@@ -58,5 +59,6 @@ def summarize(store: RunStore) -> dict[str, Any]:
         "timings_s": store.manifest.get("timings", {}),
         "diversity": lexical_diversity(trajectories, tasks),
     }
-    write_json_atomic(store.root / "summary.json", summary)
+    if not store.readonly:  # a reader (synth show) computes it and writes nothing
+        write_json_atomic(store.root / "summary.json", summary)
     return summary

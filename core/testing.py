@@ -90,8 +90,9 @@ class InMemoryMappingStore:
 class ScriptedOpenAIServer:
     """A loopback OpenAI-compatible chat server for tests, with scripted replies and injected faults.
 
-    :param reply: ``reply(request_body) -> str | dict`` gives the assistant message (a string is the content;
-        a dict may carry ``content`` and ``tool_calls``). Default: ``"ok"``.
+    :param reply: ``reply(request_body) -> str | dict | bytes`` gives the assistant message (a string is the
+        content; a dict may carry ``content`` and ``tool_calls``; bytes are sent as the whole response body, as
+        is). Default: ``"ok"``.
     :param faults: probability of each fault per request: an HTTP status (``"500"``, ``"503"``, ``"400"``,
         ...; ``"429"`` comes with ``Retry-After``), ``"timeout"`` (answers after ``timeout_delay_s``), ``"malformed"`` (a truncated
         JSON body with status 200), ``"drop"`` (closes the connection without answering).
@@ -188,6 +189,9 @@ class ScriptedOpenAIServer:
                     self.connection.shutdown(2)
                 else:
                     out = outer.reply(body)
+                    if isinstance(out, bytes):  # a raw body, sent as is (e.g. bytes that are not UTF-8)
+                        self._send(200, out)
+                        return
                     message = {"role": "assistant", "content": out} if isinstance(out, str) else {"role": "assistant", **out}
                     payload = {"id": "chatcmpl-scripted", "object": "chat.completion", "model": body.get("model", ""),
                                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
@@ -217,12 +221,20 @@ class ScriptedOpenAIServer:
 
 
 async def executor_probe_job(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A job for testing executors: sleeps ``item["sleep"]`` seconds, then raises ``ValueError`` when
-    ``item["raise"]``, ends its whole process when ``item["exit"]`` (a crashed worker), else returns
-    ``{"value": item["value"] * 2, "pid": <the process that ran it>}``."""
+    """A job for testing executors: writes its pid to the file ``item["touch"]`` when given, blocks its whole
+    event loop for ``item["block"]`` seconds (a job stuck in a call that does not yield), sleeps
+    ``item["sleep"]`` seconds, then raises ``ValueError`` when ``item["raise"]``, ends its whole process when
+    ``item["exit"]`` (a crashed worker), else returns ``{"value": item["value"] * 2, "pid": <the process that
+    ran it>}``."""
     import asyncio
     import os
+    import time
 
+    if item.get("touch"):
+        with open(item["touch"], "w", encoding="utf-8") as fh:
+            fh.write(str(os.getpid()))
+    if item.get("block"):
+        time.sleep(float(item["block"]))
     await asyncio.sleep(float(item.get("sleep", 0.0)))
     if item.get("exit"):
         os._exit(17)

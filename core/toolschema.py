@@ -9,6 +9,7 @@ from synthagent.core.models import ToolSpec
 
 __all__ = ["argument_problems", "schema_problems", "JSON_TYPES"]
 
+#: JSON Schema type name -> the Python types a decoded JSON value of that type may have.
 JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "integer": (int,),

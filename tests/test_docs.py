@@ -48,11 +48,19 @@ def test_every_cli_option_is_in_the_cli_reference() -> None:
 
 
 def test_readme_install_and_test_commands_are_what_ci_runs() -> None:
+    import re
+
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci/run").read_text()
-    for line in ci.splitlines():
-        if line.startswith(("pip install -c", "python -m pytest")):
-            assert line.strip() in readme, f"{line!r} from .ci/run is not in the README"
+    readme_lines = {line.strip() for block in re.findall(r"```bash\n(.*?)```", readme, re.S)
+                    for line in block.splitlines()}
+    commands = [line.strip() for line in ci[ci.index("pip install -e ."):].splitlines()
+                if line.strip() and not line.startswith("#") and line.strip() != "synth --version"]
+    assert commands[0] == "pip install -e ." and commands[-1] == "python -m pytest -n 2"
+    for line in commands:
+        assert line in readme_lines, f"{line!r} from .ci/run is not a README command"
+    apt = [line for line in commands if "apt-get" in line]
+    assert all("chromium" in line and "redis" not in line for line in apt), "only chromium comes from apt"
 
 
 def test_the_readme_plugin_runs(synth, tmp_path: Path) -> None:

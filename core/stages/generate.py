@@ -10,7 +10,8 @@ from typing import Any
 from synthagent.core.engine import JobRunner
 from synthagent.core.models import Task
 from synthagent.core.protocols import GenerationContext
-from synthagent.core.stages.base import RecordStage, StageContext
+from synthagent.core.stages.base import RecordStage, StageContext, log
+from synthagent.core.taskcheck import check_task
 
 __all__ = ["GenerateStage", "missing_evidence"]
 
@@ -35,7 +36,9 @@ def missing_evidence(task: Task) -> str | None:
 
 class GenerateStage(RecordStage):
     """Asks the generator for ``tasks`` tasks; slot-by-slot generators run in the executor's workers when
-    those are other processes."""
+    those are other processes. Every task is checked (:func:`synthagent.core.taskcheck.check_task`) before it is
+    stored; one that fails is dropped with its first problem as the reason (``invalid_task: ...``), and one
+    without positive evidence (:func:`missing_evidence`) as ``no_positive_evidence``."""
 
     name = "generate"
     file = "tasks"
@@ -48,12 +51,18 @@ class GenerateStage(RecordStage):
         gen_ctx = GenerationContext(count=target, seed=ctx.config.seed, llm=runtime.components.llm,
                                     done_slots=frozenset(t.provenance.slot for t in store.tasks))
         written = 0
-        dropped: Counter[str] = Counter()
+        invalid: Counter[str] = Counter()
         async with contextlib.aclosing(self._generated(ctx, gen_ctx)) as generated:
             async for task in generated:
+                problems = check_task(task)
+                if problems:  # whatever plugin made it: dropped with the reason, never stored
+                    invalid[f"invalid_task: {problems[0]}"] += 1
+                    log.warning("generated task %s dropped: %s", task.id, "; ".join(problems))
+                    continue
                 reason = missing_evidence(task)
                 if reason is not None:  # no reward for nothing: a do-nothing policy could pass it
-                    dropped[reason.split(":")[0]] += 1
+                    invalid[reason.split(":")[0]] += 1
+                    log.warning("generated task %s dropped: %s", task.id, reason)
                     continue
                 if store.tasks.append(task):
                     written += 1
@@ -61,7 +70,7 @@ class GenerateStage(RecordStage):
                 if len(store.tasks) >= target:
                     break
         stats = Counter(runtime.stats().get("generator", {}))
-        stats.update(dropped)
+        stats.update(invalid)
         return {"count": len(store.tasks), "written": written, "dropped": dict(stats)}
 
     async def _generated(self, ctx: StageContext, gen_ctx: GenerationContext) -> AsyncGenerator[Task, None]:

@@ -79,7 +79,7 @@ class TransformersBackend:
                     self._tokenizer.chat_template = self.chat_template
                 model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, self.dtype),
                                                              **kwargs)
-                self._model = model.to(self.device).eval()
+                self._model = model.to(self.device).eval()  # type: ignore[arg-type]
         return self._model, self._tokenizer
 
     def _generate(self, request: ChatRequest) -> ChatResponse:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import os
 import random
 import time
@@ -40,8 +41,6 @@ class LLMUnavailableError(SynthError):
 
 def to_openai_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
     """Messages in the OpenAI wire format (tool-call ``arguments`` as JSON strings)."""
-    import json
-
     out = []
     for m in messages:
         d = m.openai()
@@ -179,8 +178,8 @@ class OpenAIBackend:
                     kind, last = "connect", f"{type(exc).__name__}: {exc}"
                 else:
                     if resp.status_code == 200:
-                        try:
-                            return self._parse(resp.json())
+                        try:  # bytes that are not UTF-8 become U+FFFD: a reply is kept, never a store error
+                            return self._parse(json.loads(resp.content.decode("utf-8", errors="replace")))
                         except (ValueError, KeyError, IndexError, TypeError) as exc:
                             kind, last = "malformed_body", f"response is not a chat completion: {type(exc).__name__}"
                     elif resp.status_code in RETRY_STATUSES:
@@ -203,6 +202,7 @@ class OpenAIBackend:
     def _parse(data: Mapping[str, Any]) -> ChatResponse:
         choice = data["choices"][0]
         message = choice["message"]
+        # parse_assistant makes the reply storable: lone surrogates replaced, non-finite arguments a malformed call
         parsed = parse_assistant(message.get("content"), message.get("tool_calls"))
         usage = data.get("usage") or {}
         return ChatResponse(parsed, Usage(int(usage.get("prompt_tokens") or 0),

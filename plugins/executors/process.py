@@ -34,8 +34,33 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+#: Seconds a worker whose driver has gone (its pipe closed, or its parent changed) is given to close its
+#: components before it exits anyway: nobody is left to take its results.
+ORPHAN_GRACE_S = 0.5
+
+
+def _exit_soon(grace_s: float) -> None:
+    """End this worker process after ``grace_s`` even if its event loop is still busy."""
+    timer = threading.Timer(grace_s, os._exit, args=(0,))
+    timer.daemon = True
+    timer.start()
+
+
+def _watch_parent(parent: int, interval_s: float = 0.2) -> None:
+    """A daemon thread: when this process's parent changes (the driver died; we were re-parented), exit soon."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            threading.Event().wait(interval_s)
+        _exit_soon(ORPHAN_GRACE_S)
+
+    threading.Thread(target=watch, daemon=True, name="synthagent-worker-parent-watch").start()
+
+
 def worker_main(conn: Any) -> None:
-    """A worker process: receive callables and jobs on ``conn``, run the jobs on one event loop, answer each."""
+    """A worker process: receive callables and jobs on ``conn``, run the jobs on one event loop, answer each.
+    It exits within about :data:`ORPHAN_GRACE_S` of its driver dying (pipe EOF or a new parent)."""
+    _watch_parent(os.getppid())
     asyncio.run(_serve(conn))
 
 
@@ -49,8 +74,9 @@ async def _serve(conn: Any) -> None:
         while True:
             try:
                 msg = conn.recv()
-            except (EOFError, OSError):
+            except (EOFError, OSError):  # the driver is gone: close what we can, then exit regardless
                 msg = ("close",)
+                _exit_soon(ORPHAN_GRACE_S)
             except Exception as exc:  # noqa: BLE001 - an item that does not unpickle here fails alone
                 msg = ("bad", exc)
             try:

@@ -77,8 +77,9 @@ class SQLiteMappingStore:
     def setup(self, ctx: Any) -> None:
         """In a run, keep the mapping inside the run directory (so it resumes with the run) unless a path
         was given. The file is created on first use, once the run directory exists."""
-        if self._default_path and getattr(ctx, "run_dir", ""):
-            self.path = os.path.join(os.path.abspath(ctx.run_dir), DEFAULT_FILENAME)
+        run_dir: str = getattr(ctx, "run_dir", "") or ""
+        if self._default_path and run_dir:
+            self.path = os.path.join(os.path.abspath(run_dir), DEFAULT_FILENAME)
 
     # -- worker-thread side -------------------------------------------------------------------------------
 

@@ -208,7 +208,7 @@ def test_a_plugin_command_runs_and_is_listed_without_being_imported(synth, tmp_p
     assert listed.returncode == 0, listed.stderr
     rows = {(r["kind"], r["name"]): r for r in json.loads(listed.stdout)}
     assert rows[("command", "tc-hello")]["plugin"] == "tc_cmd"
-    assert rows[("command", "graph")]["plugin"] == "graph_domains"
+    assert rows[("command", "graph")]["plugin"] == "generators.graph_domains"
     helped = synth(["--help"], env={**env, "TC_BOOM": "1"})
     assert helped.returncode == 0 and "Plugin commands" in helped.stdout and "synth plugins" in helped.stdout
 

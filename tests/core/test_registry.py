@@ -40,7 +40,7 @@ def test_unknown_name_lists_known_ones_with_hint() -> None:
     p = load_plugins(environ=OFF)
     with pytest.raises(UnknownImplementationError) as err:
         p.registry("generator").get("offline-domain")
-    assert "known: graph-domains, offline-domains, persona-fuzzy" in str(err.value)
+    assert "known: bfcl-multi-turn, graph-domains, offline-domains, persona-fuzzy" in str(err.value)
     assert "Did you mean 'offline-domains'" in str(err.value)
 
 

@@ -48,10 +48,13 @@ def test_persona_fuzzy_against_smollm2_completes_and_counts_every_drop(server, s
         "--set", "plugins.persona-fuzzy.max_slots_factor=2", "--set", "plugins.persona-fuzzy.concurrency=1",
         "--set", "plugins.persona-fuzzy.max_tokens=256"]
     result = synth(args, timeout=1500)
-    assert result.returncode == 0, result.stderr[-3000:]
     root = tmp_path / "pf"
     layout_present(root)
     summary = json.loads((root / "summary.json").read_text())
+    if summary["tasks"] == 0:  # a 135M teacher may produce no task: the run says so and exits 1
+        assert result.returncode == 1 and "no usable trajectory: no task was generated" in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr[-3000:]
     dropped = summary["dropped"]
     slots = dropped.get("kept", 0) + sum(dropped.get(r, 0) for r in DROP_REASONS)
     assert 1 <= slots <= 2 and dropped.get("kept", 0) == summary["tasks"]

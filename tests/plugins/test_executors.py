@@ -252,3 +252,54 @@ def _first_task() -> Any:
             return task
 
     return asyncio.run(first())
+
+
+ORPHAN_DRIVER = r"""
+import asyncio, sys
+from synthagent.core.testing import executor_probe_job
+from synthagent.plugins.executors.process import ProcessExecutor
+
+async def main() -> None:
+    executor = ProcessExecutor(workers=2)
+    items = [{"block": 60, "value": i, "touch": f"{sys.argv[1]}/job{i}"} for i in range(2)]
+    async for _ in executor.map(executor_probe_job, items, concurrency=2):
+        pass
+
+asyncio.run(main())
+"""
+
+
+def test_process_workers_exit_promptly_when_the_driver_is_killed(tmp_path: Path) -> None:
+    """Both workers are stuck in a job that blocks their event loop for 60 s when the driver is SIGKILLed:
+    they are gone within seconds (the grace timer), not after the job (before: 60 s)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    driver = subprocess.Popen([sys.executable, "-c", ORPHAN_DRIVER, str(tmp_path)])
+    markers = [tmp_path / "job0", tmp_path / "job1"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not all(m.exists() and m.read_text() for m in markers):
+        time.sleep(0.05)
+    pids = {int(m.read_text()) for m in markers}
+    assert len(pids) == 2 and driver.poll() is None
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    killed = time.monotonic()
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    while any(alive(p) for p in pids) and time.monotonic() - killed < 30:
+        time.sleep(0.02)
+    outlived = time.monotonic() - killed
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    print(f"\n[orphans] workers outlived the SIGKILLed driver by {outlived:.2f} s")
+    assert outlived < 5, outlived

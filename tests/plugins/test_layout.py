@@ -81,4 +81,4 @@ def test_entry_points_are_named_by_their_folder() -> None:
     assert eps == dict(builtin_modules())  # the installed entry points are pyproject.toml's
     assert all(module == "synthagent.plugins." + name for name, module in eps.items())
     kinds = {name.split(".")[0] for name in eps}
-    assert kinds == {"generators", "simulators", "mapping", "rubrics", "backends", "executors", "training"}
+    assert kinds == {"generators", "simulators", "mapping", "rubrics", "backends", "executors", "training", "benchmarks"}

@@ -6,12 +6,11 @@ import asyncio
 import json
 from pathlib import Path
 
-import attrs
 import pytest
 
 from synthagent.core.config import load_config
 from synthagent.core.errors import ConfigError
-from synthagent.core.models import CriterionResult, Message, ToolCall
+from synthagent.core.models import CriterionResult
 from synthagent.core.pipeline import Pipeline
 from synthagent.core.protocols import ChatRequest, ChatResponse, RunContext
 from synthagent.core.registry import load_plugins

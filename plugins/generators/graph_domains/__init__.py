@@ -115,7 +115,7 @@ class GraphDomainsGenerator:
                                                           "parameters": spec.parameters}))
             try:
                 value, _ = await ask_json(llm, [Message("user", prompt)], label="annotation", stats=self.stats,
-                                          check=lambda v: check_effect(v, props, spec.name), params={"temperature": 0})
+                                          check=lambda v, props=props, name=spec.name: check_effect(v, props, name), params={"temperature": 0})
             except TeacherUnavailable:
                 value = None
             if value is None:
@@ -129,7 +129,7 @@ class GraphDomainsGenerator:
     def discover(self, seed: int) -> list[GraphDomain]:
         """Build (once per seed) the graph and the domains."""
         if self.graph is None:
-            self.graph, domains = discover_domains(self.specs, seed=seed, **self.options)
+            self.graph, domains = discover_domains(self.specs, seed=seed, **self.options)  # type: ignore[arg-type]
             if self.only:
                 known = {d.name for d in domains}
                 missing = sorted(set(self.only) - known)

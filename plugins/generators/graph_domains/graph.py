@@ -153,7 +153,7 @@ class ToolGraph:
         import networkx as nx
         import numpy as np
 
-        palette = list(plt.get_cmap("tab20").colors) + list(plt.get_cmap("tab20b").colors)
+        palette = list(plt.get_cmap("tab20").colors) + list(plt.get_cmap("tab20b").colors)  # type: ignore[attr-defined]
         n = max(1, len(self.communities))
         pos: dict[str, Any] = {}
         fig, ax = plt.subplots(figsize=(12, 10), dpi=110)
@@ -165,7 +165,7 @@ class ToolGraph:
             for node, xy in local.items():
                 pos[node] = centre + 0.55 * np.asarray(xy)
             if len(community) > 1:
-                ax.annotate((labels or {}).get(i, str(i)), centre * 1.27, ha="center", va="center", fontsize=8,
+                ax.annotate((labels or {}).get(i, str(i)), tuple(centre * 1.27), ha="center", va="center", fontsize=8,
                             color=palette[i % len(palette)], fontweight="bold")
         colour = {node: palette[i % len(palette)] for i, c in enumerate(self.communities) for node in c}
         inside = [(a, b) for a, b in self.graph.edges if colour[a] == colour[b]]

@@ -253,7 +253,7 @@ def load_pool(source: str | Path | None = None, *, strict: bool = True) -> tuple
             counts["specs"] += 1
             counts["annotated_by_rules"] += annotated_by == "rules"
             specs.append(PoolSpec(name, str(fn.get("description", "")), dict(params),
-                                  str(rec.get("area") or default_area), dict(effect), annotated_by))
+                                  str(rec.get("area") or default_area), dict(effect or {}), annotated_by))
     if not specs:
         raise ConfigError(f"no API specs in {str(root)!r}")
     return specs, counts

@@ -125,12 +125,17 @@ def sample_task(domain: GraphDomain, rng: random.Random, *, seed: int, slot: str
                 found = lookup(spec, p)
                 if found is not None and p not in (set(spec.effect.set) if spec.effect else set()):
                     args[p], bindings[p] = found
+            # a column an earlier step set gets no second new value: both would be the one fact new_<column>
+            if any(f"new_{p}" in facts for p in required if p in settable and p not in args):
+                continue
             for p in sorted(settable):
                 if p in args or (p not in required and rng.random() < 0.5 and args):
                     continue
+                name = f"new_{p}"
+                if name in facts:
+                    continue
                 current = available.get(p, (None, ""))[0]
                 value = _new_value(spec, p, current, rng)
-                name = f"new_{p}"
                 facts[name] = (value, f"the new {_words(p)}", f"The new {_words(p)} should be {value}.")
                 args[p], bindings[p] = value, f"fact:{name}"
             if not args:

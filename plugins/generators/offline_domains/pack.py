@@ -139,9 +139,9 @@ def _check_shapes(raw: Mapping[str, Any], p: _Problems) -> None:
             if q:
                 p.add(f"{sp}.anchor.where.{col}", q)
         for jname, jdef in obj(sc.get("join") or {}, f"{sp}.join").items():
-            j = obj(jdef, f"{sp}.join.{jname}")
+            jtable = obj(jdef, f"{sp}.join.{jname}")
             for key in ("table", "key"):
-                opt(j, key, str, f"{sp}.join.{jname}")
+                opt(jtable, key, str, f"{sp}.join.{jname}")
         for fname, fdef in obj(sc.get("facts", {}), f"{sp}.facts").items():
             f = obj(fdef, f"{sp}.facts.{fname}")
             for key in ("say", "description"):
@@ -670,7 +670,7 @@ def _row_by_key(domain: Domain, table: str, key: Any) -> dict[str, Any] | None:
 
 
 def _resolve(ref: Any, facts: Mapping[str, Any], results: Sequence[Any]) -> tuple[Any, str]:
-    if not isinstance(ref, str) or not ref[:1] in ("$", "@"):
+    if not isinstance(ref, str) or ref[:1] not in ("$", "@"):
         return ref, "literal"
     m = _REF_FACT.match(ref)
     if m:

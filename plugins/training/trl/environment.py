@@ -70,7 +70,7 @@ class RunEnvironment:
         #: the run's own runtime, rebuilt from its manifest with the strict config parser
         self.runtime = Runtime.from_run_dir(root, plugins=plugins)
         self.runtime.setup(root, kinds=("mapping", "tools", "user", "scorer"))
-        store = RunStore.open(root)
+        store = RunStore.open(root, readonly=True)
         try:
             self.manifest = store.manifest
             tasks = store.tasks.load()

@@ -1,0 +1,127 @@
+"""What ``synth run --resume`` resumes with, and which run names are allowed.
+
+A resumed run uses the configuration stored in its manifest: ``synth run --resume --name small`` needs no
+other flag. Options given with ``--resume`` (a config file, ``--set``, ``--seed``, ``--tasks``) must agree with
+the stored configuration, except the ones that do not decide the records (``name``, ``out``,
+``simulate.concurrency``, ``simulate.retries``), which apply to the resumed run. A disagreement is a
+:class:`~synthagent.core.errors.RunDirectoryError` that names each differing key with both values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from synthagent.core.errors import ConfigError, RunDirectoryError, UsageError
+
+__all__ = ["check_run_name", "explicit_keys", "resume_config", "OPERATIONAL_KEYS"]
+
+#: Keys that may differ on resume (they do not decide the records); the resumed run uses the given value.
+OPERATIONAL_KEYS = frozenset({("name",), ("out",), ("simulate", "concurrency"), ("simulate", "retries")})
+
+
+def check_run_name(name: str) -> str:
+    """Return ``name`` if it is a plain folder name; else :class:`UsageError` (absolute paths, ``..``, ``.``,
+    path separators and NUL would put the run directory somewhere other than inside ``--out``)."""
+    bad = (not name or name in (".", "..") or os.path.isabs(name) or "/" in name or "\\" in name or "\0" in name
+           or (os.altsep is not None and os.altsep in name))
+    if bad:
+        raise UsageError(f"--name {name!r} must be a plain folder name (no path separator, no '..', not absolute); "
+                         "choose where runs go with --out")
+    return name
+
+
+def _leaves(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for key, value in data.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and value:
+            out.extend(_leaves(value, path))
+        else:
+            out.append(path)
+    return out
+
+
+def explicit_keys(config_path: Path | None, overrides: Sequence[str], extra: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """The config keys the user set on this command line (the file's keys, ``--set`` keys, CLI shortcuts)."""
+    from synthagent.core.config import parse_set
+
+    keys: list[tuple[str, ...]] = []
+    if config_path is not None:
+        try:  # load_config has already read and validated it
+            keys.extend(_leaves(tomllib.loads(Path(config_path).read_text(encoding="utf-8"))))
+        except (OSError, ValueError, UnicodeDecodeError):
+            pass
+    for item in overrides:
+        path, value = parse_set(item)
+        keys.extend(_leaves(value, tuple(path)) if isinstance(value, Mapping) and value else [tuple(path)])
+    keys.extend((k,) for k, v in extra.items() if v is not None)
+    return list(dict.fromkeys(keys))
+
+
+_MISSING = object()
+
+
+def _get(data: Any, path: Sequence[str]) -> Any:
+    for key in path:
+        if not isinstance(data, Mapping) or key not in data:
+            return _MISSING
+        data = data[key]
+    return data
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def _show(value: Any) -> str:
+    return "(not set)" if value is _MISSING else json.dumps(value, default=str, ensure_ascii=False)
+
+
+def resume_config(manifest: Mapping[str, Any], given: Any, explicit: Sequence[tuple[str, ...]], root: Path) -> Any:
+    """The :class:`~synthagent.core.config.RunConfig` to resume ``root`` with: the manifest's configuration,
+    with the operational keys the user gave.
+
+    :param given: the configuration built from this command line (defaults plus what the user set).
+    :param explicit: the keys the user set (:func:`explicit_keys`).
+    :raises RunDirectoryError: a key the user set disagrees with the stored configuration (each is named with
+        both values), or the manifest holds no usable configuration.
+    """
+    from synthagent.core.config import config_from_dict
+
+    stored = manifest.get("config")
+    if not isinstance(stored, Mapping):
+        raise RunDirectoryError(f"{str(root / 'manifest.json')!r} holds no configuration to resume with")
+    given_dict = given.to_dict()
+    data = json.loads(json.dumps(stored, default=str))  # a deep, plain copy
+    differing: list[str] = []
+    for path in explicit:
+        value = _get(given_dict, path)
+        if value is _MISSING and path and path[0] == given.executor:  # [ray] shorthand for [plugins.ray]
+            path = ("plugins", *path)
+            value = _get(given_dict, path)
+        if value is _MISSING:
+            continue
+        if path in OPERATIONAL_KEYS:
+            node = data
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = value
+            continue
+        old = _get(stored, path)
+        if not _same(old, value):
+            differing.append(f"{'.'.join(path)}: stored {_show(old)}, given {_show(value)}")
+    if differing:
+        raise RunDirectoryError(
+            f"--resume: {str(root)!r} was started with a different configuration ({'; '.join(differing)}); leave "
+            "these options out (the stored configuration is reused), or start a new run with another --name")
+    try:
+        config = config_from_dict(data)
+    except ConfigError as exc:
+        raise RunDirectoryError(f"{str(root / 'manifest.json')!r} holds a configuration this version cannot "
+                                f"resume: {exc}") from exc
+    return config

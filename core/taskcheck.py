@@ -1,0 +1,95 @@
+"""Checks every generated task must pass, whatever plugin made it: :func:`check_task`.
+
+A task is a promise that its hidden facts matter: the agent has to ask the user for each one, because some
+workflow step needs it. :func:`check_task` verifies what can be verified without running anything:
+
+- each hidden fact (``task.user_context``) is bound by some workflow step, through a ``fact:NAME`` or
+  ``step:N+fact:NAME`` binding (a hidden fact no step uses teaches nothing: the agent never needs to ask);
+- each binding is well formed (see :data:`BINDING`): it names an argument of its step, an existing fact, and
+  only an earlier step;
+- an argument bound to ``fact:NAME`` has that fact's value;
+- each workflow tool is offered in ``task.tools``, tool names and fact names are unique, and step indexes are
+  ``0, 1, 2, ...`` in order;
+- no hidden fact's value shows in the visible instruction.
+
+The binding syntax (``WorkflowStep.bindings``, argument name -> where its value comes from):
+
+==========================  =================================================================================
+``literal``                  a constant of the task (an enum value, a fixed amount)
+``fact:NAME``                the value of fact NAME (hidden in ``user_context`` or visible in ``visible_facts``)
+``step:N``                   read from the result of the earlier step N (an id a lookup returned)
+``step:N+fact:NAME``         picked from step N's result rows by fact NAME (the row whose column equals the
+                             fact's value), e.g. the order id of the order the user describes by its date
+==========================  =================================================================================
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from synthagent.core.models import Task
+
+__all__ = ["check_task", "BINDING"]
+
+#: A well-formed binding: ``literal``, ``fact:NAME``, ``step:N`` or ``step:N+fact:NAME``.
+BINDING = re.compile(r"^(?:literal|fact:(?P<fact>[^\s:+]+)|step:(?P<step>\d+)(?:\+fact:(?P<pick>[^\s:+]+))?)$")
+
+
+def _norm(value: Any) -> str:
+    return " ".join(str(value).split()).lower()
+
+
+def check_task(task: Task) -> list[str]:
+    """The problems of ``task``, each a short sentence naming what is wrong; empty when the task is fine.
+
+    Pure: reads only the task (no database, no model). See the module docstring for what is checked.
+    """
+    problems: list[str] = []
+    hidden = {f.name: f for f in task.user_context}
+    visible = {f.name: f for f in task.visible_facts}
+    facts = {**visible, **hidden}
+    names = [f.name for f in (*task.user_context, *task.visible_facts)]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"fact {name!r} is defined more than once")
+    tool_names = [t.name for t in task.tools]
+    for name in sorted({n for n in tool_names if tool_names.count(n) > 1}):
+        problems.append(f"tool {name!r} is offered more than once")
+    offered = set(tool_names)
+    bound: set[str] = set()
+    for position, step in enumerate(task.workflow):
+        where = f"workflow step {position}"
+        if step.index != position:
+            problems.append(f"{where} has index {step.index}; steps are numbered 0, 1, 2, ... in order")
+        if step.tool is not None and step.tool not in offered:
+            problems.append(f"{where} calls tool {step.tool!r}, which the task does not offer")
+        for arg, binding in step.bindings.items():
+            if arg not in step.arguments:
+                problems.append(f"{where} binds {arg!r}, which is not one of its arguments")
+            m = BINDING.match(str(binding))
+            if m is None:
+                problems.append(f"{where} argument {arg!r} has a malformed binding {binding!r} (expected literal, "
+                                "fact:NAME, step:N or step:N+fact:NAME)")
+                continue
+            fact = m.group("fact") or m.group("pick")
+            if fact is not None:
+                if fact not in facts:
+                    problems.append(f"{where} argument {arg!r} is bound to unknown fact {fact!r}")
+                else:
+                    bound.add(fact)
+            if m.group("step") is not None and int(m.group("step")) >= position:
+                problems.append(f"{where} argument {arg!r} reads step {m.group('step')}, which is not an earlier step")
+            if m.group("fact") is not None and fact in facts and arg in step.arguments \
+                    and _norm(step.arguments[arg]) != _norm(facts[fact].value):
+                problems.append(f"{where} argument {arg!r} is {step.arguments[arg]!r}, but fact {fact!r} is "
+                                f"{facts[fact].value!r}")
+    for name in hidden:
+        if name not in bound:
+            problems.append(f"hidden fact {name!r} is not bound by any workflow step (no fact:{name} or "
+                            f"step:N+fact:{name} binding): the agent never needs to ask for it")
+    instruction = _norm(task.instruction)
+    for name, fact in hidden.items():
+        value = _norm(fact.value)
+        if len(value) >= 3 and re.search(rf"(?<![\w]){re.escape(value)}(?![\w])", instruction):
+            problems.append(f"hidden fact {name!r} shows in the instruction ({fact.value!r})")
+    return problems

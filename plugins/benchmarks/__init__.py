@@ -1,0 +1,1 @@
+"""Benchmark environments: external benchmarks wrapped as generators, simulators, scorers and policies."""
