@@ -544,7 +544,7 @@ async def _evaluate(policy_name: str, run_dir: Path | None, bench: str | None, o
     from synthagent.core.heldout import check_heldout
     from synthagent.core.protocols import Benchmark, RunContext
     from synthagent.core.registry import load_plugins
-    from synthagent.core.runtime import Runtime, _accepted
+    from synthagent.core.runtime import Runtime
     from synthagent.core.store import RunStore
 
     loaded = load_plugins(plugins)
@@ -588,7 +588,7 @@ async def _evaluate(policy_name: str, run_dir: Path | None, bench: str | None, o
         data["tasks"] = count
     config = config_from_dict(data, origin=str(run_dir or f"benchmark {bench}"))
     impl = loaded.registry("llm").get(policy_name)
-    accepted = impl.accepted_options() if hasattr(impl, "accepted_options") else _accepted(impl.resolve())
+    accepted = impl.accepted_options()
     factory_options = {k: v for k, v in policy_options.items()
                        if accepted is None or k in accepted or k not in ("temperature", "max_tokens")}
     policy = impl.create(factory_options)
