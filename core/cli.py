@@ -663,11 +663,13 @@ async def _evaluate(policy_name: str, run_dir: Path | None, bench: str | None, o
 
 
 def _flatten(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> Any:
+    """(key path, value) pairs of a benchmark's overrides: nested tables and dotted keys (``simulate.max_turns``)."""
     for key, value in data.items():
-        if isinstance(value, dict) and (prefix or key in ("plugins", "llm", "simulate", "export")):
-            yield from _flatten(value, (*prefix, key))
+        path = (*prefix, *str(key).split("."))
+        if isinstance(value, dict) and (prefix or path[0] in ("plugins", "llm", "simulate", "export")):
+            yield from _flatten(value, path)
         else:
-            yield [*prefix, key], value
+            yield list(path), value
 
 
 def _put(data: dict[str, Any], keys: Sequence[str], value: Any) -> None:

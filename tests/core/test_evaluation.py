@@ -256,3 +256,17 @@ def test_synth_eval_run_resume_compare_report_and_leak_check(synth: Any, tmp_pat
                            "unknown option 'bogus'")]:
         r = synth(args)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_synth_eval_on_the_bfcl_benchmark_uses_bfcl_checker(synth: Any, tmp_path: Path) -> None:
+    pytest.importorskip("bfcl_eval", reason="pip install --no-deps bfcl-eval")
+    base = ["eval", "--bench", "bfcl-multi-turn", "--policy", "bfcl-oracle", "--tasks", "20", "--out", str(tmp_path),
+            "-q", "--json"]
+    good = synth([*base, "--name", "replay"])
+    assert good.returncode == 0, good.stderr
+    res = json.loads(good.stdout)
+    assert res["success_mode"] == "scorer" and res["success"]["successes"] == 20 and res["success"]["n"] == 20
+    cut = synth([*base, "--name", "cut", "--set", "llm.corruption=drop_last_call"])
+    assert cut.returncode == 0, cut.stderr
+    res = json.loads(cut.stdout)
+    assert res["success"]["successes"] <= 1 and res["failures"].get("checker_failed", 0) >= 19
