@@ -328,6 +328,12 @@ class _Progress:
         self._last_report = self._progress.get_time()
 
 
+def _funnel_text(f: dict[str, Any]) -> str:
+    """``50 slots -> 44 kept; dropped: demonstrations=4, toolset=2`` (the funnel row of ``synth show``)."""
+    dropped = ", ".join(f"{k}={v}" for k, v in (f.get("dropped") or {}).items()) or "none"
+    return f"{f.get('slots', 0)} slots -> {f.get('kept', 0)} kept; dropped: {dropped}"
+
+
 def _print_summary(summary: dict[str, Any], root: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -346,6 +352,7 @@ def _print_summary(summary: dict[str, Any], root: Path) -> None:
         ("terminations", ", ".join(f"{k}={v}" for k, v in summary["terminations"].items())),
         ("infra errors", summary["infra_errors"]),
         ("dropped at generation", ", ".join(f"{k}={v}" for k, v in summary["dropped"].items()) or "0"),
+        ("funnel (slots -> kept)", _funnel_text(summary.get("funnel") or {})),
         ("SFT rows / RL rows", f"{summary['exports']['sft']} / {summary['exports']['rl']}"),
         ("time (s)", ", ".join(f"{k}={v}" for k, v in summary["timings_s"].items())),
     ]
@@ -387,7 +394,7 @@ def plugins_cmd(as_json: bool, plugins: Sequence[str]) -> None:
 @_guard
 def show_cmd(run: Path, as_json: bool) -> None:
     """Print the summary of run directory RUN (recomputed from its records)."""
-    from synthagent.core.pipeline import summarize
+    from synthagent.core.summary import summarize
     from synthagent.core.store import RunStore
 
     store = RunStore.open(run, readonly=True)

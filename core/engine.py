@@ -30,23 +30,20 @@ from typing import Any, TypeVar
 
 from synthagent.core.errors import SynthError
 from synthagent.core.models import Rubric, Score, Task, Trajectory, from_json_dict, to_json_dict
-from synthagent.core.runtime import DEFAULT_CONCURRENCY, Runtime, WorkerSpec, resolve_concurrency
+from synthagent.core.runtime import Runtime, WorkerSpec
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 __all__ = [
     "local_map",
-    "WorkerSpec",
     "JobRunner",
     "RemoteJobError",
     "WorkerLostError",
     "LoopLagMonitor",
     "process_stats",
     "close_process_components",
-    "resolve_concurrency",
     "portable_error",
-    "DEFAULT_CONCURRENCY",
 ]
 
 

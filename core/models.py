@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 import cattrs
+import cattrs.gen
 
 __all__ = [
     "Persona",
@@ -234,8 +235,11 @@ class Fact:
 class WorkflowStep:
     """One high-level step of a task's gold workflow.
 
-    ``bindings`` says where each argument comes from: ``fact:NAME``, ``step:N``, ``literal``, or
-    ``step:N+fact:NAME`` for a value picked from step N's result by a fact.
+    ``bindings`` says where each argument comes from: ``fact:NAME``, ``step:N``, ``literal``,
+    ``step:N+fact:NAME`` for a value picked from step N's result by a fact, or ``step:N:$.path`` for the value
+    at a JSON path in step N's output (parsed and resolved by :mod:`synthagent.core.bindings`).
+    ``response`` is the expected output of the step's call in a simulated world (a teacher-written task's
+    seed of the call -> response mapping); None for database environments (left out of the JSON record).
     """
 
     index: int
@@ -244,6 +248,7 @@ class WorkflowStep:
     arguments: dict[str, Any] = attrs.field(factory=dict, converter=_dict)
     bindings: dict[str, str] = attrs.field(factory=dict, converter=_dict)
     writes: bool = False
+    response: Any = None
 
 
 @attrs.frozen
@@ -443,6 +448,10 @@ RECORD_TYPES: dict[str, type] = {
 
 _converter = cattrs.Converter()
 _converter.register_unstructure_hook(tuple, lambda t: [_converter.unstructure(v) for v in t])
+_step_hook = cattrs.gen.make_dict_unstructure_fn(WorkflowStep, _converter)
+# a step without a seeded response writes the same record as before the field existed
+_converter.register_unstructure_hook(
+    WorkflowStep, lambda s: {k: v for k, v in _step_hook(s).items() if k != "response" or v is not None})
 
 T = TypeVar("T")
 

@@ -24,12 +24,12 @@ from synthagent.core.config import STAGES, RunConfig
 from synthagent.core.errors import RunDirectoryError, StageError, UsageError
 from synthagent.core.registry import Plugins
 from synthagent.core.runtime import Components, Runtime, WorkerSpec
-from synthagent.core.stages import PIPELINE, StageContext, rl_row, sft_row
+from synthagent.core.stages import PIPELINE, StageContext
 from synthagent.core.stages.base import ProgressHook
 from synthagent.core.store import RunStore
 from synthagent.core.summary import summarize
 
-__all__ = ["Pipeline", "ProgressHook", "Components", "sft_row", "rl_row", "summarize"]
+__all__ = ["Pipeline", "config_digest"]
 
 log = logging.getLogger("synthagent")
 

@@ -160,7 +160,7 @@ def write_report(run: Path, out: Path | None = None) -> Path:
     :raises UsageError: ``run`` is not a run directory, or matplotlib is missing.
     """
     from synthagent.core.models import Score, Task, Trajectory
-    from synthagent.core.pipeline import summarize
+    from synthagent.core.summary import summarize
     from synthagent.core.store import RunStore
 
     try:
@@ -226,6 +226,10 @@ def write_report(run: Path, out: Path | None = None) -> Path:
 
     esc = html.escape
     rows = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(_cell(v))}</td></tr>" for k, v in summary.items())
+    fun = summary.get("funnel") or {}
+    funnel_rows = f"<tr><th>slots</th><td>{esc(str(fun.get('slots', 0)))}</td></tr>" + "".join(
+        f"<tr><th>dropped: {esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in (fun.get("dropped") or {}).items()
+    ) + f"<tr><th>kept (exported)</th><td>{esc(str(fun.get('kept', 0)))}</td></tr>"
     figures = [
         ("reward.png", "Reward distribution", f"{len(rewards)} scored trajectories"),
         ("tool_calls.png", "Tool calls per trajectory", f"mean {summary.get('tool_calls_per_task')} per task"),
@@ -263,6 +267,9 @@ pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 85%; }}
 {esc(str(manifest.get("synthagent", "?")))}.</p>
 <p><a href="data/index.html">Browse the data</a>: every task with its instruction, hidden facts, conversation
 and the rubric's verdict per criterion, filterable by domain, score and drop reason.</p>
+<h2>Funnel</h2>
+<p class="note">Where every generation slot ended: kept, or dropped at a named stage.</p>
+<table id="funnel">{funnel_rows}</table>
 <h2>Summary</h2>
 <table>{rows}</table>
 <h2>Plots</h2>

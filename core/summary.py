@@ -9,7 +9,62 @@ from typing import Any
 from synthagent.core.diversity import lexical_diversity
 from synthagent.core.store import RunStore, write_json_atomic
 
-__all__ = ["summarize"]
+__all__ = ["summarize", "funnel", "FUNNEL_STAGES"]
+
+#: Where a generation slot can end, in pipeline order (``kept`` aside). ``surplus``: synthesized after the
+#: run had enough tasks; ``pending``: a task whose later stages have not run yet.
+FUNNEL_STAGES = ("toolset", "task", "fuzzy_rewrite", "gap_check", "teacher_unavailable", "surplus",
+                 "demonstrations", "rubric", "infra", "score_filter", "pending")
+_GEN_STAGE = {"toolset": "toolset", "task": "task", "fuzzy": "fuzzy_rewrite", "gap": "gap_check",
+              "teacher_unavailable": "teacher_unavailable"}
+
+
+def funnel(store: RunStore, tasks: list[Any], generated: dict[str, int]) -> dict[str, Any]:
+    """Where every generation slot ended: ``{"slots", "kept", "dropped": {stage: n}, "accounted"}``.
+
+    ``kept`` counts tasks with at least one exported SFT row. A generator that counts its slots
+    (``funnel:STAGE`` in its stats) gives the generation drops; for any other generator each task is a slot.
+    ``accounted`` is ``kept + sum(dropped) == slots``."""
+    dropped: Counter[str] = Counter()
+    gen = {k.split(":", 1)[1]: int(v) for k, v in generated.items() if k.startswith("funnel:")}
+    for stage, n in gen.items():
+        if stage != "kept":
+            dropped[_GEN_STAGE.get(stage, stage)] += n
+    slots = sum(gen.values()) if gen else len(tasks)
+    if gen:
+        dropped["surplus"] += max(0, gen.get("kept", 0) - len(tasks))
+    rubrics = {r.task_id: r for r in store.rubrics}
+    sft = store.exports / "sft.jsonl"
+    exported: set[str] | None = None
+    if sft.is_file():
+        import json
+
+        exported = set()
+        for line in sft.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                exported.add(str(json.loads(line).get("task_id")))
+            except (ValueError, AttributeError):
+                continue
+    kept = 0
+    for t in tasks:
+        r = rubrics.get(t.id)
+        if r is None:
+            dropped["pending"] += 1
+        elif r.dropped:
+            why = str(r.dropped).split(":")[0].strip()
+            dropped["demonstrations" if why in ("uncovered", "no demonstrations") else
+                    "infra" if why in ("infra", "teacher_unavailable") else "rubric"] += 1
+        elif exported is None:
+            dropped["pending"] += 1
+        elif t.id in exported:
+            kept += 1
+        else:
+            dropped["score_filter"] += 1
+    out = {"slots": slots, "kept": kept,
+           "dropped": {k: dropped[k] for k in FUNNEL_STAGES if dropped.get(k)} |
+                      {k: v for k, v in sorted(dropped.items()) if k not in FUNNEL_STAGES and v}}
+    out["accounted"] = kept + sum(out["dropped"].values()) == slots
+    return out
 
 
 def _hit_rate(stats: dict[str, int]) -> float | None:
@@ -51,6 +106,7 @@ def summarize(store: RunStore) -> dict[str, Any]:
         "score_by_domain": {d: round(statistics.fmean(v), 4) for d, v in sorted(per_domain.items())},
         "criteria_failed": dict(sorted(Counter(r.checker for s in scores for r in s.breakdown if not r.passed).items())),
         "dropped": stages.get("generate", {}).get("dropped", {}),
+        "funnel": funnel(store, tasks, stages.get("generate", {}).get("dropped", {})),
         "rubrics_dropped": stages.get("rubric", {}).get("dropped", {}),
         "checkers": stages.get("rubric", {}).get("checkers", {}),
         "sft_rejected": stages.get("export", {}).get("rejected", {}),

@@ -5,8 +5,8 @@ workflow step needs it. :func:`check_task` verifies what can be verified without
 
 - each hidden fact (``task.user_context``) is bound by some workflow step, through a ``fact:NAME`` or
   ``step:N+fact:NAME`` binding (a hidden fact no step uses teaches nothing: the agent never needs to ask);
-- each binding is well formed (see :data:`BINDING`): it names an argument of its step, an existing fact, and
-  only an earlier step;
+- each binding is well formed (:func:`synthagent.core.bindings.parse_binding`): it names an argument of its
+  step, an existing fact, and only an earlier step;
 - an argument bound to ``fact:NAME`` has that fact's value;
 - each workflow tool is offered in ``task.tools``, tool names and fact names are unique, and step indexes are
   ``0, 1, 2, ...`` in order;
@@ -18,6 +18,7 @@ The binding syntax (``WorkflowStep.bindings``, argument name -> where its value 
 ``literal``                  a constant of the task (an enum value, a fixed amount)
 ``fact:NAME``                the value of fact NAME (hidden in ``user_context`` or visible in ``visible_facts``)
 ``step:N``                   read from the result of the earlier step N (an id a lookup returned)
+``step:N:$.path``            the value at a JSON path in step N's result, e.g. ``step:0:$.orders[0].id``
 ``step:N+fact:NAME``         picked from step N's result rows by fact NAME (the row whose column equals the
                              fact's value), e.g. the order id of the order the user describes by its date
 ==========================  =================================================================================
@@ -28,12 +29,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from synthagent.core.bindings import BindingError, parse_binding
 from synthagent.core.models import Task
 
-__all__ = ["check_task", "BINDING"]
-
-#: A well-formed binding: ``literal``, ``fact:NAME``, ``step:N`` or ``step:N+fact:NAME``.
-BINDING = re.compile(r"^(?:literal|fact:(?P<fact>[^\s:+]+)|step:(?P<step>\d+)(?:\+fact:(?P<pick>[^\s:+]+))?)$")
+__all__ = ["check_task"]
 
 
 def _norm(value: Any) -> str:
@@ -66,20 +65,20 @@ def check_task(task: Task) -> list[str]:
         for arg, binding in step.bindings.items():
             if arg not in step.arguments:
                 problems.append(f"{where} binds {arg!r}, which is not one of its arguments")
-            m = BINDING.match(str(binding))
-            if m is None:
-                problems.append(f"{where} argument {arg!r} has a malformed binding {binding!r} (expected literal, "
-                                "fact:NAME, step:N or step:N+fact:NAME)")
+            try:
+                parsed = parse_binding(binding)
+            except BindingError as exc:
+                problems.append(f"{where} argument {arg!r} has a malformed binding: {exc}")
                 continue
-            fact = m.group("fact") or m.group("pick")
+            fact = parsed.fact
             if fact is not None:
                 if fact not in facts:
                     problems.append(f"{where} argument {arg!r} is bound to unknown fact {fact!r}")
                 else:
                     bound.add(fact)
-            if m.group("step") is not None and int(m.group("step")) >= position:
-                problems.append(f"{where} argument {arg!r} reads step {m.group('step')}, which is not an earlier step")
-            if m.group("fact") is not None and fact in facts and arg in step.arguments \
+            if parsed.step is not None and parsed.step >= position:
+                problems.append(f"{where} argument {arg!r} reads step {parsed.step}, which is not an earlier step")
+            if parsed.kind == "fact" and fact in facts and arg in step.arguments \
                     and _norm(step.arguments[arg]) != _norm(facts[fact].value):
                 problems.append(f"{where} argument {arg!r} is {step.arguments[arg]!r}, but fact {fact!r} is "
                                 f"{facts[fact].value!r}")

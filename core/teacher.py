@@ -76,6 +76,10 @@ async def ask_json(
 ) -> tuple[Any | None, str | None]:
     """Ask ``llm`` for JSON that passes ``check``; re-ask with the problems up to ``repairs`` times.
 
+    ``check`` should be total; if it raises anyway on an oddly shaped value, that is a problem to re-ask
+    with, never an exception. ``params`` may carry ``json_schema`` (``{"name", "schema"}``), which a backend
+    that supports structured outputs sends to the server (others ignore it).
+
     :returns: ``(value, None)`` or ``(None, reason)`` where reason is ``"{label}_invalid_json"`` or
         ``"{label}_invalid"``; each attempt's failures are counted in ``stats``.
     :raises TeacherUnavailable: the backend itself failed (counted as ``{label}_teacher_unavailable``).
@@ -91,11 +95,15 @@ async def ask_json(
         text = response.message.content or ""
         try:
             value = extract_json(text)
-            problems = check(value)
-            reason = f"{label}_invalid"
         except ValueError as exc:
             problems = [str(exc)]
             reason = f"{label}_invalid_json"
+        else:
+            reason = f"{label}_invalid"
+            try:
+                problems = list(check(value))
+            except Exception as exc:  # noqa: BLE001 - a check must be total: an oddly shaped value is a problem
+                problems = [f"the JSON has an unexpected shape ({type(exc).__name__}: {str(exc)[:120]})"]
         if not problems:
             if attempt:
                 stats[f"{label}_repaired"] += 1

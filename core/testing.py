@@ -102,13 +102,15 @@ class ScriptedOpenAIServer:
         as ``faults``; None: answer normally, after the random draw). Example: drop the connection of one
         rollout's call mid-flight, ``fault_for=lambda b: "drop" if "ORDER-7" in str(b) else None``.
 
+    :param port: the port on 127.0.0.1 (0: any free port).
+
     Use as a context manager; :attr:`base_url` is ``http://127.0.0.1:PORT/v1``; :attr:`served` counts what
     was answered by kind and :attr:`requests` keeps every request body.
     """
 
     def __init__(self, reply: Any = None, *, faults: Mapping[str, float] | None = None, seed: int = 0,
                  latency_s: float = 0.0, timeout_delay_s: float = 5.0, retry_after_s: float = 0.01,
-                 fault_for: Any = None) -> None:
+                 fault_for: Any = None, port: int = 0) -> None:
         import random
         import threading
         from collections import Counter
@@ -126,6 +128,7 @@ class ScriptedOpenAIServer:
         self._server: Any = None
         self._thread: Any = None
         self.base_url = ""
+        self.port = int(port)
 
     def _draw(self) -> str:
         with self._lock:
@@ -204,7 +207,7 @@ class ScriptedOpenAIServer:
             def handle_error(self, request: Any, client_address: Any) -> None:  # a dropped client is expected
                 pass
 
-        self._server = Server(("127.0.0.1", 0), Handler)
+        self._server = Server(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -13,8 +13,9 @@ from typing import Any
 
 from synthagent.core.models import Fact, Message, Task, ToolCall
 
-__all__ = ["CONFIRM", "asked_facts", "asked_one_fact", "needless_questions", "CLOSING", "values_match", "executed_calls", "report_values", "mentions_value",
-           "confirmed_before"]
+__all__ = ["CONFIRM", "CLOSING", "asked_facts", "asked_one_fact", "needless_questions", "values_match", "executed_calls",
+           "report_values", "mentions_value", "confirmed_before", "call_outputs", "binding_sources",
+           "bound_values_match"]
 
 #: A request for confirmation in an agent's question ("shall I go ahead?").
 CONFIRM = re.compile(r"\b(confirm|proceed|go ahead|shall i|should i|do you want me to)\b", re.I)
@@ -141,3 +142,54 @@ def confirmed_before(messages: Sequence[Message], tool: str) -> bool | None:
         if m.role == "assistant" and any(c.name == tool and c.id in ok for c in m.tool_calls):
             return asked
     return None
+
+
+def call_outputs(messages: Sequence[Message]) -> list[tuple[ToolCall, Any]]:
+    """Every successful tool call with its decoded observation (JSON, or the raw text)."""
+    raw = {m.tool_call_id: m.content for m in messages if m.role == "tool" and m.tool_call_id is not None}
+    out = []
+    for call, ok in executed_calls(messages):
+        if ok:
+            try:
+                out.append((call, json.loads(raw.get(call.id) or "null")))
+            except ValueError:
+                out.append((call, raw.get(call.id)))
+    return out
+
+
+def binding_sources(task: Task, step: Any) -> dict[str, dict[str, Any]]:
+    """For a step's arguments bound to an earlier step's output (``step:N:$.path``): ``{arg: {"tool": the
+    earlier step's tool, "path": [...]}}`` (empty for every other binding, so offline rubrics are unchanged)."""
+    from synthagent.core.bindings import BindingError, parse_binding
+
+    out: dict[str, dict[str, Any]] = {}
+    for arg, text in step.bindings.items():
+        try:
+            b = parse_binding(text)
+        except BindingError:
+            continue
+        if b.kind == "step_path" and b.step is not None and 0 <= b.step < len(task.workflow):
+            out[arg] = {"tool": task.workflow[b.step].tool, "path": list(b.path)}
+    return out
+
+
+def bound_values_match(expected: Mapping[str, Any], sources: Mapping[str, Any], call: ToolCall,
+                       outputs: Sequence[tuple[ToolCall, Any]]) -> bool:
+    """Like :func:`values_match`, but an argument bound to an earlier step's output also matches the value
+    at its path in what a successful call of that step's tool returned in this trajectory (the bindings, not
+    the teacher's literal, decide)."""
+    from synthagent.core.bindings import MISSING, get_path
+
+    for k, v in expected.items():
+        if k not in call.arguments:
+            return False
+        if _norm(call.arguments[k]) == _norm(v):
+            continue
+        src = sources.get(k) if isinstance(sources, Mapping) else None
+        if not isinstance(src, Mapping):
+            return False
+        found = [get_path(out, src.get("path") or []) for c, out in outputs
+                 if c.name == src.get("tool") and c.id != call.id]
+        if not any(f is not MISSING and _norm(f) == _norm(call.arguments[k]) for f in found):
+            return False
+    return True

@@ -41,6 +41,9 @@ from synthagent.core.protocols import RunContext
 from synthagent.core.teacher import TeacherUnavailable, ask_json, load_prompt, render
 from synthagent.plugins.common.evidence import (
     asked_facts,
+    binding_sources,
+    bound_values_match,
+    call_outputs,
     confirmed_before,
     executed_calls,
     mentions_value,
@@ -66,9 +69,11 @@ class DemoAnalysis:
 
     def __init__(self, task: Task, demo: Trajectory) -> None:
         calls = executed_calls(demo.messages)
+        outputs = call_outputs(demo.messages)
         self.trajectory = demo
-        self.steps = {s.index: any(ok and c.name == s.tool and values_match(s.arguments, c.arguments)
-                                   for c, ok in calls) for s in task.workflow if s.tool}
+        self.steps = {s.index: any(ok and c.name == s.tool and (
+            values_match(s.arguments, c.arguments) or bound_values_match(s.arguments, binding_sources(task, s), c, outputs))
+            for c, ok in calls) for s in task.workflow if s.tool}
         self.state = task.gold_state is None or demo.final_state_digest == task.gold_state.digest
         text = final_answer(demo.messages)
         self.answer = all(mentions_value(text, v) for v in report_values(task))
@@ -178,6 +183,11 @@ class DemoRubricBuilder:
         }
         if not analyses:
             return analyses, coverage, "no demonstrations: the rubric stage produced none for this task"
+        infra = [a for a in analyses if a.error is not None]
+        if len(good) < self.min_success and infra and n - len(infra) < self.min_success:
+            errors = sorted({str(a.error).split(":")[0][:60] for a in infra})
+            return analyses, coverage, (f"infra: {len(infra)}/{n} demonstrations failed for infrastructure reasons "
+                                        f"({', '.join(errors)}); not a rubric failure")
         if len(good) < self.min_success:
             missing = [f"step {i} ({task.workflow[i].tool}) {c}/{n}" for i, c in
                        ((int(k), v) for k, v in coverage["steps"].items()) if c < n]
@@ -233,8 +243,10 @@ class DemoRubricBuilder:
 
         for step in task.workflow:
             if step.tool:
+                sources = binding_sources(task, step)
                 add(Criterion(id=f"step-{step.index}", kind="subgoal", description=step.description, check="tool_call",
-                              spec={"tool": step.tool, "arguments": step.arguments, "writes": step.writes}),
+                              spec={"tool": step.tool, "arguments": step.arguments, "writes": step.writes,
+                                    **({"sources": sources} if sources else {})}),
                     sum(a.steps.get(step.index, False) for a in good))
         values = report_values(task)
         if values:

@@ -17,6 +17,8 @@ from synthagent.core.models import Criterion, CriterionResult, Rubric, Score, Ta
 from synthagent.plugins.common.evidence import (
     asked_facts,
     asked_one_fact,
+    bound_values_match,
+    call_outputs,
     confirmed_before,
     executed_calls,
     mentions_value,
@@ -100,8 +102,11 @@ class RubricScorer:
                   calls: list[tuple[ToolCall, bool]]) -> CriterionResult:
         passed, evidence = False, ""
         if c.check == "tool_call":
+            sources = c.spec.get("sources")
+            outputs = call_outputs(traj.messages) if sources else []
             hits = [call for call, ok in calls if ok and call.name == c.spec["tool"]
-                    and values_match(c.spec["arguments"], call.arguments)]
+                    and (values_match(c.spec["arguments"], call.arguments) or
+                         (sources and bound_values_match(c.spec["arguments"], sources, call, outputs)))]
             passed = bool(hits)
             evidence = (f"call {hits[0].id} {c.spec['tool']}({hits[0].arguments})" if hits
                         else f"no successful {c.spec['tool']} call with {c.spec['arguments']}")

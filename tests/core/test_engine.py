@@ -13,7 +13,8 @@ import pytest
 
 from synthagent.core.agent_loop import episode_seed, run_episode
 from synthagent.core.config import load_config
-from synthagent.core.engine import LoopLagMonitor, resolve_concurrency
+from synthagent.core.engine import LoopLagMonitor
+from synthagent.core.runtime import resolve_concurrency
 from synthagent.core.errors import ConfigError
 from synthagent.core.pipeline import Pipeline
 from synthagent.core.registry import load_plugins

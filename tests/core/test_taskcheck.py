@@ -13,7 +13,8 @@ import pytest
 from synthagent.core.models import Fact, Task, ToolSpec, WorkflowStep
 from synthagent.core.protocols import GenerationContext
 from synthagent.core.registry import Plugins
-from synthagent.core.taskcheck import BINDING, check_task
+from synthagent.core.bindings import parse_binding
+from synthagent.core.taskcheck import check_task
 
 
 def _generate(plugins: Plugins, name: str, count: int, seed: int = 0) -> list[Task]:
@@ -52,9 +53,9 @@ def _pick_task(tasks: list[Task]) -> tuple[Task, int, str, str]:
         hidden = {f.name for f in task.user_context}
         for step in task.workflow:
             for arg, binding in step.bindings.items():
-                m = BINDING.match(binding)
-                if m and m.group("pick") in hidden:
-                    name = m.group("pick")
+                parsed = parse_binding(binding)
+                if parsed.kind == "step_fact" and parsed.fact in hidden:
+                    name = str(parsed.fact)
                     others = [b for s in task.workflow for b in s.bindings.values() if b.endswith(f"fact:{name}")]
                     if len(others) == 1:
                         return task, step.index, arg, name
@@ -108,8 +109,8 @@ def test_a_crafted_good_task_passes() -> None:
 
 
 @pytest.mark.parametrize(("step", "changes", "expected"), [
-    (1, {"bindings": {"order_id": "step:0+order_date", "reason": "literal"}}, "malformed binding 'step:0+order_date'"),
-    (1, {"bindings": {"order_id": "fact:order-date", "reason": "literal"}}, "unknown fact 'order-date'"),
+    (1, {"bindings": {"order_id": "step:0+order_date", "reason": "literal"}}, "malformed binding: unknown binding 'step:0+order_date'"),
+    (1, {"bindings": {"order_id": "fact:order-date", "reason": "literal"}}, "malformed binding: unknown binding 'fact:order-date'"),
     (0, {"bindings": {"email": "step:1"}}, "reads step 1, which is not an earlier step"),
     (1, {"bindings": {"order_id": "step:0+fact:order_date", "reasn": "literal"}}, "binds 'reasn', which is not one"),
     (1, {"tool": "refund_order"}, "calls tool 'refund_order', which the task does not offer"),

@@ -58,26 +58,46 @@ class Teacher:
             return json.dumps({
                 "full_instruction": f"I am persona number {n}. Cancel order ORD-{n} for my email p{n}@example.com.",
                 "workflow": [
-                    {"description": "find me", "tool": "find_customer", "arguments": {"email": f"p{n}@example.com"}},
-                    {"description": "list orders", "tool": "list_orders", "arguments": {"customer_id": f"C-{n}"}},
-                    {"description": "cancel it", "tool": "cancel_order", "arguments": {"order_id": f"ORD-{n}"}}],
+                    {"description": "find me", "tool": "find_customer", "arguments": {"email": f"p{n}@example.com"},
+                     "response": {"customer_id": f"C-{n}"}},
+                    {"description": "list orders", "tool": "list_orders", "arguments": {"customer_id": f"C-{n}"},
+                     "bindings": {"customer_id": "step:0:$.customer_id"}, "response": {"open_orders": 2}},
+                    {"description": "cancel it", "tool": "cancel_order", "arguments": {"order_id": f"ORD-{n}"},
+                     "response": {"status": "cancelled"}}],
                 "answer": []})
         if "deliberately underspecified" in first:
             n = persona_of(first)
             leak = n % 6 == 3 or (n % 6 == 4 and not repair)  # 3: always leaks (dropped); 4: fixed on repair
-            instruction = f"I am persona number {n}. Please cancel " + (f"order ORD-{n}." if leak else "one of my orders.")
+            instruction = f"I am persona number {n}, email p{n}@example.com. Please cancel " + (f"order ORD-{n}." if leak else "one of my orders.")
             return json.dumps({"instruction": instruction, "hidden_facts": [
                 {"name": "order_number", "value": f"ORD-{n}", "description": "the order number", "keywords": ["order number"]}]})
         if "You are simulating the tool" in first:
             return json.dumps({"status": "ok", "id": "X-1"})
-        if first.startswith("You are role-playing"):
-            return "It is the order ORD-1. ###STOP###" if len(messages) > 3 else "The order number is ORD-1."
-        # the agent (policy): the same lookup twice (the second is a mapping hit), then a question, then done
+        if "You are role-playing" in first:
+            asked = messages[-1]["content"] if len(messages) > 1 else ""
+            order = re.search(r"the order number: (ORD-\d+)", first)
+            if "?" in asked and order:
+                return f"The order number is {order.group(1)}."
+            return "Thanks, that is all. ###STOP###"
+        # the agent (policy): find the customer, list the orders, ask for the order number, cancel it
+        said = " ".join(m["content"] or "" for m in messages if m["role"] == "user")
+        results = [json.loads(m["content"]) for m in messages if m["role"] == "tool"]
         turn = sum(1 for m in messages if m["role"] == "assistant")
-        if turn < 2:
+
+        def call(name: str, args: dict) -> dict:
             return {"content": None, "tool_calls": [{"id": f"c{turn}", "type": "function", "function": {
-                "name": body["tools"][0]["function"]["name"], "arguments": json.dumps({"email": "p@example.com"})}}]}
-        return "What is the order number?" if turn == 2 else "Your order is cancelled."
+                "name": name, "arguments": json.dumps(args)}}]}
+
+        if not results:
+            return call("find_customer", {"email": re.search(r"p\d+@example\.com", said).group(0)})
+        if len(results) == 1:
+            return call("list_orders", {"customer_id": results[0].get("customer_id", "?")})
+        order = re.search(r"ORD-\d+", said)
+        if len(results) == 2 and not order:
+            return "What is the order number?"
+        if len(results) == 2:
+            return call("cancel_order", {"order_id": order.group(0)})
+        return "Your order is cancelled."
 
 
 @pytest.fixture
@@ -158,19 +178,15 @@ def test_synth_run_with_llm_generator_tools_and_user(synth, personas: Path, tmp_
     summary = json.loads((root / "summary.json").read_text())
     assert summary["tasks"] == summary["trajectories"] == summary["scores"] == 5
     assert summary["dropped"]["toolset_invalid"] >= 1 and summary["dropped"]["fuzzy_invalid"] >= 1
-    assert summary["mapping_hit_rate"] == 0.5  # the policy repeats its one lookup: one miss, one hit
+    assert summary["mapping_hit_rate"] == 1.0  # every workflow call was answered from the seeded store
     assert (root / "mapping.sqlite").is_file()  # the default mapping store lives in the run directory
     assert summary["stats"]["user"]["turns"] >= 5
     manifest = json.loads((root / "manifest.json").read_text())
     assert {"persona_fuzzy/toolset.md", "llm_tools/tool_sim.md", "llm_user/user_sim.md"} <= set(manifest["prompt_hashes"])
-    # the scripted teacher's demonstrations never follow the invented workflow, so the workflow-rubric
-    # builder drops every task, says why, and nothing unrewardable reaches the exports
-    assert summary["rubrics_dropped"] == {"uncovered": 5}
-    rubrics = [json.loads(line) for line in (root / "rubrics.jsonl").read_text().splitlines()]
-    assert all(r["dropped"].startswith("uncovered: 0/3 demonstrations cover the workflow") for r in rubrics)
-    rejected = [json.loads(line) for line in (root / "exports/sft_rejected.jsonl").read_text().splitlines()]
-    assert len(rejected) == 5 and {r["reason"] for r in rejected} == {"task_dropped"}
-    assert (root / "exports/sft.jsonl").read_text() == "" and (root / "exports/rl.jsonl").read_text() == ""
+    # the teacher's demonstrations follow the workflow through the bindings (customer id from the lookup)
+    assert summary["rubrics_dropped"] == {} and summary["funnel"]["kept"] == 5 and summary["funnel"]["accounted"]
+    sft = [json.loads(line) for line in (root / "exports/sft.jsonl").read_text().splitlines()]
+    assert len({r["task_id"] for r in sft}) == 5
     found = subprocess.run(["grep", "-r", "-l", "SECRET", str(root)], capture_output=True, text=True)
     assert found.stdout == ""
 

@@ -23,9 +23,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from synthagent.core.bindings import MISSING, binding_problems, parse_binding, resolve
 from synthagent.core.errors import ConfigError
 from synthagent.core.hookspecs import hookimpl
-from synthagent.core.models import Fact, Message, Persona, Provenance, Task, ToolSpec, WorkflowStep, stable_id
+from synthagent.core.models import Effect, Fact, Message, Persona, Provenance, Task, ToolSpec, WorkflowStep, stable_id
 from synthagent.core.protocols import GenerationContext, RunContext
 from synthagent.core.teacher import TeacherUnavailable, ask_json, load_prompt, render
 from synthagent.core.toolschema import argument_problems, schema_problems
@@ -70,6 +71,48 @@ def _norm(value: Any) -> str:
     return " ".join(str(value).lower().split())
 
 
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool) and bool(str(value).strip())
+
+
+def _leaves(value: Any) -> set[str]:
+    """Every scalar in a JSON value, normalized (what a lookup could reveal)."""
+    if isinstance(value, Mapping):
+        return set().union(*(_leaves(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(_leaves(v) for v in value)) if value else set()
+    return {_norm(value)} if _scalar(value) else set()
+
+
+class _GapDrop(Exception):
+    """The workflow leaves nothing the user alone knows: the gap check drops the slot."""
+
+
+_EFFECTS = ("read", "create", "update", "delete")
+_OBJ = {"type": "object"}
+#: JSON schemas of the three teacher steps (sent as ``params["json_schema"]`` for structured outputs).
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "toolset": {"type": "object", "required": ["domain", "tools"], "properties": {
+        "domain": {"type": "string"},
+        "tools": {"type": "array", "items": {"type": "object", "required": ["name", "description", "parameters"],
+                                             "properties": {"name": {"type": "string"}, "description": {"type": "string"},
+                                                            "parameters": _OBJ, "returns": _OBJ,
+                                                            "effect": {"type": "string", "enum": list(_EFFECTS)}}}}}},
+    "task": {"type": "object", "required": ["full_instruction", "workflow"], "properties": {
+        "full_instruction": {"type": "string"},
+        "workflow": {"type": "array", "items": {"type": "object", "required": ["tool", "arguments", "response"],
+                                                "properties": {"description": {"type": "string"},
+                                                               "tool": {"type": "string"}, "arguments": _OBJ,
+                                                               "bindings": _OBJ, "response": {}}}},
+        "answer": {"type": "array"}}},
+    "fuzzy": {"type": "object", "required": ["instruction", "hidden_facts"], "properties": {
+        "instruction": {"type": "string"},
+        "hidden_facts": {"type": "array", "items": {"type": "object", "required": ["name", "value"], "properties": {
+            "name": {"type": "string"}, "value": {}, "description": {"type": "string"},
+            "keywords": {"type": "array", "items": {"type": "string"}}}}}}},
+}
+
+
 class PersonaFuzzyGenerator:
     """Teacher-driven task synthesis (module docstring).
 
@@ -96,7 +139,9 @@ class PersonaFuzzyGenerator:
         self.concurrency = int(concurrency)
         self.max_slots_factor = int(max_slots_factor)
         self.prompts = {name: load_prompt(_PKG, f"{name}.md") for name in ("toolset", "task", "fuzzy")}
-        #: Drops and repairs by reason (``toolset_invalid``, ``gap_value_visible``, ...), and ``kept``.
+        #: Drops and repairs by reason (``toolset_invalid``, ``gap_lookupable``, ...), and ``kept``; every
+        #: finished slot also counts once under ``funnel:STAGE`` (``toolset``, ``task``, ``fuzzy``, ``gap``,
+        #: ``teacher_unavailable``) or ``funnel:kept``.
         self.stats: Counter[str] = Counter()
         self._order: list[int] = []
         self._order_seed: int | None = None
@@ -164,22 +209,58 @@ class PersonaFuzzyGenerator:
         order = self._persona_order(seed)
         persona = self.personas[order[slot % len(order)]]
         slot_seed = rng.randrange(2**31)
+        stage = "toolset"
         try:
             toolset = await self._toolset(llm, persona, rng, slot_seed)
             if toolset is None:
-                return None
+                return self._drop(stage)
             domain, tools = toolset
+            stage = "task"
             job = await self._task(llm, persona, domain, tools, slot_seed)
             if job is None:
-                return None
+                return self._drop(stage)
+            stage = "fuzzy"
             fuzzy = await self._fuzzy(llm, job, rng, slot_seed)
             if fuzzy is None:
-                return None
+                return self._drop(stage)
+            task = self._build(persona, domain, tools, job, fuzzy, slot, seed, getattr(llm, "name", "teacher"))
+            gap = self.gap_problems(task)
+            if gap:
+                self.stats[gap] += 1
+                return self._drop("gap")
+        except _GapDrop:
+            return self._drop("gap")
         except TeacherUnavailable:
             self.stats["slot_teacher_unavailable"] += 1
-            return None
+            return self._drop("teacher_unavailable")
         self.stats["kept"] += 1
-        return self._build(persona, domain, tools, job, fuzzy, slot, seed, getattr(llm, "name", "teacher"))
+        self.stats["funnel:kept"] += 1
+        return task
+
+    def _drop(self, stage: str) -> None:
+        self.stats[f"funnel:{stage}"] += 1
+        return None
+
+    @staticmethod
+    def gap_problems(task: Task) -> str | None:
+        """The gap check on a built task: the first reason it fails (``gap_not_needed``: no step binds the
+        hidden fact; ``gap_lookupable``: a workflow call's response contains its value; ``gap_value_visible``:
+        the instruction shows it), or None."""
+        bound = {parse_binding(b).fact for st in task.workflow for b in st.bindings.values()
+                 if isinstance(b, str) and b.startswith("fact:")}
+        revealed = set().union(*(_leaves(st.response) for st in task.workflow)) if task.workflow else set()
+        for fact in task.user_context:
+            if fact.name not in bound:
+                return "gap_not_needed"
+            if _norm(fact.value) in revealed:
+                return "gap_lookupable"
+            if _norm(fact.value) in _norm(task.instruction):
+                return "gap_value_visible"
+        return None
+
+    def _params(self, step: str) -> dict[str, Any]:
+        """Sampling parameters plus the step's JSON schema (for backends with structured outputs)."""
+        return {**self.params, "json_schema": {"name": f"persona_fuzzy_{step}", "schema": SCHEMAS[step]}}
 
     async def _toolset(self, llm: Any, persona: Persona, rng: random.Random, seed: int
                        ) -> tuple[str, list[ToolSpec]] | None:
@@ -198,7 +279,7 @@ class PersonaFuzzyGenerator:
                     problems.append(f"tools[{i}] must be an object")
                     continue
                 name = t.get("name")
-                if not isinstance(name, str) or not _NAME.match(name):
+                if not isinstance(name, str) or not _NAME.match(name):  # an object or list is no name
                     problems.append(f"tools[{i}].name must be snake_case")
                 elif name in names:
                     problems.append(f"duplicate tool name {name!r}")
@@ -206,15 +287,19 @@ class PersonaFuzzyGenerator:
                 if not isinstance(t.get("description"), str) or not t["description"].strip():
                     problems.append(f"tools[{i}] needs a description")
                 problems += schema_problems(t.get("parameters"), f"tools[{i}].parameters")
+                if "effect" in t and not (isinstance(t["effect"], str) and t["effect"] in _EFFECTS):
+                    problems.append(f"tools[{i}].effect must be one of {list(_EFFECTS)}")
                 if "returns" in t and not isinstance(t["returns"], Mapping):
                     problems.append(f"tools[{i}].returns must be a JSON schema object")
             return problems
 
         value, reason = await ask_json(llm, [Message("user", prompt)], check=check, label="toolset", stats=self.stats,
-                                       params=self.params, seed=seed)
+                                       params=self._params("toolset"), seed=seed)
         if value is None:
             return None
-        tools = [ToolSpec(t["name"], t["description"].strip(), dict(t["parameters"]), dict(t.get("returns") or {}))
+        kinds = {"create": "insert", "update": "update", "delete": "delete"}
+        tools = [ToolSpec(t["name"], t["description"].strip(), dict(t["parameters"]), dict(t.get("returns") or {}),
+                          Effect(kinds[t["effect"]], "simulated") if t.get("effect") in kinds else None)
                  for t in value["tools"]]
         domain = str(value.get("domain") or "tools").strip()[:60]
         return domain, tools
@@ -234,30 +319,54 @@ class PersonaFuzzyGenerator:
             steps = value.get("workflow")
             if not isinstance(steps, list) or not 2 <= len(steps) <= 6:
                 return problems + ["workflow needs 2 to 6 steps"]
+            responses: dict[int, Any] = {}
             for i, st in enumerate(steps):
-                if not isinstance(st, Mapping) or st.get("tool") not in by_name:
+                tool = st.get("tool") if isinstance(st, Mapping) else None
+                if not isinstance(tool, str) or tool not in by_name:  # a list or object is no tool name
                     problems.append(f"workflow[{i}].tool must be one of {sorted(by_name)}")
                     continue
                 args = st.get("arguments", {})
                 if not isinstance(args, Mapping):
                     problems.append(f"workflow[{i}].arguments must be an object")
                     continue
-                problems += [f"workflow[{i}]: {p}" for p in argument_problems(by_name[st["tool"]], args)]
-            if not isinstance(value.get("answer", []), list):
+                problems += [f"workflow[{i}]: {p}" for p in argument_problems(by_name[tool], args)]
+                bindings = st.get("bindings") or {}
+                found = binding_problems(bindings, i, arguments=args)
+                problems += [f"workflow[{i}]: {p}" for p in found]
+                if not found and isinstance(bindings, Mapping):
+                    for arg, text in bindings.items():
+                        b = parse_binding(text)
+                        if b.kind == "fact":
+                            problems.append(f"workflow[{i}]: bind {arg!r} to an earlier step or leave it unbound")
+                        elif b.kind == "step_path":
+                            got = resolve(b, responses, {})
+                            if got is MISSING:
+                                problems.append(f"workflow[{i}]: {text} finds nothing in step {b.step}'s response")
+                            elif _norm(got) != _norm(args.get(arg)):
+                                problems.append(f"workflow[{i}].arguments.{arg} is {args.get(arg)!r} but {text} "
+                                                f"is {got!r}")
+                response = st.get("response")
+                if not isinstance(response, (Mapping, list)):
+                    problems.append(f"workflow[{i}].response must be the JSON object (or array) the tool returns")
+                else:
+                    responses[i] = response
+            answer = value.get("answer", [])
+            if not isinstance(answer, list):
                 problems.append("answer must be a list")
             return problems
 
         value, _ = await ask_json(llm, [Message("user", prompt)], check=check, label="task", stats=self.stats,
-                                  params=self.params, seed=seed)
+                                  params=self._params("task"), seed=seed)
         return dict(value) if value is not None else None
 
     async def _fuzzy(self, llm: Any, job: Mapping[str, Any], rng: random.Random, seed: int
                      ) -> dict[str, Any] | None:
-        values = sorted({_norm(v) for st in job["workflow"] for v in st.get("arguments", {}).values()
-                         if isinstance(v, (str, int, float)) and not isinstance(v, bool) and str(v).strip()})
+        revealed = set().union(*(_leaves(st.get("response")) for st in job["workflow"]))
+        values = sorted({_norm(v) for st in job["workflow"] for k, v in st.get("arguments", {}).items()
+                         if _scalar(v) and k not in (st.get("bindings") or {}) and _norm(v) not in revealed})
         if not values:
             self.stats["gap_no_values"] += 1
-            return None
+            raise _GapDrop
         n_hidden = min(rng.randint(self.hidden_min, self.hidden_max), len(values))
         prompt = render(self.prompts["fuzzy"][0], full_instruction=job["full_instruction"],
                         values=json.dumps(values, ensure_ascii=False), n_hidden=str(n_hidden))
@@ -270,10 +379,17 @@ class PersonaFuzzyGenerator:
             problems = [] if self.hidden_min <= len(facts) <= self.hidden_max else \
                 [f"hide between {self.hidden_min} and {self.hidden_max} values, not {len(facts)}"]
             instruction = _norm(value["instruction"])
+            names = set()
             for i, f in enumerate(facts):
-                if not isinstance(f, Mapping) or not isinstance(f.get("name"), str) or "value" not in f:
-                    problems.append(f"hidden_facts[{i}] needs a name and a value")
+                if not isinstance(f, Mapping) or not isinstance(f.get("name"), str) or not _NAME.match(f["name"]) \
+                        or not _scalar(f.get("value")):
+                    problems.append(f"hidden_facts[{i}] needs a snake_case name and a text or number value")
                     continue
+                if f["name"] in names:
+                    problems.append(f"duplicate hidden fact name {f['name']!r}")
+                names.add(f["name"])
+                if "keywords" in f and not isinstance(f["keywords"], list):
+                    problems.append(f"hidden_facts[{i}].keywords must be a list of words")
                 v = _norm(f["value"])
                 if not v:
                     problems.append(f"hidden_facts[{i}].value is empty")
@@ -284,23 +400,30 @@ class PersonaFuzzyGenerator:
             return problems
 
         value, reason = await ask_json(llm, [Message("user", prompt)], check=check, label="fuzzy", stats=self.stats,
-                                       params=self.params, seed=seed)
+                                       params=self._params("fuzzy"), seed=seed)
         return dict(value) if value is not None else None
 
     def _build(self, persona: Persona, domain: str, tools: list[ToolSpec], job: Mapping[str, Any],
                fuzzy: Mapping[str, Any], slot: int, seed: int, teacher: str) -> Task:
         facts = []
         for f in fuzzy["hidden_facts"]:
-            keywords = [k.strip().lower() for k in f.get("keywords", []) if isinstance(k, str) and k.strip()]
+            keywords = [k.strip().lower() for k in (f.get("keywords") if isinstance(f.get("keywords"), list) else [])
+                        if isinstance(k, str) and k.strip()]
             keywords = keywords or [w for w in str(f["name"]).lower().split("_") if w]
             facts.append(Fact(str(f["name"]), f["value"], str(f.get("description") or f["name"]), tuple(keywords),
                               f"The {str(f.get('description') or f['name']).strip()} is {f['value']}."))
         by_value = {_norm(f.value): f.name for f in facts}
+        by_tool = {t.name: t for t in tools}
         steps = []
         for i, st in enumerate(job["workflow"]):
             args = dict(st.get("arguments", {}))
-            bindings = {k: (f"fact:{by_value[_norm(v)]}" if _norm(v) in by_value else "literal") for k, v in args.items()}
-            steps.append(WorkflowStep(i, str(st.get("description") or f"Call {st['tool']}"), st["tool"], args, bindings))
+            bound = dict(st.get("bindings") or {})
+            bindings = {k: (parse_binding(bound[k]).text if k in bound else
+                            f"fact:{by_value[_norm(v)]}" if _norm(v) in by_value else "literal") for k, v in args.items()}
+            desc = st.get("description")
+            steps.append(WorkflowStep(i, desc.strip()[:300] if isinstance(desc, str) and desc.strip() else
+                                      f"Call {st['tool']}", st["tool"], args, bindings, writes=bool(by_tool[st["tool"]].writes),
+                                      response=st.get("response")))
         task_id = stable_id("task", self.name, seed, slot, persona.id, teacher)
         return Task(
             id=task_id, domain=domain, persona=persona,

@@ -2,15 +2,25 @@
 
 Within a task, the same call (arguments in any key order, numbers and whitespace normalized: see
 :func:`synthagent.core.mapping.call_key`) always gets the identical response, because responses are stored
-per task in the run's mapping store (first writer wins, so concurrent rollouts agree too). Optionally a
-near-duplicate call is judged equivalent to an earlier one by the teacher and reuses its response. A reply
-that is not valid JSON is re-asked once; the re-ask bypasses the store, and only a valid response is stored.
+per task in the run's mapping store (first writer wins, so concurrent rollouts agree too).
+
+A teacher-written task carries the expected response of each workflow call (``WorkflowStep.response``):
+those pairs **seed** the task's mapping at the start of every rollout, so the workflow is answered the same
+way in every rollout, process and Ray worker. A call outside the seed is simulated by the teacher, shown the
+task, its seeded workflow calls and this rollout's calls so far; the first answer written wins.
+
+Optionally a near-duplicate call is judged equivalent to an earlier one by the teacher and reuses its
+response. The earlier calls it is compared with are the seeded workflow calls and an append-only index of
+simulated calls kept **in the mapping store** (keys ``~index:TOOL:N``), so matching holds across worker
+processes and Ray. A reply that is not valid JSON is re-asked once; the re-ask bypasses the store, and only a
+valid response is stored.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from synthagent.core.errors import ConfigError
@@ -45,12 +55,12 @@ class LLMToolSimulator:
         self.temperature = float(temperature)
         self.prompt, self.prompt_hash = load_prompt(_PKG, "tool_sim.md")
         self.eq_prompt, self.eq_hash = load_prompt(_PKG, "equivalence.md")
-        #: hits, misses, equivalent_hits, failures, stored_by_other (a concurrent writer won), and
-        #: tool_response_repair_asked (re-asks after malformed output, which bypass the store).
+        #: hits, misses, equivalent_hits, failures, stored_by_other (a concurrent writer won), seeded (workflow
+        #: calls written into the store), and tool_response_repair_asked (re-asks after malformed output).
         self.stats: Counter[str] = Counter()
         self.llm: Any = None
         self.mapping: Any = None
-        self._seen: dict[str, dict[str, list[tuple[str, str]]]] = {}
+        self.index_limit = 64
 
     def setup(self, ctx: RunContext) -> None:
         """Take the run's teacher backend and mapping store."""
@@ -64,7 +74,9 @@ class LLMToolSimulator:
         """A session for one rollout of ``task``."""
         if self.llm is None or self.mapping is None:
             raise ConfigError("the llm tool simulator needs setup(RunContext) with an LLM backend and a mapping store")
-        return LLMToolSession(self, task, seed)
+        session = LLMToolSession(self, task, seed)
+        await session.seed_workflow()
+        return session
 
 
 class LLMToolSession:
@@ -76,6 +88,17 @@ class LLMToolSession:
         self.seed = seed
         self.tools = {t.name: t for t in task.tools}
         self.calls: list[tuple[ToolCall, Any]] = []
+        #: the task's seeded workflow calls: (tool, arguments, key, response)
+        self.seeded = [(st.tool, dict(st.arguments), call_key(st.tool, st.arguments), st.response)
+                       for st in task.workflow if st.tool and isinstance(st.response, (Mapping, list))]
+
+    async def seed_workflow(self) -> None:
+        """Write the workflow's expected call -> response pairs into the store (first writer wins: a response
+        already stored for the same call is kept)."""
+        for tool, _args, key, response in self.seeded:
+            if await self.sim.mapping.get(self.task.id, key) is None:
+                await self.sim.mapping.put(self.task.id, key, response)
+                self.sim.stats["seeded"] += 1
 
     async def call(self, call: ToolCall) -> ToolResult:
         """Answer one call from the store, or from the teacher (then store it)."""
@@ -105,9 +128,28 @@ class LLMToolSession:
         kept = await sim.mapping.put(self.task.id, key, response)
         if kept != response:
             sim.stats["stored_by_other"] += 1
-        sim._seen.setdefault(self.task.id, {}).setdefault(call.name, []).append(
-            (canonical_arguments(call.arguments), key))
+        if sim.equivalence == "teacher":
+            await self._index(call)
         return self._result(call, kept)
+
+    async def _index(self, call: ToolCall) -> None:
+        """Append the call to the store's per-tool index (a first-writer-wins log: take the first free slot)."""
+        entry = {"arguments": canonical_arguments(call.arguments), "key": call_key(call.name, call.arguments)}
+        for n in range(self.sim.index_limit):
+            slot = f"~index:{call.name}:{n}"
+            kept = await self.sim.mapping.put(self.task.id, slot, entry)
+            if kept == entry or (isinstance(kept, Mapping) and kept.get("key") == entry["key"]):
+                return
+
+    async def _earlier(self, tool: str) -> list[tuple[str, str]]:
+        """Earlier calls of ``tool`` in this task: the seeded ones, then the store's index."""
+        out = [(canonical_arguments(a), k) for t, a, k, _ in self.seeded if t == tool]
+        for n in range(self.sim.index_limit):
+            entry = await self.sim.mapping.get(self.task.id, f"~index:{tool}:{n}")
+            if not isinstance(entry, Mapping):
+                break
+            out.append((str(entry.get("arguments")), str(entry.get("key"))))
+        return out
 
     def _result(self, call: ToolCall, response: Any) -> ToolResult:
         self.calls.append((call, response))
@@ -116,8 +158,9 @@ class LLMToolSession:
 
     async def _simulate(self, call: ToolCall, spec: Any) -> Any:
         sim = self.sim
-        history = "\n".join(f"- {c.name}({json.dumps(c.arguments, sort_keys=True)}) -> {json.dumps(r)[:600]}"
-                            for c, r in self.calls[-sim.history:]) or "(none)"
+        seeded = [f"- {t}({json.dumps(a, sort_keys=True)}) -> {json.dumps(r)[:600]}" for t, a, _, r in self.seeded]
+        history = "\n".join(seeded + [f"- {c.name}({json.dumps(c.arguments, sort_keys=True)}) -> {json.dumps(r)[:600]}"
+                                      for c, r in self.calls[-sim.history:]]) or "(none)"
         prompt = render(sim.prompt, tool_name=spec.name, tool_description=spec.description,
                         parameters=spec.parameters, returns=spec.returns or {}, history=history,
                         task=self.task.full_instruction,
@@ -127,17 +170,22 @@ class LLMToolSession:
             return [] if isinstance(value, (dict, list)) else ["the response must be a JSON object or array"]
 
         value, _ = await ask_json(sim.llm, [Message("user", prompt)], check=check, label="tool_response",
-                                  stats=sim.stats, params={"temperature": sim.temperature}, seed=self.seed)
+                                  stats=sim.stats, params={"temperature": sim.temperature, "json_schema": {
+                                      "name": "tool_response", "schema": spec.returns or {"type": "object"}}},
+                                  seed=self.seed)
         return value
 
     async def _equivalent(self, call: ToolCall, key: str) -> Any:
         sim = self.sim
-        earlier = sim._seen.get(self.task.id, {}).get(call.name, [])
+        earlier = [(a, k) for a, k in await self._earlier(call.name) if k != key]
         mine = canonical_arguments(call.arguments)
         for args, other_key in earlier[-5:]:
             prompt = render(sim.eq_prompt, tool_name=call.name, tool_description=self.tools[call.name].description,
                             a=args, b=mine)
             value, _ = await ask_json(sim.llm, [Message("user", prompt)], repairs=0, label="equivalence",
+                                      params={"json_schema": {"name": "equivalence", "schema": {
+                                          "type": "object", "required": ["same"],
+                                          "properties": {"same": {"type": "boolean"}}}}},
                                       stats=sim.stats, check=lambda v: [] if isinstance(v, dict) and
                                       isinstance(v.get("same"), bool) else ["need {\"same\": true|false}"])
             if value and value["same"]:

@@ -5,7 +5,9 @@ against the field's known failures, each counted per run in :attr:`LLMUserSimula
 
 * ``empty_turn``: an empty reply is re-asked (then replaced by a neutral prompt to continue);
 * ``premature_stop``: a stop before the agent has acted or answered is refused (tau2-bench issue #182);
-* ``tool_call_from_user``: tool calls or tool-call markup from the user are stripped and re-asked.
+* ``tool_call_from_user``: tool calls or tool-call markup from the user are stripped and re-asked;
+* ``leaked_hidden_value``: a hidden value the agent has not asked for (no question of the agent's names the
+  fact) is re-asked with a reminder; if every re-ask leaks, the turn is replaced by a neutral prompt.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from synthagent.core.hookspecs import hookimpl
 from synthagent.core.models import Message, Task
 from synthagent.core.protocols import ChatRequest, RunContext, UserTurn
 from synthagent.core.teacher import load_prompt, render
+from synthagent.plugins.common.evidence import asked_facts, mentions_value
 
 __all__ = ["LLMUserSimulator", "LLMUserSession", "STOP"]
 
@@ -37,7 +40,7 @@ class LLMUserSimulator:
         self.retries = int(retries)
         self.temperature = float(temperature)
         self.prompt, self.prompt_hash = load_prompt(_PKG, "user_sim.md")
-        #: Guard firings: empty_turn, premature_stop, tool_call_from_user; and turns, stops.
+        #: Guard firings: empty_turn, premature_stop, tool_call_from_user, leaked_hidden_value; turns, stops.
         self.stats: Counter[str] = Counter()
         self.llm: Any = None
 
@@ -77,6 +80,16 @@ class LLMUserSession:
                 out.append(Message("user", m.content))
         return out
 
+    def _leaked(self, messages: Sequence[Message], text: str) -> str | None:
+        """The description of a hidden fact whose value ``text`` reveals although no question of the agent
+        has asked for it (the leak guard), or None."""
+        questions = [m.content for m in messages if m.role == "assistant" and m.content and "?" in m.content]
+        for fact in self.task.user_context:
+            if str(fact.value).strip() and mentions_value(text, fact.value) \
+                    and not any(asked_facts(q, [fact]) for q in questions):
+                return fact.description
+        return None
+
     async def respond(self, messages: Sequence[Message]) -> UserTurn:
         """The user's next message, with the guards applied."""
         sim = self.sim
@@ -106,6 +119,12 @@ class LLMUserSession:
             if not text and not stop:
                 sim.stats["empty_turn"] += 1
                 view = view + [Message("user", "(Your reply was empty. Please answer as the customer.)")]
+                continue
+            leaked = self._leaked(messages, text)
+            if leaked:
+                sim.stats["leaked_hidden_value"] += 1
+                view = view + [Message("assistant", text), Message("user", f"(You revealed {leaked} before the agent "
+                                                                   "asked for it. Reply again without it.)")]
                 continue
             if stop:
                 sim.stats["stops"] += 1
