@@ -140,8 +140,9 @@ def cli() -> None:
     synth run                 generate tasks, simulate trajectories, build rubrics, score, export
     synth plugins             list every registered implementation (and the plugin it came from)
     synth show RUN            print a run's summary
-    synth report RUN          an offline HTML page with plots of a run
+    synth report RUN          an offline HTML page with plots of a run (or of an eval directory)
     synth train               train a model on a run with an RL algorithm plugin (grpo, sft; extra [train])
+    synth eval                evaluate a policy on held-out tasks or a benchmark; compare two evaluations
     synth NAME                a command a plugin adds (synth plugins lists them)
 
     With no configuration, `synth run` uses the embedded offline default: the built-in SQLite domain pack,
@@ -464,6 +465,265 @@ def train_cmd(algorithm: str, model: Path, run_dir: Path, out: Path | None, over
     click.echo(json.dumps({k: v for k, v in dict(result).items() if k != "task_ids"}, indent=2, default=str))
 
 
+@cli.command("eval")
+@click.option("--policy", metavar="NAME",
+              help="The LLM backend to evaluate (synth plugins lists them: oracle, openai, transformers, ...).")
+@click.option("-r", "--run", "run_dir", type=click.Path(path_type=Path),
+              help="Evaluate on this run directory's tasks (with its rubrics, user and tool simulator).")
+@click.option("-b", "--bench", metavar="NAME", help="Evaluate on a named benchmark (hook synth_register_benchmarks).")
+@click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="llm.KEY=VALUE sets a policy option (llm.model=..., llm.base_url=..., llm.temperature=0); "
+                   "any other key overrides the environment's config (values are TOML; repeatable).")
+@click.option("-k", "--repeats", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Episodes per task (pass^k is reported for k = 1..repeats).")
+@click.option("--tasks", type=click.IntRange(1), help="Evaluate at most this many tasks (a benchmark: how many to draw).")
+@click.option("--seed", type=int, help="Seed of a benchmark's tasks  [default: the benchmark's]")
+@click.option("--train-run", type=click.Path(path_type=Path),
+              help="Refuse to evaluate unless the tasks are held out from this training run's (see --split).")
+@click.option("--split", type=click.Choice(["content", "template", "domain"]), default="content", show_default=True,
+              help="Held-out protocol checked against --train-run: no shared task content; also no shared "
+                   "template, or no shared domain.")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder that holds eval directories  [default: RUN/evals with --run, else evals]")
+@click.option("-n", "--name", help="Eval directory name  [default: POLICY-YYYYmmdd-HHMMSS]")
+@click.option("--resume", is_flag=True, help="Continue the eval directory --name (episodes already written are kept).")
+@click.option("--compare", nargs=2, type=click.Path(path_type=Path), metavar="A B",
+              help="Compare two eval directories: paired difference and exact McNemar test (evaluates nothing).")
+@click.option("-p", "--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="Load a plugin by entry-point name or module path (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_guard
+def eval_cmd(policy: str | None, run_dir: Path | None, bench: str | None, overrides: Sequence[str], repeats: int,
+             tasks: int | None, seed: int | None, train_run: Path | None, split: str, out: Path | None,
+             name: str | None, resume: bool, compare: tuple[Path, Path] | None, plugins: Sequence[str],
+             as_json: bool, quiet: bool) -> None:
+    """Evaluate a policy on a run's tasks or a named benchmark, or compare two evaluations.
+
+    The headline success is independent of the training reward: the final state equals the gold state and
+    the required answer values are reported (a benchmark's own checker for benchmarks that have one). Writes
+    an eval directory (manifest.json, tasks, rubrics, trajectories, scores, episodes.jsonl, results.json);
+    `synth report EVAL_DIR` draws it. See docs/evaluation.md.
+
+    \b
+    Examples:
+      synth eval --policy oracle --run runs/heldout
+      synth eval --policy transformers --set llm.model=runs/train/train/sft/model --run runs/heldout -k 4
+      synth eval --policy openai --set llm.base_url=http://localhost:8000/v1 --bench offline-domains
+      synth eval --policy oracle --run runs/heldout --train-run runs/train --split domain
+      synth eval --compare runs/heldout/evals/sft runs/heldout/evals/grpo
+    """
+    import asyncio
+
+    from synthagent.core.evaluation import compare as compare_evals
+
+    if compare:
+        if policy or run_dir or bench:
+            raise UsageError("--compare A B compares two eval directories: drop --policy, --run and --bench")
+        result = compare_evals(*compare)
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            _print_compare(result)
+        return
+    if not policy:
+        raise UsageError("synth eval needs --policy NAME (an LLM backend: synth plugins lists them), or --compare A B")
+    if bool(run_dir) == bool(bench):
+        raise UsageError("synth eval needs exactly one of --run RUN and --bench NAME")
+    results, root = asyncio.run(_evaluate(policy, run_dir, bench, overrides, repeats, tasks, seed, train_run, split,
+                                          out, name, resume, plugins, quiet))
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        _print_eval(results, root)
+
+
+async def _evaluate(policy_name: str, run_dir: Path | None, bench: str | None, overrides: Sequence[str],
+                    repeats: int, count: int | None, seed: int | None, train_run: Path | None, split: str,
+                    out: Path | None, name: str | None, resume: bool, plugins: Sequence[str],
+                    quiet: bool) -> tuple[dict[str, Any], Path]:
+    import attrs
+
+    from synthagent.core.capabilities import capabilities
+    from synthagent.core.config import config_from_dict, parse_set
+    from synthagent.core.errors import ConfigError, RunDirectoryError
+    from synthagent.core.evaluation import EvalSpec, eval_id, evaluate, prepare_tasks
+    from synthagent.core.heldout import check_heldout
+    from synthagent.core.protocols import Benchmark, RunContext
+    from synthagent.core.registry import load_plugins
+    from synthagent.core.runtime import Runtime
+    from synthagent.core.store import RunStore
+
+    loaded = load_plugins(plugins)
+    policy_options: dict[str, Any] = {}
+    env_sets: list[tuple[list[str], Any, str]] = []
+    for item in overrides:
+        keys, value = parse_set(item)
+        if keys[0] == "llm":
+            if len(keys) != 2 or keys[1] == "backend":
+                raise UsageError(f"--set {item!r}: policy options are llm.KEY=VALUE (the backend is --policy)")
+            policy_options[keys[1]] = value
+        else:
+            env_sets.append((keys, value, item))
+    data: dict[str, Any]
+    success = "state"
+    if run_dir is not None:
+        if not (run_dir / "manifest.json").is_file():
+            raise RunDirectoryError(f"--run {str(run_dir)!r} is not a run directory (no manifest.json); make one with synth run")
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+        data = dict(manifest.get("config") or {})
+        source: dict[str, Any] = {"run": str(run_dir)}
+    else:
+        impl = loaded.registry("benchmark").get(str(bench))
+        benchmark = impl.create()
+        if not isinstance(benchmark, Benchmark):
+            raise ConfigError(f"benchmark {bench!r} is {type(benchmark).__name__}, not a synthagent Benchmark")
+        if benchmark.success not in ("state", "scorer"):
+            raise ConfigError(f"benchmark {bench!r}: success must be 'state' or 'scorer', got {benchmark.success!r}")
+        success = benchmark.success
+        data = {}
+        items = benchmark.overrides
+        pairs = [parse_set(x) for x in items] if isinstance(items, (list, tuple)) else list(_flatten(dict(items)))
+        for keys, value in pairs:
+            _put(data, keys, value)
+        source = {"bench": bench}
+    for keys, value, _item in env_sets:
+        _put(data, keys, value)
+    if seed is not None:
+        data["seed"] = seed
+    if count is not None and bench:
+        data["tasks"] = count
+    config = config_from_dict(data, origin=str(run_dir or f"benchmark {bench}"))
+    impl = loaded.registry("llm").get(policy_name)
+    accepted = impl.accepted_options()
+    factory_options = {k: v for k, v in policy_options.items()
+                       if accepted is None or k in accepted or k not in ("temperature", "max_tokens")}
+    policy = impl.create(factory_options)
+    runtime = Runtime(config, loaded, extra_plugins=tuple(plugins))
+    spec = EvalSpec(policy=policy_name, policy_options=policy_options, source=source, repeats=repeats, success=success)
+    out_dir = out or (run_dir / "evals" if run_dir is not None else Path("evals"))
+    root = out_dir / (name or f"{policy_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    if resume:
+        if not name:
+            raise UsageError("--resume needs --name (the eval directory to continue)")
+        store = RunStore.open(root)
+        if store.manifest.get("eval_id") != eval_id(spec):
+            raise UsageError(f"--resume: {str(root)!r} evaluated something else (policy, options, source or repeats "
+                             "differ); choose another --name")
+        eval_tasks = store.tasks.load()
+    else:
+        if root.exists():
+            raise RunDirectoryError(f"eval directory {str(root)!r} exists; pass --resume to continue it or choose another --name")
+        if run_dir is not None:
+            src = RunStore.open(run_dir)
+            try:
+                rubric_of = {r.task_id: r for r in src.rubrics}
+                eval_tasks = [t for t in src.tasks if t.id in rubric_of and not rubric_of[t.id].dropped]
+            finally:
+                src.close()
+            if not eval_tasks:
+                raise RunDirectoryError(f"--run {str(run_dir)!r} has no task with a kept rubric to evaluate on")
+            eval_tasks = eval_tasks[: count or len(eval_tasks)]
+        else:
+            from synthagent.core.protocols import GenerationContext
+            from synthagent.core.stages.generate import missing_evidence
+
+            eval_tasks = []
+            ctx = GenerationContext(count=config.tasks, seed=config.seed, llm=runtime.components.llm, done_slots=frozenset())
+            async for task in runtime.components.generator.generate(ctx):
+                if missing_evidence(task) is None:
+                    eval_tasks.append(task)
+                if len(eval_tasks) >= config.tasks:
+                    break
+    heldout = None
+    if train_run is not None:
+        train = RunStore.open(train_run)
+        try:
+            heldout = check_heldout(train.tasks.load(), eval_tasks, split)
+        finally:
+            train.close()
+    runtime.setup(root)
+    policy_caps = capabilities(policy, "llm", policy_name)
+    if "setup" in policy_caps:
+        policy.setup(RunContext(llm=policy, mapping=runtime.components.mapping, run_dir=str(root), seed=config.seed))
+    if not resume:
+        store = RunStore.create(out_dir, root.name, {
+            "kind": "eval", "eval_id": eval_id(spec), "spec": attrs.asdict(spec), "config": config.to_dict(),
+            "heldout": heldout, "plugins": loaded.loaded, "created": datetime.now().isoformat(timespec="seconds")})
+        for task in eval_tasks:
+            store.tasks.append(task)
+        if run_dir is not None:
+            for rubric in (r for r in RunStore.open(run_dir).rubrics if r.task_id in {t.id for t in eval_tasks}):
+                store.rubrics.append(rubric)
+        store.tasks.sync()
+    progress = _Progress(quiet)
+    try:
+        async with runtime:
+            tasks_, rubrics = await prepare_tasks(runtime, store, len(eval_tasks), config.seed)
+            with progress:
+                results = await evaluate(runtime, policy, store, tasks_, rubrics, spec, progress=progress.update)
+    finally:
+        if "aclose" in policy_caps:
+            await policy.aclose()
+        store.close()
+    return results, root
+
+
+def _flatten(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> Any:
+    """(key path, value) pairs of a benchmark's overrides: nested tables and dotted keys (``simulate.max_turns``)."""
+    for key, value in data.items():
+        path = (*prefix, *str(key).split("."))
+        if isinstance(value, dict) and (prefix or path[0] in ("plugins", "llm", "simulate", "export")):
+            yield from _flatten(value, path)
+        else:
+            yield list(path), value
+
+
+def _put(data: dict[str, Any], keys: Sequence[str], value: Any) -> None:
+    node = data
+    for k in keys[:-1]:
+        child = node.setdefault(k, {})
+        if not isinstance(child, dict):
+            raise UsageError(f"--set {'.'.join(keys)}: {k!r} is not a table")
+        node = child
+    node[keys[-1]] = value
+
+
+def _print_eval(results: dict[str, Any], root: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s, r = results["success"], results["rubric"]
+    table = Table(title=f"synth eval {results['policy']} on {next(iter(results['source'].values()))}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("tasks / episodes", f"{results['tasks']} / {results['episodes']}"),
+        ("success (state + answer)" if results.get("success_mode") == "state" else "success (checker)",
+         f"{s['successes']}/{s['n']} = {s['rate']}  95% CI [{s['ci95'][0]}, {s['ci95'][1]}]"),
+        ("pass^k", ", ".join(f"k={k}: {v}" for k, v in results["pass_hat_k"].items())),
+        ("rubric reward (mean)", str(r["mean_reward"])),
+        ("rubric success", f"{r['success']['rate']}"),
+        ("failures", ", ".join(f"{k}={v}" for k, v in results["failures"].items()) or "0"),
+        ("infra errors", str(results["infra_errors"])),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console = Console()
+    console.print(table)
+    console.print(f"eval directory: {root}")
+
+
+def _print_compare(result: dict[str, Any]) -> None:
+    click.echo(f"A {result['a']}: {result['a_success']['successes']}/{result['pairs']} "
+               f"CI {result['a_success']['ci95']}")
+    click.echo(f"B {result['b']}: {result['b_success']['successes']}/{result['pairs']} "
+               f"CI {result['b_success']['ci95']}")
+    click.echo(f"paired on {result['pairs']} episodes of {result['tasks']} tasks: A - B = {result['difference']:+.4f} "
+               f"(per task {result['per_task_difference']:+.4f}); only A {result['only_a']}, only B {result['only_b']}, "
+               f"exact McNemar p = {result['mcnemar_p']}")
+
+
 @cli.command("report")
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
@@ -471,10 +731,13 @@ def train_cmd(algorithm: str, model: Path, run_dir: Path, out: Path | None, over
 @_guard
 def report_cmd(run: Path, out: Path | None) -> None:
     """Write an HTML report of run directory RUN: the summary table and PNG plots (rewards, tool calls,
-    turns, mapping hit rate, failures and drops, learning curves when the run trained). Opens offline."""
-    from synthagent.core.report import write_report
+    turns, mapping hit rate, failures and drops, learning curves when the run trained). Opens offline.
 
-    page = write_report(run, out)
+    RUN may also be an eval directory (synth eval): the page then shows the success bars with their 95%
+    intervals, pass^k and failures by kind."""
+    from synthagent.core.report import write_eval_report, write_report
+
+    page = write_eval_report(run, out) if (run / "episodes.jsonl").is_file() else write_report(run, out)
     click.echo(f"report written to {page}")
 
 

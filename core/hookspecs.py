@@ -33,6 +33,7 @@ from synthagent.core import protocols
 
 if TYPE_CHECKING:
     from synthagent.core.protocols import (
+        Benchmark,
         Executor,
         LLMBackend,
         MappingStore,
@@ -69,6 +70,7 @@ __all__ = [
     "synth_register_llm_backends",
     "synth_register_executors",
     "synth_register_commands",
+    "synth_register_benchmarks",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -278,6 +280,25 @@ def synth_register_commands(register: RegisterCommand) -> None:
             register("inspect", "my_package.cli:inspect_cmd", description="inspect my API catalogue")
 
     .. versionadded:: 0.2
+    """
+
+
+@registers("benchmark", protocols.Benchmark)
+def synth_register_benchmarks(register: Register[Benchmark]) -> None:
+    """Register named evaluation environments for ``synth eval --bench NAME`` (a
+    :class:`~synthagent.core.protocols.Benchmark`: run-config overrides plus a description).
+
+    :param register: ``register(name, factory, description="")``; ``factory()`` returns the Benchmark.
+
+    Example::
+
+        @hookimpl
+        def synth_register_benchmarks(register):
+            register("bfcl-multi-turn", lambda: Benchmark(
+                overrides={"generator": "bfcl", "tools": "bfcl", "user": "bfcl-turns", "scorer": "bfcl"},
+                success="scorer"), description="BFCL v4 multi-turn, scored by BFCL's checker")
+
+    .. versionadded:: 0.3
     """
 
 

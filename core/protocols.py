@@ -35,6 +35,7 @@ __all__ = [
     "Executor",
     "Register",
     "RegisterCommand",
+    "Benchmark",
 ]
 
 T = TypeVar("T")
@@ -182,6 +183,24 @@ class RewardScorer(Protocol):
     async def score(self, task: Task, rubric: Rubric, trajectory: Trajectory) -> Score:
         """Return the score with a per-criterion breakdown."""
         ...
+
+
+@attrs.frozen
+class Benchmark:
+    """A named evaluation environment for ``synth eval --bench NAME``. Hook: :func:`synth_register_benchmarks`.
+
+    :param overrides: run-config overrides that make the environment, as ``--set`` pairs or a nested mapping
+        (``{"generator": "bfcl", "tools": "bfcl", "user": "bfcl-turns", "scorer": "bfcl",
+        "plugins": {"bfcl": {"category": "multi_turn_base"}}, "tasks": 200}``): the generator makes its
+        tasks, the user, tool simulator, rubric builder and scorer run its episodes.
+    :param description: one line for ``synth plugins``.
+    :param success: ``"state"`` (the final state equals the gold state and the answer values are reported,
+        for database environments) or ``"scorer"`` (the scorer's ``success``: the benchmark's own checker).
+    """
+
+    overrides: Mapping[str, Any] = attrs.field(factory=dict)
+    description: str = ""
+    success: str = "state"
 
 
 @attrs.frozen

@@ -22,7 +22,7 @@ from typing import Any
 
 from synthagent.core.errors import UsageError
 
-__all__ = ["write_report", "write_data_pages", "PLOTS", "read_training_metrics"]
+__all__ = ["write_report", "write_data_pages", "PLOTS", "read_training_metrics", "write_eval_report", "EVAL_PLOTS"]
 
 #: The image files a report holds (learning_curves.png only when the run trained).
 PLOTS = ("reward.png", "tool_calls.png", "turns.png", "mapping.png", "failures.png", "learning_curves.png")
@@ -469,3 +469,75 @@ address (e.g. <code>#domain=banking&amp;score=lt1</code>).</p>
     path = out / "index.html"
     path.write_text(index, encoding="utf-8")
     return path
+
+
+#: The image files an eval report holds.
+EVAL_PLOTS = ("success.png", "pass_k.png", "eval_failures.png")
+
+
+def write_eval_report(eval_dir: Path, out: Path | None = None) -> Path:
+    """Write ``index.html`` for an eval directory (``synth eval``): success bars with their 95% Wilson
+    intervals (overall and per domain, the independent success beside the rubric success), pass^k against k,
+    failures by kind, and the results table; return the page's path.
+
+    :raises UsageError: not an eval directory (no ``results.json``), or matplotlib is missing.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise UsageError("synth report draws with matplotlib: pip install 'synthagent[plots]'") from exc
+    path = eval_dir / "results.json"
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{str(eval_dir)!r} is not a finished eval directory (results.json unreadable: {exc}); "
+                         "run or resume `synth eval`") from exc
+    out = out or eval_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [("all (state + answer)" if results.get("success_mode") == "state" else "all (checker)", results["success"]),
+            ("all (rubric success)", results["rubric"]["success"])]
+    rows += [(f"domain {d}", r) for d, r in results.get("by_domain", {}).items()]
+    fig = _figure(7.0, max(2.6, 0.35 * len(rows) + 1.2))
+    ax = fig.add_subplot()
+    names = [n for n, _ in rows][::-1]
+    rates = [r["rate"] or 0.0 for _, r in rows][::-1]
+    lows = [max(0.0, (r["rate"] or 0.0) - r["ci95"][0]) for _, r in rows][::-1]
+    highs = [max(0.0, r["ci95"][1] - (r["rate"] or 0.0)) for _, r in rows][::-1]
+    ax.barh(names, rates, xerr=[lows, highs], color="#4f81bd", capsize=3)
+    for i, (rate, (_, r)) in enumerate(zip(rates, rows[::-1])):
+        ax.text(min(rate, 0.98), i, f" {r['successes']}/{r['n']}", va="center", fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("success rate (bars: 95% Wilson interval)")
+    ax.set_title(f"{results['policy']} on {next(iter(results['source'].values()))}")
+    fig.savefig(out / "success.png")
+    fig = _figure()
+    ax = fig.add_subplot()
+    ks = [(int(k), v) for k, v in results["pass_hat_k"].items() if v is not None]
+    if ks:
+        ax.plot([k for k, _ in ks], [v for _, v in ks], marker="o")
+        ax.set_xticks([k for k, _ in ks])
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("k")
+        ax.set_ylabel("pass^k")
+    else:
+        _note(ax, "no episode finished")
+    ax.set_title("pass^k: all k trials of a task succeed")
+    fig.savefig(out / "pass_k.png")
+    _barh(out / "eval_failures.png", results.get("failures", {}), "failures by kind", "no failure")
+    esc = html.escape
+    s = results["success"]
+    table = [("policy", results["policy"]), ("source", json.dumps(results["source"])),
+             ("tasks / episodes", f"{results['tasks']} / {results['episodes']}"),
+             ("success", f"{s['successes']}/{s['n']} = {s['rate']} (95% CI {s['ci95'][0]}-{s['ci95'][1]})"),
+             ("pass^k", ", ".join(f"k={k}: {v}" for k, v in results["pass_hat_k"].items())),
+             ("rubric reward (mean)", results["rubric"]["mean_reward"]),
+             ("infra errors", results["infra_errors"]),
+             ("failures", ", ".join(f"{k}={v}" for k, v in results.get("failures", {}).items()) or "0")]
+    body = "".join(f"<tr><th>{esc(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in table)
+    images = "".join(f'<p><img src="{name}" alt="{name}"></p>' for name in EVAL_PLOTS)
+    page = out / "index.html"
+    page.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>synth eval {esc(results['policy'])}"
+                    f"</title><style>{_DATA_STYLE}</style></head><body><h1>Evaluation: {esc(results['policy'])}</h1>"
+                    f"<p class='note'>The headline success is independent of the training reward "
+                    f"(docs/evaluation.md).</p><table>{body}</table>{images}</body></html>\n", encoding="utf-8")
+    return page

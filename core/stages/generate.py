@@ -13,13 +13,32 @@ from synthagent.core.protocols import GenerationContext
 from synthagent.core.stages.base import RecordStage, StageContext, log
 from synthagent.core.taskcheck import check_task
 
-__all__ = ["GenerateStage"]
+__all__ = ["GenerateStage", "missing_evidence"]
+
+
+def missing_evidence(task: Task) -> str | None:
+    """Why ``task`` carries no positive evidence a policy must produce (None when it does).
+
+    Positive evidence is a required write (a workflow step that writes, or a gold state with changed rows)
+    or a required answer (answer values); in an environment without a database state (no ``gold_state``,
+    e.g. an external benchmark checked by its own checker), the workflow's required tool calls. A task with
+    none of them lets a policy that does nothing pass: the generate stage drops it, whatever plugin made it,
+    and counts the reason (``no_positive_evidence``).
+    """
+    if task.answer or any(step.writes for step in task.workflow):
+        return None
+    if task.gold_state is not None and any(task.gold_state.changes.values()):
+        return None
+    if task.gold_state is None and any(step.tool for step in task.workflow):
+        return None
+    return "no_positive_evidence: the workflow makes no write and the task asks for no answer"
 
 
 class GenerateStage(RecordStage):
     """Asks the generator for ``tasks`` tasks; slot-by-slot generators run in the executor's workers when
     those are other processes. Every task is checked (:func:`synthagent.core.taskcheck.check_task`) before it is
-    stored; one that fails is dropped with its first problem as the reason (``invalid_task: ...``)."""
+    stored; one that fails is dropped with its first problem as the reason (``invalid_task: ...``), and one
+    without positive evidence (:func:`missing_evidence`) as ``no_positive_evidence``."""
 
     name = "generate"
     file = "tasks"
@@ -39,6 +58,11 @@ class GenerateStage(RecordStage):
                 if problems:  # whatever plugin made it: dropped with the reason, never stored
                     invalid[f"invalid_task: {problems[0]}"] += 1
                     log.warning("generated task %s dropped: %s", task.id, "; ".join(problems))
+                    continue
+                reason = missing_evidence(task)
+                if reason is not None:  # no reward for nothing: a do-nothing policy could pass it
+                    invalid[reason.split(":")[0]] += 1
+                    log.warning("generated task %s dropped: %s", task.id, reason)
                     continue
                 if store.tasks.append(task):
                     written += 1

@@ -1,8 +1,8 @@
 """The ``oracle`` LLM backend: the built-in offline teacher.
 
 It plays the agent with privileged access to the task (``ChatRequest.task``): it follows the gold workflow
-one message at a time, asks the user for each hidden fact before the first step that needs it, and closes
-with a final answer that reports the answer values. It needs no model, network or GPU, and is deterministic.
+one message at a time, asks the user for each hidden fact (one fact per question) before the first step that
+needs it, and closes with a final answer that reports the answer values. It needs no model, network or GPU, and is deterministic.
 
 For validating rewards it can also act out a *corruption* of the oracle (option ``corruption``):
 
@@ -252,7 +252,7 @@ def plan_for(task: Task, corruption: str = "none", *, rng: random.Random | None 
         names = [n for s in steps for b in s.bindings.values() for n in re.findall(r"fact:([a-z0-9_]+)", b)]
         need = [hidden[n] for n in dict.fromkeys(names) if n in hidden]
         if need:
-            plan.append(Action("ask", facts=tuple(need), text=_question(need, voice)))
+            plan.extend(Action("ask", facts=(f,), text=_question([f], voice)) for f in need)  # one fact a question
             asked.update(f.name for f in need)
     if corruption == "ask_given" and task.visible_facts:
         plan.append(Action("ask", facts=(task.visible_facts[0],), text=_question([task.visible_facts[0]], voice)))
@@ -264,7 +264,7 @@ def plan_for(task: Task, corruption: str = "none", *, rng: random.Random | None 
         names = [n for b in step.bindings.values() for n in re.findall(r"fact:([a-z0-9_]+)", b)]
         need = [hidden[n] for n in dict.fromkeys(names) if n in hidden and n not in asked]
         if need and corruption != "never_ask":
-            plan.append(Action("ask", facts=tuple(need), text=_question(need, voice)))
+            plan.extend(Action("ask", facts=(f,), text=_question([f], voice)) for f in need)  # one fact a question
             asked.update(f.name for f in need)
         args = dict(step.arguments)
         if corruption == "wrong_row" and step.writes and wrong_target is None:

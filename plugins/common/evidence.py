@@ -13,11 +13,16 @@ from typing import Any
 
 from synthagent.core.models import Fact, Message, Task, ToolCall
 
-__all__ = ["CONFIRM", "asked_facts", "values_match", "executed_calls", "report_values", "mentions_value",
-           "confirmed_before", "call_outputs", "binding_sources", "bound_values_match"]
+__all__ = ["CONFIRM", "CLOSING", "asked_facts", "asked_one_fact", "needless_questions", "values_match", "executed_calls",
+           "report_values", "mentions_value", "confirmed_before", "call_outputs", "binding_sources",
+           "bound_values_match"]
 
 #: A request for confirmation in an agent's question ("shall I go ahead?").
 CONFIRM = re.compile(r"\b(confirm|proceed|go ahead|shall i|should i|do you want me to)\b", re.I)
+
+
+#: A closing question ("anything else I can help with?"): not a question to the user about the task.
+CLOSING = re.compile(r"\b(anything else|something else)\b", re.I)
 
 
 def _mentions(text: str, keyword: str) -> bool:
@@ -27,6 +32,47 @@ def _mentions(text: str, keyword: str) -> bool:
 def asked_facts(text: str, facts: Sequence[Fact]) -> list[Fact]:
     """The facts whose keywords appear in ``text`` (a question from the agent)."""
     return [f for f in facts if any(_mentions(text, k) for k in f.keywords)]
+
+
+def asked_one_fact(text: str, facts: Sequence[Fact]) -> Fact | None:
+    """The one fact a question asks about, or None when it asks about none or about several.
+
+    A question that lists the keywords of more than one of ``facts`` (a blanket "tell me everything") asks
+    about no fact in particular: the ``rule`` user answers none of it and the rubric credits none of it.
+    """
+    found = asked_facts(text, facts)
+    return found[0] if len(found) == 1 else None
+
+
+def needless_questions(messages: Sequence[Message], task: Task, spec: Mapping[str, Any]) -> tuple[list[str], str]:
+    """The user-query term of the SYNTHAGENT paper: questions the task did not need, and asking too often.
+
+    A question (an assistant message without tool calls, with a ``?``) is needed when it asks about exactly
+    one fact named in ``spec["needed"]`` (:func:`asked_one_fact` over every fact of the task) or asks for a
+    confirmation (:data:`CONFIRM`, about one fact at most); a closing ("anything else?") that mentions no fact is not counted. Every
+    other question is needless: a blanket one, one about a fact the task does not need, one the user cannot
+    answer. Asking too often: more questions than ``len(needed) + spec["confirmations"] + spec["slack"]``
+    (default slack 1).
+
+    :returns: (the needless questions, a description of asking too often or ``""``).
+    """
+    needed = set(spec.get("needed", ()))
+    facts = [*task.user_context, *task.visible_facts]
+    needless: list[str] = []
+    count = 0
+    for m in messages:
+        if m.role != "assistant" or m.tool_calls or not m.content or "?" not in m.content:
+            continue
+        text = m.content
+        if CLOSING.search(text) and not asked_facts(text, facts):
+            continue
+        count += 1
+        found = asked_facts(text, facts)
+        if (len(found) == 1 and found[0].name in needed) or (CONFIRM.search(text) and len(found) <= 1):
+            continue
+        needless.append(text)
+    limit = len(needed) + int(spec.get("confirmations", 0)) + int(spec.get("slack", 1))
+    return needless, (f"{count} questions, more than the {limit} the task needs" if count > limit else "")
 
 
 def _norm(value: Any) -> Any:

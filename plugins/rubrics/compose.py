@@ -4,7 +4,7 @@ A reward is a tree of nodes, written as plain data (TOML tables in the config, d
 
 =====================================================  =============================================
 ``"kind:subgoal"``, ``"check:checker"``, ``"id:ask-*"``  a *selector*: the fraction of the selected
-                                                       criteria that passed (1.0 when none is selected)
+                                                       criteria that passed (*absent* when none is selected)
 ``"*"``                                                every criterion
 ``{select = "kind:check"}``                            the same selector as a table
 ``{sum = [{weight = 0.7, of = NODE}, ...]}``            weighted mean of the children
@@ -20,13 +20,19 @@ scorer is :func:`default_reward`::
 
     {gate = {all_of = ["kind:forbidden"]},
      then = {sum = [{weight = 0.25, of = "kind:subgoal"},
-                    {weight = 0.25, of = {min = ["kind:interaction", "kind:penalty"]}},
+                    {weight = 0.25, of = {gate = {all_of = ["kind:penalty"]}, then = "kind:interaction"}},
                     {weight = 0.5,  of = {all_of = ["kind:subgoal", "kind:interaction", "kind:penalty",
                                                     "kind:check"]}}]}}
 
 so any failed forbidden criterion zeroes the reward, any single failure costs at least half of it, and a
-failed penalty (asking again for what the user already said) zeroes the interaction term: doing nothing
-never earns interaction credit for not over-asking.
+failed penalty (asking again for what the user already said, asking needlessly or too often) zeroes the
+interaction term.
+
+**A criterion with nothing to check is absent, not passed.** A selector that selects nothing is absent; a
+``sum`` leaves absent terms out (their weight too), ``min``/``all_of``/``any_of`` look only at present
+children, a ``gate`` whose condition is absent lets ``then`` through, and a tree that is absent as a whole
+is worth 0. So a task without hidden facts has no interaction term at all (doing nothing used to collect
+its 0.25 for free), and a rubric with nothing positive to check rewards nothing.
 Specs are validated when the scorer is built; an error names the path of the bad node.
 """
 
@@ -50,7 +56,8 @@ def default_reward(weights: Mapping[str, float] | None = None) -> dict[str, Any]
     w = {"subgoal": 0.25, "interaction": 0.25, "success": 0.5, **(weights or {})}
     return {"gate": {"all_of": ["kind:forbidden"]},
             "then": {"sum": [{"weight": w["subgoal"], "of": "kind:subgoal"},
-                             {"weight": w["interaction"], "of": {"min": ["kind:interaction", "kind:penalty"]}},
+                             {"weight": w["interaction"],
+                              "of": {"gate": {"all_of": ["kind:penalty"]}, "then": "kind:interaction"}},
                              {"weight": w["success"], "of": {"all_of": ["kind:subgoal", "kind:interaction",
                                                                        "kind:penalty", "kind:check"]}}]}}
 
@@ -118,23 +125,32 @@ def _selected(selector: str, results: Sequence[CriterionResult], checks: Mapping
     return out
 
 
-def evaluate(node: Any, results: Sequence[CriterionResult], checks: Mapping[str, str] | None = None) -> float:
-    """The value in [0, 1] of a (validated) reward node over criterion results.
+def evaluate(node: Any, results: Sequence[CriterionResult], checks: Mapping[str, str] | None = None) -> float | None:
+    """The value in [0, 1] of a (validated) reward node over criterion results, or None when the node is
+    absent (it selects no criterion: see the module docstring).
 
     :param checks: criterion id -> check name, for ``check:`` selectors.
     """
     checks = checks or {}
     if isinstance(node, str) or "select" in node:
         items = _selected(node if isinstance(node, str) else node["select"], results, checks)
-        return sum(r.score for r in items) / len(items) if items else 1.0
+        return sum(r.score for r in items) / len(items) if items else None
     if "const" in node:
         return float(node["const"])
     if "gate" in node:
-        return evaluate(node["then"], results, checks) if evaluate(node["gate"], results, checks) >= 1.0 else 0.0
+        gate = evaluate(node["gate"], results, checks)
+        return evaluate(node["then"], results, checks) if gate is None or gate >= 1.0 else 0.0
     if "sum" in node:
-        total = sum(float(t["weight"]) for t in node["sum"])
-        return sum(float(t["weight"]) * evaluate(t["of"], results, checks) for t in node["sum"]) / total
-    values = [evaluate(child, results, checks) for child in next(node[k] for k in ("all_of", "any_of", "min") if k in node)]
+        terms = [(float(t["weight"]), evaluate(t["of"], results, checks)) for t in node["sum"]]
+        present = [(w, v) for w, v in terms if v is not None]
+        total = sum(w for w, _ in present)
+        if not present or total <= 0:
+            return None
+        return sum(w * v for w, v in present) / total
+    values = [v for v in (evaluate(child, results, checks)
+                          for child in next(node[k] for k in ("all_of", "any_of", "min") if k in node)) if v is not None]
+    if not values:
+        return None
     if "all_of" in node:
         return 1.0 if all(v >= 1.0 for v in values) else 0.0
     if "any_of" in node:
@@ -154,7 +170,8 @@ class Reward:
 
     def __call__(self, results: Sequence[CriterionResult], checks: Mapping[str, str] | None = None) -> float:
         """Evaluate the tree (rounded to 6 decimals)."""
-        return round(min(1.0, max(0.0, evaluate(self.spec, results, checks))), 6)
+        value = evaluate(self.spec, results, checks)
+        return 0.0 if value is None else round(min(1.0, max(0.0, value)), 6)
 
 
 def compile_reward(spec: Any) -> Reward:

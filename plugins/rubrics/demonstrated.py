@@ -57,7 +57,7 @@ from synthagent.plugins.rubrics.checkers import (
     parse_checker,
     validate_checkers,
 )
-from synthagent.plugins.rubrics.workflow import DEFAULT_WEIGHTS
+from synthagent.plugins.rubrics.workflow import DEFAULT_WEIGHTS, needless_question_criterion
 
 __all__ = ["DemoRubricBuilder", "DemoAnalysis", "analyze_demo", "rubric_agreement", "confirmed_before"]
 
@@ -261,6 +261,7 @@ class DemoRubricBuilder:
                           description="do not ask for what the user already said",
                           check="no_redundant_question", spec={"facts": [f.name for f in task.visible_facts]}),
                 sum(not a.over_asked for a in good))
+        add(needless_question_criterion(task), n)  # the user-query penalty holds for every task
         gold_writes = [{"tool": s.tool, "arguments": s.arguments} for s in task.workflow if s.writes]
         add(Criterion(id="no-unexpected-write", kind="forbidden", description="no write outside the workflow",
                       check="unexpected_write", spec={"gold_writes": gold_writes}), n)
@@ -361,6 +362,7 @@ class DemoRubricBuilder:
         if task.visible_facts:
             keep(Criterion(id="no-redundant-question", kind="penalty", description="do not ask for what the user already said",
                            check="no_redundant_question", spec={"facts": [f.name for f in task.visible_facts]}))
+        keep(needless_question_criterion(task))
         for i, item in enumerate(value.get("forbidden") or []):
             ev = item.get("evidence") if isinstance(item, Mapping) else None
             desc = str(item.get("description", ""))[:300] if isinstance(item, Mapping) else ""

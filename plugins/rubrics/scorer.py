@@ -16,11 +16,13 @@ from synthagent.core.hookspecs import hookimpl
 from synthagent.core.models import Criterion, CriterionResult, Rubric, Score, Task, ToolCall, Trajectory, stable_id
 from synthagent.plugins.common.evidence import (
     asked_facts,
+    asked_one_fact,
     bound_values_match,
     call_outputs,
     confirmed_before,
     executed_calls,
     mentions_value,
+    needless_questions,
     values_match,
 )
 from synthagent.plugins.rubrics.checkers import evaluate as run_checker
@@ -48,7 +50,9 @@ def combine(results: Sequence[CriterionResult], weights: Mapping[str, float],
 
     The total is the ``reward`` composition (:mod:`synthagent.plugins.rubrics.compose`), by default a gate on
     the forbidden criteria over the weighted ``subgoal`` and ``interaction`` fractions and ``success`` (every
-    subgoal, interaction and check passed). ``success`` also requires the gate.
+    subgoal, interaction and check passed). ``success`` also requires the gate and at least one subgoal (a
+    rubric with nothing positive to check never succeeds); a term with nothing to check is left out of
+    ``components``.
     """
     if isinstance(reward, Reward):
         rw = reward
@@ -56,12 +60,14 @@ def combine(results: Sequence[CriterionResult], weights: Mapping[str, float],
         rw = _default_reward(tuple(sorted({**DEFAULT_WEIGHTS, **weights}.items())))
     else:
         rw = Reward(reward)
-    components = {
+    parts = {
         "subgoal": evaluate("kind:subgoal", results),
-        "interaction": evaluate({"min": ["kind:interaction", "kind:penalty"]}, results),
-        "success": float(all(r.passed for r in results if r.kind in ("subgoal", "interaction", "penalty", "check"))),
-        "gate": float(all(r.passed for r in results if r.kind == "forbidden")),
+        "interaction": evaluate({"gate": {"all_of": ["kind:penalty"]}, "then": "kind:interaction"}, results),
     }
+    components = {k: v for k, v in parts.items() if v is not None}  # a term with nothing to check is absent
+    components["success"] = float(any(r.kind == "subgoal" for r in results) and all(
+        r.passed for r in results if r.kind in ("subgoal", "interaction", "penalty", "check")))
+    components["gate"] = float(all(r.passed for r in results if r.kind == "forbidden"))
     total = rw(results, checks)
     return total, bool(components["success"] and components["gate"]), components
 
@@ -112,8 +118,9 @@ class RubricScorer:
             evidence = "final answer has every value" if passed else f"final answer lacks {missing}"
         elif c.check == "asked_for_fact":
             fact = next((f for f in task.user_context if f.name == c.spec["fact"]), None)
+            facts = [*task.user_context, *task.visible_facts]  # one fact per question: a blanket one counts for none
             asks = [m for m in traj.messages if m.role == "assistant" and not m.tool_calls and m.content
-                    and "?" in m.content and fact is not None and asked_facts(m.content, [fact])]
+                    and "?" in m.content and fact is not None and asked_one_fact(m.content, facts) == fact]
             passed = bool(asks)
             evidence = f"asked: {asks[0].content!r}" if asks else f"never asked for {c.spec['fact']}"
         elif c.check == "unexpected_write":
@@ -138,6 +145,11 @@ class RubricScorer:
                     and "?" in m.content and asked_facts(m.content, given)]
             passed = not asks
             evidence = "never asked for what the user already gave" if passed else f"asked again: {asks[0]!r}"
+        elif c.check == "no_needless_question":
+            needless, too_many = needless_questions(traj.messages, task, c.spec)
+            passed = not needless and not too_many
+            evidence = ("every question asked for a needed fact or a confirmation" if passed else
+                        f"needless question: {needless[0]!r}" if needless else f"too many questions: {too_many}")
         elif c.check == "forbidden_tool_called":
             banned = set(c.spec.get("tools", []))
             hits = [call.name for call, _ in calls if call.name in banned]

@@ -4,7 +4,9 @@ The rubric comes from the task's gold workflow:
 
 * **subgoals**: each workflow step as a successful tool call with the gold arguments; the answer values in
   the agent's final message (so a read-only task needs positive evidence and doing nothing never passes);
-* **required interactions**: asking the user for each hidden fact;
+* **required interactions**: asking the user for each hidden fact (a question about that fact alone);
+* **penalties**: asking again for a fact the instruction gave; asking for what the task does not need or
+  too often (the user-query term, :func:`needless_question_criterion`);
 * **forbidden behaviours** (gates, reward 0): a successful write that is not in the workflow; calling a tool
   the task does not offer;
 * **checks**: the final database state equals the gold state (canonical digest).
@@ -22,10 +24,22 @@ from synthagent.core.hookspecs import hookimpl
 from synthagent.core.models import Criterion, Rubric, Task, Trajectory, stable_id
 from synthagent.plugins.common.evidence import report_values
 
-__all__ = ["WorkflowRubricBuilder", "VerifiedRubricBuilder", "DEFAULT_WEIGHTS"]
+__all__ = ["WorkflowRubricBuilder", "VerifiedRubricBuilder", "DEFAULT_WEIGHTS", "needless_question_criterion"]
 
 #: Weights of the default reward: any single failure costs at least half of it.
 DEFAULT_WEIGHTS = {"subgoal": 0.25, "interaction": 0.25, "success": 0.5}
+
+
+def needless_question_criterion(task: Task) -> Criterion:
+    """The user-query penalty (SYNTHAGENT): ask only for the hidden facts the task needs, one fact a question,
+    plus confirmations before irreversible writes, with a slack of one question
+    (:func:`~synthagent.plugins.common.evidence.needless_questions`)."""
+    deletes = sum(1 for s in task.workflow if s.writes and (spec := task.tool(s.tool or "")) is not None
+                  and spec.effect is not None and spec.effect.kind == "delete")
+    return Criterion(id="no-needless-question", kind="penalty",
+                     description="ask only for what the task needs, one fact at a time, and not too often",
+                     check="no_needless_question",
+                     spec={"needed": [f.name for f in task.user_context], "confirmations": deletes, "slack": 1})
 
 
 class WorkflowRubricBuilder:
@@ -68,6 +82,7 @@ class WorkflowRubricBuilder:
                 id="no-redundant-question", kind="penalty", description="do not ask for what the user already said",
                 check="no_redundant_question", spec={"facts": [f.name for f in task.visible_facts]},
             ))
+        criteria.append(needless_question_criterion(task))
         gold_writes = [{"tool": s.tool, "arguments": s.arguments} for s in task.workflow if s.writes]
         criteria.append(Criterion(
             id="no-unexpected-write", kind="forbidden", description="no write outside the workflow",

@@ -22,7 +22,7 @@ NO_AUTOLOAD = {"SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 #: sha256 over the default run's records (ids and contents, timings aside) and its exports. A change to
 #: this value changes what `synth run` produces: make it on purpose, say why in CHANGELOG.md, update it here.
-DEFAULT_RUN_RECORDS = "e2f45406fe49ad4bd0b70148cf196ab8b0b9d5117ae0b8079de0bce0f3776f3e2173d6fffa6045755fbd9a23713f812effa213f68bbfc452"
+DEFAULT_RUN_RECORDS = "d76032fc11ca839686b0b70e94d50dcd691267a82a5536014bea6b432cff8acbf74f3825d08b1fd2c244df1b2b71d6eeeb20a9919fe194b4"
 
 
 def _strip(o: Any) -> Any:
@@ -45,7 +45,9 @@ def records_fingerprint(root: Path) -> str:
 
 def test_default_run_records_are_pinned(default_run: Any) -> None:
     """The default run's records are pinned (the Runtime refactor left them byte-identical; the phrase banks
-    of issue 15 changed the wording of trajectories, demonstrations, scores and the SFT export on purpose)."""
+    of issue 15 changed the wording of trajectories, demonstrations, scores and the SFT export on purpose;
+    issue 13 shuffled the offered tools, so every task and everything after it changed, and added the
+    user-query penalty to the rubrics)."""
     assert records_fingerprint(default_run.root) == DEFAULT_RUN_RECORDS
 
 

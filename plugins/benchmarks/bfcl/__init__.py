@@ -24,7 +24,7 @@ from typing import Any
 
 from synthagent.core.hookspecs import hookimpl
 
-__all__ = ["BENCHMARK"]
+__all__ = ["BENCHMARK", "bfcl_benchmark"]
 
 _PKG = "synthagent.plugins.benchmarks.bfcl"
 
@@ -77,3 +77,19 @@ def synth_register_reward_scorers(register: Any) -> None:
 def synth_register_llm_backends(register: Any) -> None:
     """Register ``bfcl-oracle``."""
     register("bfcl-oracle", f"{_PKG}.oracle:BfclOracle", description="replays a BFCL entry's ground truth")
+
+
+def bfcl_benchmark() -> Any:
+    """The ``bfcl-multi-turn`` benchmark for ``synth eval --bench``: :data:`BENCHMARK`, success decided by
+    BFCL's own checker (the ``bfcl`` scorer)."""
+    from synthagent.core.protocols import Benchmark
+
+    return Benchmark(overrides=BENCHMARK, success="scorer",
+                     description="BFCL v4 multi_turn_base (200 entries), scored by BFCL's multi_turn_checker")
+
+
+@hookimpl
+def synth_register_benchmarks(register: Any) -> None:
+    """Register the ``bfcl-multi-turn`` benchmark (``synth eval --bench bfcl-multi-turn``)."""
+    register("bfcl-multi-turn", bfcl_benchmark,
+             description="BFCL v4 multi_turn_base (200 entries), scored by BFCL's multi_turn_checker")

@@ -29,7 +29,8 @@ class OfflineDomainsGenerator:
     :param domains_dir: a folder of domain JSON files (default: the built-in pack).
     :param min_hidden: fewest facts to hide per task (default 1).
     :param max_hidden: most facts to hide per task (default 3).
-    :param max_tools: offer at most this many tools per task, the gold tools first (0 = every domain tool).
+    :param max_tools: offer at most this many tools per task: the gold tools plus random others (0 = every
+        domain tool); either way in an order shuffled by the task seed, so the tool list never spells out the plan.
     """
 
     name = "offline-domains"
@@ -104,3 +105,20 @@ def synth_register_task_generators(register: Any) -> None:
     """Register the ``offline-domains`` generator."""
     register("offline-domains", OfflineDomainsGenerator,
              description="tasks sampled from the built-in SQLite domain pack (offline, no LLM)")
+
+
+def offline_benchmark() -> Any:
+    """The ``offline-domains`` benchmark: 80 tasks of the built-in pack drawn with seed 13013, rubrics from
+    the deterministic ``workflow`` builder, success = final state and answer."""
+    from synthagent.core.protocols import Benchmark
+
+    return Benchmark(overrides={"generator": "offline-domains", "user": "rule", "tools": "sqlite", "rubric": "workflow",
+                                "scorer": "rubric", "tasks": 80, "seed": 13013},
+                     description="80 tasks of the built-in SQLite domain pack (seed 13013)", success="state")
+
+
+@hookimpl
+def synth_register_benchmarks(register: Any) -> None:
+    """Register the ``offline-domains`` benchmark for ``synth eval --bench``."""
+    register("offline-domains", offline_benchmark,
+             description="80 tasks of the built-in SQLite domain pack (seed 13013), state + answer success")

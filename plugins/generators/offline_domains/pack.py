@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -757,13 +758,17 @@ def instantiate(
         if str(fact.value).lower() in instruction.lower():
             raise Rejected("hidden_value_visible", f"{fact.name}={fact.value!r} appears in the instruction")
     tool_names = [s.tool for s in steps if s.tool]
+    anchor_key = anchor.get(domain.state.table(scenario.anchor_table).primary_key)
+    # The offered tools never spell out the plan: the domain's whole tool set (or the gold tools plus random
+    # extras, at most max_tools) in an order shuffled by the task's seed, not the gold tools in workflow order.
+    rng = random.Random(stable_id("tools", domain.name, scenario.id, anchor_key, sorted(hidden), seed))
+    tools_list = list(domain.tools)
     if max_tools and max_tools > 0:
         extra = [t.name for t in domain.tools if t.name not in tool_names]
-        keep = set(tool_names) | set(extra[: max(0, max_tools - len(set(tool_names)))])
-        tools = tuple(t for t in domain.tools if t.name in keep)
-    else:
-        tools = domain.tools
-    anchor_key = anchor.get(domain.state.table(scenario.anchor_table).primary_key)
+        keep = set(tool_names) | set(rng.sample(extra, min(len(extra), max(0, max_tools - len(set(tool_names))))))
+        tools_list = [t for t in domain.tools if t.name in keep]
+    rng.shuffle(tools_list)
+    tools = tuple(tools_list)
     person = next((r.get("name") for r in rows.values() if isinstance(r.get("name"), str)), None)
     persona = Persona(
         id=f"{domain.name}:{anchor_key}",

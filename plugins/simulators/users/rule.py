@@ -1,6 +1,8 @@
 """The ``rule`` user simulator: answers only what it is asked, from the hidden context.
 
-It reveals a hidden (or stated) fact when the agent's question contains one of the fact's keywords, answers
+It reveals a hidden (or stated) fact when the agent's question contains one of the fact's keywords and no
+other fact's (one fact per question: a question listing the keywords of several facts gets
+:data:`ONE_AT_A_TIME` and reveals nothing, so a blanket "tell me everything" earns nothing), answers
 a confirmation request with yes, and stops once the agent speaks without asking for anything. It never emits
 tool calls and never sends an empty turn. No model; it words its replies with phrases from banks of paraphrases
 (:data:`REVEAL_OPENINGS`, :data:`REVEAL_ENDINGS`, :data:`YES_PHRASES`, :data:`UNSURE_PHRASES`,
@@ -17,10 +19,10 @@ from typing import Any
 from synthagent.core.hookspecs import hookimpl
 from synthagent.core.models import Message, Task
 from synthagent.core.protocols import UserTurn
-from synthagent.plugins.common.evidence import CONFIRM, asked_facts
+from synthagent.plugins.common.evidence import CONFIRM, asked_facts, asked_one_fact
 
 __all__ = ["RuleUser", "RuleUserSession", "asked_facts", "REVEAL_OPENINGS", "REVEAL_ENDINGS", "YES_PHRASES",
-           "UNSURE_PHRASES", "STOP_PHRASES"]
+           "UNSURE_PHRASES", "STOP_PHRASES", "ONE_AT_A_TIME"]
 
 _DONE = re.compile(r"\banything else\b", re.I)
 STOP_TEXT = "Thank you, that's all I needed."
@@ -41,6 +43,10 @@ UNSURE_PHRASES = ("I'm not sure what you mean; I don't have any other details.",
                   "I don't have that information, I'm afraid.",
                   "Hmm, I can't help with that one. That's all I know.",
                   "Not sure, sorry. I don't have any more details.")
+#: The reply to a question about several facts at once (nothing is revealed).
+ONE_AT_A_TIME = ("One thing at a time, please: what do you need first?",
+                 "That's a lot of questions at once. What do you need first?",
+                 "Could you ask me one thing at a time?")
 #: The user's last message (it ends the episode).
 STOP_PHRASES = (STOP_TEXT, "Great, thanks for your help!", "Perfect, thank you.", "Thanks a lot, that's everything.",
                 "Wonderful, that's all for today.", "Thanks! That covers it.", "Much appreciated, bye.",
@@ -69,11 +75,12 @@ class RuleUserSession:
         key = (self.task.id, self.seed, len(messages))
         is_question = "?" in text
         if is_question:
-            wanted = asked_facts(text, self.facts)
-            if wanted:
-                said = " ".join(f.statement for f in wanted)
-                return UserTurn(Message("user", _pick(REVEAL_OPENINGS, *key, "open") + said
+            wanted = asked_one_fact(text, self.facts)
+            if wanted is not None:
+                return UserTurn(Message("user", _pick(REVEAL_OPENINGS, *key, "open") + wanted.statement
                                         + _pick(REVEAL_ENDINGS, *key, "end")))
+            if len(asked_facts(text, self.facts)) > 1:
+                return UserTurn(Message("user", _pick(ONE_AT_A_TIME, *key)))
             if CONFIRM.search(text):
                 return UserTurn(Message("user", _pick(YES_PHRASES, *key)))
             if not _DONE.search(text):
