@@ -71,7 +71,7 @@ def test_a_do_nothing_trajectory_and_a_truncated_one_fail() -> None:
     task = entry_task(data.entry("multi_turn_base_0"))
     rubric = BfclRubric().build(task, [])
     assert rubric.criteria[0].spec["ground_truth"] == data.entry("multi_turn_base_0")["ground_truth"]
-    turns = [Message("user", task.instruction)] + [Message("user", str(f.value)) for f in task.user_context]
+    turns = [Message("user", text) for text in data.turn_texts(data.entry("multi_turn_base_0"))]
     nothing = Trajectory(id="t-nothing", task_id=task.id, policy="p", sample=0, seed=0, messages=turns,
                          termination="user_stop", turns=4)
     score = asyncio.run(BfclScorer().score(task, rubric, nothing))
@@ -100,7 +100,9 @@ def test_tools_execute_bfcl_classes_per_episode_and_user_delivers_turns_in_order
         assert not (await one.call(ToolCall("c5", "cd", {"nope": 1}))).ok
         user = await BfclUser().start(task, 0)
         seen = [Message("user", task.instruction)]
-        for expected in [str(f.value) for f in task.user_context]:
+        later = data.turn_texts(data.entry(task.provenance.slot))[1:]
+        assert later and task.user_context == ()  # scripted turns, not facts to ask for
+        for expected in later:
             turn = await user.respond(seen + [Message("assistant", "done")])
             assert turn.message.content == expected and not turn.stop
             seen.append(turn.message)

@@ -1,8 +1,9 @@
 """The BFCL multi-turn environment: task generator, tool simulator and user simulator.
 
 * :class:`BfclGenerator` (``bfcl-multi-turn``) turns each entry of a category into a :class:`Task`: the tools
-  are the involved API classes' function docs, the first turn is the instruction, the later turns are the
-  user's hidden context (``turn_1`` ...), the ground truth is the workflow, and ``provenance.slot`` is the
+  are the involved API classes' function docs, the first turn is the instruction, the later turns stay in the
+  BFCL entry, which the ``bfcl`` user reads them from (they are scripted requests, not hidden facts the agent
+  must ask for, so ``user_context`` is empty), the ground truth is the workflow, and ``provenance.slot`` is the
   BFCL entry id every other BFCL component looks the entry up by.
 * :class:`BfclTools` (``bfcl``) executes calls on BFCL's own API classes, instantiated per episode from the
   entry's ``initial_config``; its final state is the instances' public attributes.
@@ -19,7 +20,6 @@ from typing import Any
 
 from synthagent.core.errors import ConfigError
 from synthagent.core.models import (
-    Fact,
     Message,
     Persona,
     Provenance,
@@ -66,8 +66,6 @@ def entry_task(row: dict[str, Any], seed: int = 0) -> Task:
         for name, arguments in turn:
             workflow.append(WorkflowStep(index=len(workflow), description=f"turn {t}: {data.render_call(name, arguments)}",
                                          tool=name, arguments=arguments, bindings={k: "literal" for k in arguments}))
-    later = tuple(Fact(name=f"turn_{t}", value=text, description=f"the user's request at turn {t}", statement=text)
-                  for t, text in enumerate(turns) if t > 0)
     return Task(
         id=stable_id("task", "bfcl", row["id"]),
         domain="bfcl",
@@ -76,7 +74,7 @@ def entry_task(row: dict[str, Any], seed: int = 0) -> Task:
         tools=tools,
         instruction=turns[0],
         full_instruction="\n".join(f"Turn {t}: {text}" for t, text in enumerate(turns)),
-        user_context=later,
+        user_context=(),  # the later turns are scripted requests, not facts to ask for: the user reads the entry
         visible_facts=(),
         workflow=tuple(workflow),
         provenance=Provenance(generator="bfcl-multi-turn", seed=seed, slot=row["id"], template=f"multi_turn_{category}"),
@@ -179,8 +177,7 @@ class BfclUserSession:
     """Delivers the task's turns: turn k is the k-th user message; after the last one the user stops."""
 
     def __init__(self, task: Task) -> None:
-        self.turns = [task.instruction] + [str(f.value) for f in task.user_context
-                                           if f.name.startswith("turn_")]
+        self.turns = [task.instruction] + data.turn_texts(data.entry(task.provenance.slot))[1:]
 
     async def respond(self, messages: Sequence[Message]) -> UserTurn:
         """The next turn's request, or a stop once every turn was delivered."""
