@@ -23,7 +23,7 @@ def listing(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("extra,needle", [
     (["--set", "generator=persona-fuzzzy"], "unknown generator 'persona-fuzzzy'; known: bfcl-multi-turn, graph-domains, offline-domains, persona-fuzzy. Did you mean 'persona-fuzzy'?"),
-    (["--set", "llm.backend=nope"], "unknown llm 'nope'; known: openai, oracle"),
+    (["--set", "llm.backend=nope"], "unknown llm 'nope'; known: bfcl-oracle, openai, oracle"),
     (["--set", "taks=3"], "Did you mean 'tasks'"),
     (["--set", "tasks=lots"], "'tasks' (from --set tasks=lots) must be an integer"),
     (["--set", "simulate.max_turns=-1"], "must be positive"),
