@@ -32,6 +32,7 @@ from typing import Any
 import attrs
 
 from synthagent.core.errors import RunDirectoryError, UsageError
+from synthagent.core.matching import mentions_value
 from synthagent.core.models import Rubric, Score, Task, Trajectory, stable_id
 from synthagent.core.store import JsonlFile, RunStore, write_json_atomic
 
@@ -115,8 +116,6 @@ def independent_success(task: Task, trajectory: Trajectory, score: Score | None 
 
     :returns: (success or None for an infrastructure failure, failure kind or "", state ok, answer ok).
     """
-    from synthagent.plugins.common.evidence import mentions_value
-
     if trajectory.error is not None or trajectory.termination == "infra_error":
         return None, "infra_error", None, None
     if mode == "state" and task.gold_state is not None:

@@ -90,7 +90,7 @@ def _anchors() -> dict[str, str]:
 def test_docs_api_md_lists_every_public_name() -> None:
     """docs/api.md is generated (python docs/build_api.py --markdown docs/api.md): regenerate it on a new name."""
     build_api = _build_api()
-    anchors = set(_anchors().values())
+    anchors = set(re.findall(r'<a id="(\w+\.\w+)"></a>', (REPO / "docs/api.md").read_text()))  # names repeat
     for modname in build_api.modules()[1:]:
         short = modname.rsplit(".", 1)[1]
         for name in importlib.import_module(modname).__all__:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from synthagent.core.matching import mentions_value
 from synthagent.core.models import Fact, Message, Task, ToolCall
 
 __all__ = ["CONFIRM", "CLOSING", "asked_facts", "asked_one_fact", "needless_questions", "values_match", "executed_calls",
@@ -117,18 +118,6 @@ def report_values(task: Task) -> tuple[Any, ...]:
     if task.gold_state is None:
         return ()
     return tuple(key for table in sorted(task.gold_state.changes) for key in sorted(task.gold_state.changes[table]))
-
-
-def mentions_value(text: str, value: Any) -> bool:
-    """Whether ``text`` mentions ``value`` as a whole token (numbers in their usual renderings, text
-    case-insensitively): ``T0058`` is not mentioned by ``T00581`` or ``T0058-x``."""
-    if isinstance(value, bool):
-        forms = {str(value)}
-    elif isinstance(value, float):
-        forms = {str(value), f"{value:.2f}", f"{value:,.2f}"} | ({str(int(value))} if value.is_integer() else set())
-    else:
-        forms = {str(value)}
-    return any(re.search(r"(?<![\w-])" + re.escape(f.lower()) + r"(?![\w-]|\.\d)", text.lower()) for f in forms if f)
 
 
 def confirmed_before(messages: Sequence[Message], tool: str) -> bool | None:

@@ -26,7 +26,7 @@ def test_default_run_writes_the_whole_layout(default_run) -> None:
     manifest = json.loads((root / "manifest.json").read_text())
     assert all(manifest["stages"][s]["status"] == "done" for s in ("generate", "simulate", "rubric", "score", "export"))
     assert {p["name"] for p in manifest["plugins"]} >= {"generators.offline_domains", "backends.oracle", "simulators.users.rule", "simulators.tools.sqlite"}
-    assert manifest["implementations"]["llm"] == {"name": "oracle", "plugin": "oracle", "version": manifest["synthagent"]}
+    assert manifest["implementations"]["llm"] == {"name": "oracle", "plugin": "backends.oracle", "version": manifest["synthagent"]}
     assert manifest["seed"] == 0
     sft = (root / "exports/sft.jsonl").read_text().splitlines()
     assert len(sft) == summary["tasks"]
