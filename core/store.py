@@ -253,6 +253,22 @@ class JsonlFile(Generic[T]):
             os.close(self._fd)
             self._fd = None
 
+    def remove(self, ids: set[str] | frozenset[str]) -> int:
+        """Take the records with these ids out of the file (the other lines kept byte for byte, the file
+        replaced atomically), so they can be written again; return how many were removed. Only the writer
+        calls it (``--resume`` retrying infrastructure failures)."""
+        if self.readonly:
+            raise StageError(f"{self.path} was opened read-only")
+        gone = self._ids & set(ids)
+        if not gone:
+            return 0
+        self.close()
+        kept = [line for line in self.path.read_bytes().splitlines(keepends=True)
+                if line.strip() and json.loads(line)["id"] not in gone]
+        write_text_atomic(self.path, b"".join(kept).decode("utf-8"))
+        self._ids -= gone
+        return len(gone)
+
     def reset(self) -> None:
         """Delete the file (``--from`` this stage)."""
         if self.readonly:
