@@ -155,3 +155,30 @@ def test_success_rate_is_null_when_every_score_was_dropped(tmp_path: Path) -> No
     summary = summarize(store)
     store.close()
     assert summary["scores"] == 1 and summary["score_mean"] is None and summary["success_rate"] is None
+
+
+def test_a_resume_keeps_the_generators_counters(synth, popen_synth, tmp_path: Path) -> None:
+    """SIGKILL after generate, then --resume: the summary still has the generator's drops (``dropped`` and
+    ``stats.generator``), equal to an uninterrupted run's."""
+    whole = synth(["run", "-q", "--out", str(tmp_path), "--name", "whole", "--tasks", "12"])
+    assert whole.returncode == 0, whole.stderr
+    expected = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    assert expected["dropped"] == expected["stats"]["generator"] == {"duplicate": 1}
+    args = ["run", "-q", "--out", str(tmp_path), "--name", "cut", "--tasks", "12"]
+    proc = popen_synth(args)
+    manifest = tmp_path / "cut" / "manifest.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads(manifest.read_text())["stages"]["generate"]["status"] == "done":
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    resumed = synth([*args[:-2], "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert summary["dropped"] == expected["dropped"]
+    assert summary["stats"]["generator"] == summary["stats_by_stage"]["generate"]["generator"] == {"duplicate": 1}
