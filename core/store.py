@@ -8,6 +8,7 @@ Layout of ``<out>/<name>/``::
     demonstrations.jsonl teacher demonstrations the rubric stage builds criteria from
     rubrics.jsonl        one Rubric per line
     scores.jsonl         one Score per line
+    counts.jsonl         what each stage counted (requests, faults, drops), as deltas (:mod:`synthagent.core.counts`)
     summary.json         counts, rates and means (rewritten at the end of each run)
     run.log              the run's log (written by the CLI)
     exports/sft.jsonl    OpenAI messages + tools, ready for TRL SFT
