@@ -158,7 +158,9 @@ def test_synth_run_with_llm_generator_tools_and_user(synth, personas: Path, tmp_
     summary = json.loads((root / "summary.json").read_text())
     assert summary["tasks"] == summary["trajectories"] == summary["scores"] == 5
     assert summary["dropped"]["toolset_invalid"] >= 1 and summary["dropped"]["fuzzy_invalid"] >= 1
-    assert summary["mapping_hit_rate"] == 0.5  # the policy repeats its one lookup: one miss, one hit
+    simulate = summary["stats_by_stage"]["simulate"]["tools"]
+    assert simulate["hits"] == simulate["misses"] == 5  # the policy repeats its one lookup: one miss, one hit
+    assert summary["mapping_hit_rate"] > 0.5  # over the whole run: the rubric's demonstrations reuse the mappings
     assert (root / "mapping.sqlite").is_file()  # the default mapping store lives in the run directory
     assert summary["stats"]["user"]["turns"] >= 5
     manifest = json.loads((root / "manifest.json").read_text())
