@@ -66,8 +66,8 @@ class RemoteJobError(SynthError):
 class WorkerLostError(SynthError):
     """The worker process running a job died (killed, out of memory, crashed) before answering.
 
-    The job is recorded as an infrastructure failure; ``synth run --resume`` does not redo it (delete its
-    record, or re-run ``--from simulate``, to retry)."""
+    The job is recorded as an infrastructure failure, which ``synth run --resume`` retries
+    (:func:`synthagent.core.resume.retry_infra_failures`)."""
 
 
 def portable_error(exc: BaseException) -> BaseException:

@@ -21,8 +21,10 @@ from typing import Any
 
 from synthagent.core import __version__
 from synthagent.core.config import STAGES, RunConfig
+from synthagent.core.counts import CountLog
 from synthagent.core.errors import RunDirectoryError, StageError, UsageError
 from synthagent.core.registry import Plugins
+from synthagent.core.resume import retry_infra_failures
 from synthagent.core.runtime import Components, Runtime, WorkerSpec
 from synthagent.core.stages import PIPELINE, StageContext
 from synthagent.core.stages.base import ProgressHook
@@ -84,7 +86,8 @@ class Pipeline:
         }
 
     def open_store(self, root: Path, *, resume: bool) -> RunStore:
-        """Set the components up, then create (or, with ``resume``, reopen) the run directory."""
+        """Set the components up, then create (or, with ``resume``, reopen) the run directory; a resumed run
+        retries what failed for infrastructure reasons (:func:`~synthagent.core.resume.retry_infra_failures`)."""
         self.runtime.setup(str(root))  # before the directory exists: a setup error leaves nothing behind
         if resume:
             store = RunStore.open(root)
@@ -94,6 +97,10 @@ class Pipeline:
                     f"{str(root)!r} was started with a different configuration; resume it with the same config, "
                     "or start a new run with another --name"
                 )
+            retried = retry_infra_failures(store, target_tasks=self.config.tasks,
+                                           uses_demonstrations=self.runtime.demonstrations > 0)
+            if retried:
+                log.info("resume retries infrastructure failures: %s", retried)
         else:
             store = RunStore.create(root.parent, root.name, self.manifest())
         self.store = store
@@ -110,7 +117,14 @@ class Pipeline:
             for stage in PIPELINE[names.index(from_stage):]:
                 stage.reset(store)
                 store.mark_stage(stage.name, "pending")
-        ctx = StageContext(self.runtime, store, self.progress)
+        counts = CountLog(store.root, self.runtime.stats)  # counts.jsonl: what this process counts, by stage
+
+        def progress(stage: str, advance: int, total: int | None) -> None:
+            self.progress(stage, advance, total)
+            if advance > 0:
+                counts.tick(stage, advance)
+
+        ctx = StageContext(self.runtime, store, progress, counts)
         timings: dict[str, float] = dict(store.manifest.get("timings", {}))
         try:
             for stage in PIPELINE:
@@ -119,7 +133,10 @@ class Pipeline:
                 store.mark_stage(stage.name, "running")
                 log.info("stage %s started", stage.name)
                 start = time.perf_counter()
-                info = await stage.run(ctx)
+                try:
+                    info = await stage.run(ctx)
+                finally:  # also when interrupted: the work done so far stays counted
+                    counts.flush(stage.name)
                 timings[stage.name] = round(time.perf_counter() - start, 3)
                 log.info("stage %s done in %.3f s: %s", stage.name, timings[stage.name], info)
                 if stage.file is not None:

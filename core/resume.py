@@ -18,7 +18,7 @@ from typing import Any
 
 from synthagent.core.errors import ConfigError, RunDirectoryError, UsageError
 
-__all__ = ["check_run_name", "explicit_keys", "resume_config", "OPERATIONAL_KEYS"]
+__all__ = ["check_run_name", "explicit_keys", "resume_config", "retry_infra_failures", "OPERATIONAL_KEYS", "INFRA_DROP"]
 
 #: Keys that may differ on resume (they do not decide the records); the resumed run uses the given value.
 OPERATIONAL_KEYS = frozenset({("name",), ("out",), ("simulate", "concurrency"), ("simulate", "retries")})
@@ -125,3 +125,49 @@ def resume_config(manifest: Mapping[str, Any], given: Any, explicit: Sequence[tu
         raise RunDirectoryError(f"{str(root / 'manifest.json')!r} holds a configuration this version cannot "
                                 f"resume: {exc}") from exc
     return config
+
+
+#: Drop reasons (generator counters, rubric ``dropped``) that name an infrastructure failure, not a verdict.
+INFRA_DROP = "teacher_unavailable"
+_ORDER = ("generate", "simulate", "rubric", "score", "export")
+
+
+def retry_infra_failures(store: Any, *, target_tasks: int, uses_demonstrations: bool) -> dict[str, int]:
+    """Make ``--resume`` retry what failed for infrastructure reasons, keeping what failed on its merits.
+
+    Rollouts and demonstrations recorded as infrastructure failures (``error`` set: server down, worker lost)
+    and rubrics dropped because the teacher was unavailable are taken out of their record files
+    (:meth:`~synthagent.core.store.JsonlFile.remove`; ids stay unique), with the scores (and, for a builder
+    that reads the simulate stage's trajectories, the rubrics) that were made from them; a generate stage that
+    made fewer tasks than asked and dropped slots because the teacher was unavailable is reopened. Every stage
+    from the first one affected is marked pending, so the resumed run redoes exactly that work.
+
+    :returns: how many records were taken out, by file (and ``generate: 1`` when generation was reopened).
+    """
+    failed = {t.id for t in store.trajectories if t.error is not None}
+    failed_demos = [t for t in store.demonstrations if t.error is not None]
+    redo_tasks = {t.task_id for t in failed_demos}
+    if not uses_demonstrations:
+        redo_tasks |= {t.task_id for t in store.trajectories if t.id in failed}
+    rubrics = {r.id for r in store.rubrics
+               if r.task_id in redo_tasks or str(r.dropped or "").startswith(INFRA_DROP)}
+    rubric_tasks = {r.task_id for r in store.rubrics if r.id in rubrics}
+    scores = {s.id for s in store.scores if s.trajectory_id in failed or s.task_id in rubric_tasks}
+    removed = {"trajectories": store.trajectories.remove(failed),
+               "demonstrations": store.demonstrations.remove({t.id for t in failed_demos}),
+               "rubrics": store.rubrics.remove(rubrics), "scores": store.scores.remove(scores)}
+    stages = store.manifest.setdefault("stages", {})
+    gen = stages.get("generate", {})
+    if (gen.get("status") == "done" and len(store.tasks) < target_tasks
+            and any(str(k).endswith(INFRA_DROP) for k in (gen.get("dropped") or {}))):
+        removed["generate"] = 1
+    first = {"generate": "generate", "trajectories": "simulate", "demonstrations": "rubric", "rubrics": "rubric",
+             "scores": "score"}
+    hit = [_ORDER.index(first[k]) for k, n in removed.items() if n]
+    if hit:
+        for stage in _ORDER[min(hit):]:
+            if stages.get(stage, {}).get("status") == "done":
+                stages[stage] = {**stages[stage], "status": "pending",
+                                 "reopened": "retrying infrastructure failures"}
+        store.save_manifest()
+    return {k: n for k, n in removed.items() if n}

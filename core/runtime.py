@@ -263,13 +263,17 @@ class Runtime:
     # -- what the run reports --------------------------------------------------------------------
     def stats(self) -> dict[str, dict[str, int]]:
         """Counters the components keep, by kind; with worker processes (an executor with ``worker_stats``)
-        the workers' counters are added in (their ``engine`` counters are left out: see :meth:`engine_stats`)."""
+        the workers' counters are added in (their ``engine`` counters are left out: see :meth:`engine_stats`); a
+        rubric builder's own demonstrator backend counts under ``demonstrator``."""
         out: dict[str, dict[str, int]] = {}
         for kind in ("llm", "user", "tools", "mapping", "generator", "scorer"):
             if "stats" in self.capabilities[kind]:
                 stats = getattr(self.components, kind).stats
                 if stats:
                     out[kind] = dict(sorted(stats.items()))
+        demonstrator = getattr(self._demonstrator, "stats", None)
+        if demonstrator:  # the rubric builder's own demonstrator backend (``demonstrator = NAME``)
+            out["demonstrator"] = dict(sorted(demonstrator.items()))
         for kind, counts in self.worker_stats().items():
             if kind == "engine":
                 continue

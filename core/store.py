@@ -8,6 +8,7 @@ Layout of ``<out>/<name>/``::
     demonstrations.jsonl teacher demonstrations the rubric stage builds criteria from
     rubrics.jsonl        one Rubric per line
     scores.jsonl         one Score per line
+    counts.jsonl         what each stage counted (requests, faults, drops), as deltas (:mod:`synthagent.core.counts`)
     summary.json         counts, rates and means (rewritten at the end of each run)
     run.log              the run's log (written by the CLI)
     exports/sft.jsonl    OpenAI messages + tools, ready for TRL SFT
@@ -252,6 +253,22 @@ class JsonlFile(Generic[T]):
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
+
+    def remove(self, ids: set[str] | frozenset[str]) -> int:
+        """Take the records with these ids out of the file (the other lines kept byte for byte, the file
+        replaced atomically), so they can be written again; return how many were removed. Only the writer
+        calls it (``--resume`` retrying infrastructure failures)."""
+        if self.readonly:
+            raise StageError(f"{self.path} was opened read-only")
+        gone = self._ids & set(ids)
+        if not gone:
+            return 0
+        self.close()
+        kept = [line for line in self.path.read_bytes().splitlines(keepends=True)
+                if line.strip() and json.loads(line)["id"] not in gone]
+        write_text_atomic(self.path, b"".join(kept).decode("utf-8"))
+        self._ids -= gone
+        return len(gone)
 
     def reset(self) -> None:
         """Delete the file (``--from`` this stage)."""

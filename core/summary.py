@@ -6,6 +6,7 @@ import statistics
 from collections import Counter
 from typing import Any
 
+from synthagent.core.counts import read_counts, total_counts
 from synthagent.core.diversity import lexical_diversity
 from synthagent.core.store import RunStore, write_json_atomic
 
@@ -85,6 +86,10 @@ def summarize(store: RunStore) -> dict[str, Any]:
         if s.status == "ok" and s.total is not None:
             per_domain.setdefault(task_domain.get(s.task_id, "?"), []).append(s.total)
     stages = store.manifest.get("stages", {})
+    by_stage = read_counts(store.root)  # counts.jsonl: every process's counts, by stage (older runs: a snapshot)
+    stats = total_counts(by_stage) if by_stage else stages.get("simulate", {}).get("stats", {})
+    counted = [s for s in scores if s.status != "dropped"]  # rates over the scores that count; none: null
+    generated_drops = by_stage.get("generate", {}).get("generator", stages.get("generate", {}).get("dropped", {}))
     summary = {
         "run": store.root.name,
         "tasks": len(tasks),
@@ -102,16 +107,17 @@ def summarize(store: RunStore) -> dict[str, Any]:
         "tool_errors": sum(t.tool_errors for t in trajectories),
         "malformed_tool_calls": sum(t.malformed_tool_calls for t in trajectories),
         "score_mean": round(statistics.fmean(ok_scores), 4) if ok_scores else None,
-        "success_rate": round(sum(1 for s in scores if s.success) / len(scores), 4) if scores else None,
+        "success_rate": round(sum(1 for s in counted if s.success) / len(counted), 4) if counted else None,
         "score_by_domain": {d: round(statistics.fmean(v), 4) for d, v in sorted(per_domain.items())},
         "criteria_failed": dict(sorted(Counter(r.checker for s in scores for r in s.breakdown if not r.passed).items())),
-        "dropped": stages.get("generate", {}).get("dropped", {}),
-        "funnel": funnel(store, tasks, stages.get("generate", {}).get("dropped", {})),
+        "dropped": generated_drops,
+        "funnel": funnel(store, tasks, generated_drops),
         "rubrics_dropped": stages.get("rubric", {}).get("dropped", {}),
         "checkers": stages.get("rubric", {}).get("checkers", {}),
         "sft_rejected": stages.get("export", {}).get("rejected", {}),
-        "stats": stages.get("simulate", {}).get("stats", {}),
-        "mapping_hit_rate": _hit_rate(stages.get("simulate", {}).get("stats", {}).get("tools", {})),
+        "stats": stats,
+        "stats_by_stage": by_stage,
+        "mapping_hit_rate": _hit_rate(stats.get("tools", {})),
         "timings_s": store.manifest.get("timings", {}),
         "diversity": lexical_diversity(trajectories, tasks),
     }

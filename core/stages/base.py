@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import attrs
 
 from synthagent.core.config import RunConfig
+from synthagent.core.counts import CountLog
 from synthagent.core.models import Trajectory
 from synthagent.core.runtime import Runtime
 from synthagent.core.store import RunStore
@@ -30,6 +31,8 @@ class StageContext:
     runtime: Runtime
     store: RunStore
     progress: ProgressHook
+    #: the run's count log (``counts.jsonl``); stages add counts no component keeps with ``counts.add``
+    counts: CountLog | None = None
 
     @property
     def config(self) -> RunConfig:

@@ -71,6 +71,8 @@ class GenerateStage(RecordStage):
                     break
         stats = Counter(runtime.stats().get("generator", {}))
         stats.update(invalid)
+        if ctx.counts is not None and invalid:  # kept with the generator's counts, across resumes
+            ctx.counts.add(self.name, "generator", invalid)
         return {"count": len(store.tasks), "written": written, "dropped": dict(stats)}
 
     async def _generated(self, ctx: StageContext, gen_ctx: GenerationContext) -> AsyncGenerator[Task, None]:

@@ -101,6 +101,8 @@ class RubricStage(RecordStage):
 
         async for demo_traj in collect_rollouts(results, what="demonstration", failures=failures, on_failure=failed):
             store.demonstrations.append(demo_traj)
+            if ctx.counts is not None:  # no progress is reported per demonstration: count them here
+                ctx.counts.tick(self.name)
         out: dict[str, list[Trajectory]] = {}
         for demo_traj in store.demonstrations:
             out.setdefault(demo_traj.task_id, []).append(demo_traj)

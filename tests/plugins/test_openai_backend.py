@@ -137,7 +137,10 @@ def test_pipeline_survives_injected_faults_and_never_scores_an_infra_fault(tmp_p
             assert s["status"] == "infra_error" and s["total"] is None
         else:
             assert s["status"] == "ok" and s["total"] == 1.0  # faults were retried away, never scored
-    assert summary["infra_errors"] == stats.get("gave_up", 0)
+    assert summary["infra_errors"] == summary["stats_by_stage"]["simulate"]["llm"].get("gave_up", 0)
+    # every request is counted, the rubric stage's demonstrations included (not a snapshot after simulate); the
+    # client counts an attempt that timed out before the server read it (a loaded machine), never fewer
+    assert stats["requests"] >= len(server.requests) > summary["stats_by_stage"]["simulate"]["llm"]["requests"]
     # the secret never reaches the run directory
     found = subprocess.run(["grep", "-r", "-l", "SECRET", str(tmp_path / "faulty")], capture_output=True, text=True)
     assert found.stdout == "" and found.returncode == 1

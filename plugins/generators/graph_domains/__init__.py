@@ -8,10 +8,11 @@ trajectory can be verified against state. See ``docs/environment-scaling.md``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,40 +164,50 @@ class GraphDomainsGenerator:
 
     def sample(self, count: int, seed: int) -> list[Task]:
         """Up to ``count`` distinct tasks for ``seed``."""
+        return list(self.iter_tasks(count, seed))
+
+    def iter_tasks(self, count: int, seed: int, done_slots: frozenset[str] = frozenset()) -> Iterator[Task]:
+        """Yield up to ``count`` distinct tasks for ``seed`` one at a time; slots in ``done_slots`` are
+        replayed (later draws depend on them) but neither yielded nor counted again in :attr:`stats`."""
         domains = self.discover(seed)
         if not domains:
             raise ConfigError("graph-domains: the pool produced no domain with enough tools")
         rng = random.Random(seed)
-        tasks: list[Task] = []
         seen: set[str] = set()
+        made = 0
         attempts = 0
-        while len(tasks) < count and attempts < count * 40:
+        while made < count and attempts < count * 40:
             domain = domains[attempts % len(domains)]  # every attempt moves on: one hard domain never stalls
             attempts += 1
+            replay = str(made) in done_slots
+            stats = Counter() if replay else self.stats
             try:
-                task = sample_task(domain, rng, seed=seed, slot=str(len(tasks)), **self.walk)
+                task = sample_task(domain, rng, seed=seed, slot=str(made), **self.walk)
             except WalkRejected as exc:
-                self.stats[f"walk_{exc.reason}"] += 1
+                stats[f"walk_{exc.reason}"] += 1
                 continue
             if task.id in seen:
-                self.stats["duplicate"] += 1
+                stats["duplicate"] += 1
                 continue
             seen.add(task.id)
-            tasks.append(task)
-        if len(tasks) < count:
-            self.stats["exhausted"] += count - len(tasks)
-        return tasks
+            made += 1
+            if not replay:
+                yield task
+        if made < count:
+            self.stats["exhausted"] += count - made
 
     async def generate(self, ctx: GenerationContext) -> AsyncIterator[Task]:
-        """Yield tasks and write the graph report (``graph.json``, ``graph.png``) to the run directory."""
+        """Write the graph report (``graph.json``, ``graph.png``) to the run directory, then yield tasks as they
+        are made (skipping ``ctx.done_slots``)."""
         if self.annotate == "teacher" and ctx.llm is not None:
             await self.annotate_with_teacher(ctx.llm)
-        tasks = self.sample(ctx.count, ctx.seed)
+        self.discover(ctx.seed)
         if self.run_dir and Path(self.run_dir).is_dir() and self.graph is not None:
             (Path(self.run_dir) / "graph.json").write_text(json.dumps(self.report(), indent=2))
             self.draw(Path(self.run_dir) / "graph.png")
-        for task in tasks:
+        for task in self.iter_tasks(ctx.count, ctx.seed, ctx.done_slots):
             yield task
+            await asyncio.sleep(0)
 
 
 @hookimpl

@@ -7,9 +7,10 @@ context, runs the gold tool path on the initial database and records the gold fi
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from synthagent.core.hookspecs import hookimpl
@@ -57,19 +58,28 @@ class OfflineDomainsGenerator:
 
     def sample(self, count: int, seed: int) -> list[Task]:
         """Return up to ``count`` distinct tasks for ``seed`` (fewer only if the pack runs out)."""
+        return list(self.iter_tasks(count, seed))
+
+    def iter_tasks(self, count: int, seed: int, done_slots: frozenset[str] = frozenset()) -> Iterator[Task]:
+        """Yield up to ``count`` distinct tasks for ``seed``, one at a time (a huge ``count`` starts at once).
+
+        Slots in ``done_slots`` (written by an interrupted run) are replayed, since the draws of later slots
+        depend on them, but neither yielded nor counted again in :attr:`stats`."""
         rng = random.Random(seed)
         domains = self.domains
-        tasks: list[Task] = []
         seen: set[str] = set()
+        made = 0
         budget = count * 50
         index = 0
-        while len(tasks) < count and budget > 0:
+        while made < count and budget > 0:
             budget -= 1
+            replay = str(made) in done_slots
+            stats = Counter() if replay else self.stats  # a done slot's drops were counted by the earlier run
             domain = domains[index % len(domains)]
             scenario = rng.choice(domain.scenarios)
             anchors = anchor_rows(domain, scenario)
             if not anchors:
-                self.stats["no_anchor_rows"] += 1
+                stats["no_anchor_rows"] += 1
                 index += 1
                 continue
             anchor = rng.choice(anchors)
@@ -79,25 +89,27 @@ class OfflineDomainsGenerator:
             try:
                 task = instantiate(
                     domain, scenario, anchor, hidden=hidden, seed=seed, generator=self.name,
-                    slot=str(len(tasks)), max_tools=self.max_tools,
+                    slot=str(made), max_tools=self.max_tools,
                 )
             except Rejected as exc:
-                self.stats[exc.reason] += 1
+                stats[exc.reason] += 1
                 continue
             if task.id in seen:
-                self.stats["duplicate"] += 1
+                stats["duplicate"] += 1
                 continue
             seen.add(task.id)
-            tasks.append(task)
+            made += 1
             index += 1
-        if len(tasks) < count:
-            self.stats["pack_exhausted"] += count - len(tasks)
-        return tasks
+            if not replay:
+                yield task
+        if made < count:
+            self.stats["pack_exhausted"] += count - made
 
     async def generate(self, ctx: GenerationContext) -> AsyncIterator[Task]:
-        """Yield ``ctx.count`` tasks (see :meth:`sample`)."""
-        for task in self.sample(ctx.count, ctx.seed):
+        """Yield ``ctx.count`` tasks as they are made, skipping ``ctx.done_slots`` (see :meth:`iter_tasks`)."""
+        for task in self.iter_tasks(ctx.count, ctx.seed, ctx.done_slots):
             yield task
+            await asyncio.sleep(0)  # a long generation never starves the event loop
 
 
 @hookimpl
