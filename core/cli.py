@@ -680,13 +680,9 @@ def _flatten(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> Any:
 
 
 def _put(data: dict[str, Any], keys: Sequence[str], value: Any) -> None:
-    node = data
-    for k in keys[:-1]:
-        child = node.setdefault(k, {})
-        if not isinstance(child, dict):
-            raise UsageError(f"--set {'.'.join(keys)}: {k!r} is not a table")
-        node = child
-    node[keys[-1]] = value
+    from synthagent.core.config import set_path
+
+    set_path(data, keys, value, what=f"--set {'.'.join(keys)}")
 
 
 def _print_eval(results: dict[str, Any], root: Path) -> None:

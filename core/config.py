@@ -33,7 +33,7 @@ import attrs
 from synthagent.core.errors import ConfigError, close_matches
 from synthagent.core.models import canonical_json
 
-__all__ = ["LLMConfig", "SimulateConfig", "ExportConfig", "RunConfig", "load_config", "config_from_dict", "parse_set",
+__all__ = ["LLMConfig", "SimulateConfig", "ExportConfig", "RunConfig", "load_config", "config_from_dict", "parse_set", "set_path",
            "STAGES"]
 
 #: Pipeline stages in order.
@@ -217,6 +217,18 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str, origins: Mapping[str
         raise ConfigError(f"{exc} (in {prefix.rstrip('.') or 'the top level'})") from None
 
 
+def set_path(data: dict[str, Any], keys: Sequence[str], value: Any, *, what: str = "") -> None:
+    """Set ``data[k1][k2]...[kn] = value``, creating tables on the way; a key path through a non-table is a
+    :class:`ConfigError` naming ``what`` (e.g. the ``--set`` argument)."""
+    node = data
+    for k in keys[:-1]:
+        child = node.setdefault(k, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{what or '.'.join(keys)}: {k!r} is not a table")
+        node = child
+    node[keys[-1]] = value
+
+
 def config_from_dict(data: Mapping[str, Any], *, origin: str = "") -> RunConfig:
     """A :class:`RunConfig` from plain data (``RunConfig.to_dict()``, a run manifest's ``config``), validated
     by the same strict rules as a config file; ``origin`` names where the data came from in errors."""
@@ -290,13 +302,7 @@ def load_config(
         mark(data, "")
     for item in overrides:
         keys, value = parse_set(item)
-        node = data
-        for k in keys[:-1]:
-            child = node.setdefault(k, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {k!r} is not a table")
-            node = child
-        node[keys[-1]] = value
+        set_path(data, keys, value, what=f"--set {item!r}")
         origins[".".join(keys)] = f"--set {item}"
     for key, value in (extra or {}).items():
         if value is not None:
