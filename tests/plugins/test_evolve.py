@@ -18,12 +18,11 @@ from typing import Any
 import pytest
 
 from synthagent.core.testing import ScriptedOpenAIServer
-from synthagent.plugins.generators.persona_fuzzy.evolve import (
+from synthagent.plugins.generators.persona_fuzzy.evolve import evolve, one_sided_p
+from synthagent.plugins.generators.persona_fuzzy.promptstore import (
     PromptStore,
     base_prompts,
-    evolve,
     load_version,
-    one_sided_p,
     version_hash,
 )
 

@@ -100,7 +100,7 @@ class PersonaFuzzyGenerator:
         self.prompts = {name: load_prompt(_PKG, f"{name}.md") for name in ("toolset", "task", "fuzzy")}
         self.prompt_version = ""
         if prompt_version:
-            from synthagent.plugins.generators.persona_fuzzy.evolve import load_version, prompt_pairs
+            from synthagent.plugins.generators.persona_fuzzy.promptstore import load_version, prompt_pairs
 
             version = load_version(str(prompt_version), str(prompt_store))
             self.prompts, self.prompt_version = prompt_pairs(version["prompts"]), version["hash"]
