@@ -85,7 +85,7 @@ def rule_proposal(prompts: Mapping[str, str], problems: Counter[tuple[str, str]]
     """The rule-based revision: the ``top`` most frequent problems (not yet instructed) become explicit rules
     appended to the prompt that caused them. Returns ``{"prompts": ..., "changes": [...]}``."""
     out = dict(prompts)
-    changes = []
+    changes: list[dict[str, Any]] = []
     for (stage, problem), count in problems.most_common():
         if len(changes) >= top:
             break

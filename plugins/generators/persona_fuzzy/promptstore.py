@@ -88,7 +88,7 @@ class PromptStore:
     def diff(self, a: str, b: str) -> str:
         """A unified diff of two versions' prompts."""
         va, vb = self.get(a), self.get(b)
-        out = []
+        out: list[str] = []
         for name in PROMPT_NAMES:
             out += difflib.unified_diff(va["prompts"][name].splitlines(keepends=True),
                                         vb["prompts"][name].splitlines(keepends=True),
