@@ -121,13 +121,15 @@ class PersonaFuzzyGenerator:
     :param hidden_min: fewest hidden facts (1). :param hidden_max: most hidden facts (3).
     :param temperature: teacher sampling temperature. :param max_tokens: teacher completion limit.
     :param concurrency: slots synthesized at once. :param max_slots_factor: give up after count x this slots.
+    :param prompt_version: pin a prompt version of ``synth evolve`` (a version file, a store directory for its
+        HEAD, or a hash looked up in ``prompt_store``); its hash goes in the manifest's prompt hashes.
     """
 
     name = "persona-fuzzy"
 
     def __init__(self, personas: str = "", tools_min: int = 3, tools_max: int = 8, hidden_min: int = 1,
                  hidden_max: int = 3, temperature: float = 0.7, max_tokens: int = 1024, concurrency: int = 8,
-                 max_slots_factor: int = 4) -> None:
+                 max_slots_factor: int = 4, prompt_version: str = "", prompt_store: str = "") -> None:
         if not 1 <= int(tools_min) <= int(tools_max):
             raise ConfigError("persona-fuzzy: need 1 <= tools_min <= tools_max")
         if not 1 <= int(hidden_min) <= int(hidden_max):
@@ -139,6 +141,12 @@ class PersonaFuzzyGenerator:
         self.concurrency = int(concurrency)
         self.max_slots_factor = int(max_slots_factor)
         self.prompts = {name: load_prompt(_PKG, f"{name}.md") for name in ("toolset", "task", "fuzzy")}
+        self.prompt_version = ""
+        if prompt_version:
+            from synthagent.plugins.generators.persona_fuzzy.promptstore import load_version, prompt_pairs
+
+            version = load_version(str(prompt_version), str(prompt_store))
+            self.prompts, self.prompt_version = prompt_pairs(version["prompts"]), version["hash"]
         #: Drops and repairs by reason (``toolset_invalid``, ``gap_lookupable``, ...), and ``kept``; every
         #: finished slot also counts once under ``funnel:STAGE`` (``toolset``, ``task``, ``fuzzy``, ``gap``,
         #: ``teacher_unavailable``) or ``funnel:kept``.
@@ -154,7 +162,10 @@ class PersonaFuzzyGenerator:
 
     def prompt_hashes(self) -> dict[str, str]:
         """Hashes of the three prompts (recorded in the manifest)."""
-        return {f"persona_fuzzy/{name}.md": digest for name, (_, digest) in self.prompts.items()}
+        hashes = {f"persona_fuzzy/{name}.md": digest for name, (_, digest) in self.prompts.items()}
+        if self.prompt_version:
+            hashes["persona_fuzzy/version"] = self.prompt_version
+        return hashes
 
     def slots(self, ctx: GenerationContext) -> list[int]:
         """The slots to try, in order, skipping ``ctx.done_slots`` (with :meth:`synthesize`, this lets an

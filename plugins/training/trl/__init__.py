@@ -4,6 +4,8 @@
   the run's own environment (its per-task tools, the tool simulator or SQLite database, the user simulator),
   token-in/token-out, with tool results and user turns masked out of the loss; the reward is the run's rubric
   score; zero-variance groups are dropped or resampled (DAPO's dynamic sampling).
+* ``user-sft``: the same trainer on the run's verified dialogues seen from the user's side: a user model for the
+  ``llm`` user simulator (EigenData's user-model fine-tuning).
 * ``sft``: TRL's ``SFTTrainer`` on the exported teacher trajectories, assistant tokens only, tools rendered by the
   model's chat template; optionally the two-stage curriculum (general, then vertical).
 
@@ -17,7 +19,7 @@ from typing import Any
 
 from synthagent.core.hookspecs import hookimpl
 
-__all__ = ["GRPOAlgorithm", "SFTAlgorithm"]
+__all__ = ["GRPOAlgorithm", "SFTAlgorithm", "UserSFTAlgorithm"]
 
 
 def __getattr__(name: str) -> Any:
@@ -30,16 +32,23 @@ def __getattr__(name: str) -> Any:
         from synthagent.plugins.training.trl.sft import SFTAlgorithm
 
         return SFTAlgorithm
+    if name == "UserSFTAlgorithm":
+        from synthagent.plugins.training.trl.user_sft import UserSFTAlgorithm
+
+        return UserSFTAlgorithm
     raise AttributeError(name)
 
 
 @hookimpl
 def synth_register_rl_algorithms(register: Any) -> None:
-    """Register the ``grpo`` and ``sft`` algorithms."""
+    """Register the ``grpo``, ``sft`` and ``user-sft`` algorithms."""
     from synthagent.plugins.training.trl.grpo import GRPOAlgorithm
     from synthagent.plugins.training.trl.sft import SFTAlgorithm
+    from synthagent.plugins.training.trl.user_sft import UserSFTAlgorithm
 
     register("grpo", GRPOAlgorithm,
              description="TRL GRPOTrainer, multi-turn rollouts in the run's environment, rubric reward (extra train)")
     register("sft", SFTAlgorithm,
              description="TRL SFTTrainer on the teacher trajectories, assistant-only loss, curriculum (extra train)")
+    register("user-sft", UserSFTAlgorithm,
+             description="TRL SFTTrainer teaching a model to play the user from verified dialogues (extra train)")

@@ -50,21 +50,31 @@ def echoes(text: str, messages: Sequence[Message], threshold: float = 0.9) -> bo
 
 
 class LLMUserSimulator:
-    """A model-played user. Options: ``retries`` (re-asks per guard), ``temperature``."""
+    """A model-played user. Options: ``retries`` (re-asks per guard), ``temperature``; ``backend`` and
+    ``backend_options``: an LLM backend of its own (e.g. ``transformers`` with ``{model = DIR}``, a user model
+    trained by ``synth train --algorithm user-sft``) instead of the run's teacher."""
 
     name = "llm"
 
-    def __init__(self, retries: int = 2, temperature: float = 0.0) -> None:
+    def __init__(self, retries: int = 2, temperature: float = 0.0, backend: str = "",
+                 backend_options: dict[str, Any] | None = None) -> None:
         self.retries = int(retries)
         self.temperature = float(temperature)
         self.prompt, self.prompt_hash = load_prompt(_PKG, "user_sim.md")
         #: Guard firings: empty_turn, premature_stop, tool_call_from_user, leaked_hidden_value, echo; turns, stops.
         self.stats: Counter[str] = Counter()
         self.llm: Any = None
+        self.backend = str(backend)
+        self.backend_options = dict(backend_options or {})
 
     def setup(self, ctx: RunContext) -> None:
-        """Use the run's teacher backend."""
-        self.llm = ctx.llm
+        """Use the run's teacher backend, or build the ``backend`` option's own."""
+        if self.backend:
+            from synthagent.core.registry import load_plugins
+
+            self.llm = load_plugins().registry("llm").get(self.backend).create(self.backend_options)
+        else:
+            self.llm = ctx.llm
 
     def prompt_hashes(self) -> dict[str, str]:
         """Hash of the user prompt (recorded in the manifest)."""
