@@ -44,8 +44,10 @@ def _teacher(body: dict[str, Any]) -> str:
         return json.dumps({"instruction": "Please cancel my order, it came late.", "hidden_facts": [
             {"name": "order_id", "value": "A-17", "description": "the order number", "keywords": ["order number"]}]})
     return json.dumps({"full_instruction": "Cancel my order A-17, it arrived late.", "workflow": [
-        {"description": "find it", "tool": "find_order", "arguments": {"order_id": "A-17"}},
-        {"description": "cancel it", "tool": "cancel_order", "arguments": {"order_id": "A-17"}}],
+        {"description": "find it", "tool": "find_order", "arguments": {"order_id": "A-17"},
+         "response": {"status": "delivered", "days_late": 3}},
+        {"description": "cancel it", "tool": "cancel_order", "arguments": {"order_id": "A-17"},
+         "response": {"cancelled": True}}],
         "answer": ["A-17"]})
 
 

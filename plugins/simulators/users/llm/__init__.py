@@ -57,8 +57,10 @@ class LLMUserSimulator:
     name = "llm"
 
     def __init__(self, retries: int = 2, temperature: float = 0.0, backend: str = "",
-                 backend_options: dict[str, Any] | None = None) -> None:
+                 backend_options: dict[str, Any] | None = None, leak_guard: bool = True) -> None:
         self.retries = int(retries)
+        #: re-ask a reply that reveals a hidden value the agent has not asked for (off: measure the raw model)
+        self.leak_guard = bool(leak_guard)
         self.temperature = float(temperature)
         self.prompt, self.prompt_hash = load_prompt(_PKG, "user_sim.md")
         #: Guard firings: empty_turn, premature_stop, tool_call_from_user, leaked_hidden_value, echo; turns, stops.
@@ -153,7 +155,7 @@ class LLMUserSession:
                 view = view + [Message("assistant", text),
                                Message("user", "(You repeated the agent's words. Answer as the customer, in your own words.)")]
                 continue
-            leaked = self._leaked(messages, text)
+            leaked = self._leaked(messages, text) if sim.leak_guard else None
             if leaked:
                 sim.stats["leaked_hidden_value"] += 1
                 view = view + [Message("assistant", text), Message("user", f"(You revealed {leaked} before the agent "
