@@ -47,10 +47,14 @@ def small_run(work: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def open_run(work: Path, small_run: Path) -> Path:
-    """The small run with every hidden fact made visible (rubrics, scores and exports rebuilt with
-    ``--from rubric``): an agent that asks nothing can still earn the rubric's partial credit, so even a tiny
-    policy's rewards vary within a group (a malformed tool call trips the foreign-tool gate, plain text does not)."""
+    """The small run with every hidden fact made visible and a reward that pays for staying inside the task's
+    tools (rubrics, scores and exports rebuilt with ``--from rubric``): a tiny policy's rewards then vary within a
+    group (a malformed or foreign tool call trips the gate, plain text does not). The default reward pays a
+    do-nothing policy nothing, so without this a tiny model's groups have zero variance."""
     import shutil
+
+    from synthagent.core.config import config_from_dict
+    from synthagent.core.pipeline import config_digest
 
     root = work / "runs" / "open"
     shutil.copytree(small_run, root)
@@ -59,6 +63,11 @@ def open_run(work: Path, small_run: Path) -> Path:
         t["visible_facts"] = list(t["visible_facts"]) + list(t["user_context"])
         t["user_context"] = []
     (root / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["config"]["plugins"]["rubric"] = {"reward": {"gate": {"all_of": ["kind:forbidden"]}, "then": {
+        "sum": [{"weight": 0.5, "of": {"const": 1.0}}, {"weight": 0.5, "of": "kind:subgoal"}]}}}
+    manifest["fingerprint"] = config_digest(config_from_dict(manifest["config"]))
+    (root / "manifest.json").write_text(json.dumps(manifest))
     result = _synth("run", "-q", "--out", str(work / "runs"), "--name", "open", "--from", "rubric", *SMALL_RUN)
     assert result.returncode == 0, result.stderr[-2000:]
     return root
@@ -217,7 +226,6 @@ def test_grpo_three_steps_through_the_environment_changes_weights_and_logs_rubri
 
     from synthagent.plugins.training.trl.grpo import GRPO_OPTIONS, train_grpo
     from synthagent.plugins.training.trl.rollout import ZeroVarianceFilter
-    from synthagent.plugins.rubrics.scorer import RubricScorer
 
     start = sft_result["model_out"]
     before = _weights(start)
@@ -242,10 +250,10 @@ def test_grpo_three_steps_through_the_environment_changes_weights_and_logs_rubri
     assert all(r.trajectory.messages[0].role == "system" for r in rollouts)
     assert any(len(r.trajectory.messages) > 3 for r in rollouts)
     # the reward is the run's rubric score of the trajectory
-    scorer = RubricScorer()
     from synthagent.plugins.training.trl.environment import RunEnvironment
 
     env = RunEnvironment(open_run)
+    scorer = env.components.scorer  # the run's own scorer, with the run's reward composition
     assert len({r.reward for r in rollouts}) > 1  # the rewards varied, so there was something to learn
     assert any(sum(t.mask) < len(t.mask) for item in kept for t in item[1])  # some episode had environment turns
     for r in rollouts[:8]:
