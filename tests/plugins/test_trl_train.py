@@ -137,6 +137,26 @@ def test_evaluate_policy_is_greedy_reproducible_and_names_the_failed_criteria(
     assert sum(first["failed_by_kind"].values()) == sum(len(t["failed"]) for t in per_task)
     for t in per_task:  # an unsuccessful episode always names what it failed
         assert t["success"] or t["failed"], t
+    # the headline is the reward-independent success (final state + answer), recounted from the episodes
+    assert first["finished"] == 4
+    assert first["independent_successes"] == sum(bool(t["independent"]) for t in per_task)
+    for t in per_task:
+        assert t["independent"] in (True, False) and (t["independent"] or t["failure"]), t
+    assert first["transcripts"] == {}
+
+
+def test_evaluate_policy_under_bf16_autocast_keeps_transcripts(small_run: Path, sft_result: dict[str, Any]) -> None:
+    """bfloat16 autocast (the fast CPU path) runs the same episodes' bookkeeping and keeps the asked transcripts."""
+    from synthagent.plugins.training.trl.environment import RunEnvironment
+    from synthagent.plugins.training.trl.rollout import evaluate_policy
+
+    env = RunEnvironment(small_run, max_turns=3)
+    ids = sorted(env.tasks)[:2]
+    res = evaluate_policy(sft_result["model_out"], env, ids, max_turn_tokens=16, budget=96, batch_size=2,
+                          bf16_autocast=True, transcripts=1)
+    assert res["tasks"] == 2 and sorted(res["per_task"]) == ids
+    (tid, messages), = res["transcripts"].items()
+    assert tid == ids[0] and messages[0]["role"] == "system" and any(m["role"] == "assistant" for m in messages)
 
 
 def test_sft_trains_on_assistant_tokens_only_with_tools_rendered(small_run: Path, tiny_model: str) -> None:

@@ -151,12 +151,14 @@ class GenerationBatcher:
 
 
 def model_generate_fn(model: Any, tokenizer: Any, generation_config: Any, eos_ids: Sequence[int], *,
-                      unwrap: Callable[[], Any] | None = None) -> GenerateFn:
+                      unwrap: Callable[[], Any] | None = None, bf16_autocast: bool = False) -> GenerateFn:
     """A :data:`GenerateFn` over a transformers causal LM: left-pads the batch, generates, cuts each row after
     its first end-of-turn id and at its own ``max_new``.
 
     :param unwrap: a context-manager factory yielding the model to generate with (TRL's
         ``unwrap_model_for_generation`` under DDP/DeepSpeed/FSDP); default: ``model`` itself.
+    :param bf16_autocast: generate under ``torch.autocast(device, bfloat16)`` (float32 weights, bfloat16
+        matmuls), as the trainer computes its loss with ``bf16=True``: about 2.3x faster on CPUs with AVX512-BF16.
     """
     import contextlib
 
@@ -176,7 +178,9 @@ def model_generate_fn(model: Any, tokenizer: Any, generation_config: Any, eos_id
         config = copy.deepcopy(generation_config)
         config.max_new_tokens = max(max_new)
         ctx = unwrap() if unwrap is not None else contextlib.nullcontext(model)
-        with ctx as gen_model, torch.no_grad():
+        cast = (torch.autocast(device.type, dtype=torch.bfloat16) if bf16_autocast
+                else contextlib.nullcontext())
+        with ctx as gen_model, torch.no_grad(), cast:
             out = gen_model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                                      generation_config=config)
         results: list[list[int]] = []
@@ -418,7 +422,8 @@ def make_rollout_func(env: RunEnvironment, task_pool: Sequence[str], *, filter: 
         # One unwrap per call (every process calls the rollout once per generation step): under DeepSpeed ZeRO-3
         # the parameter gather is a collective, so it must not depend on how many turns this process's episodes take.
         with unwrap() as gen_model:
-            generate_fn = model_generate_fn(gen_model, trainer.processing_class, trainer.generation_config, eos_ids)
+            generate_fn = model_generate_fn(gen_model, trainer.processing_class, trainer.generation_config, eos_ids,
+                                            bf16_autocast=bool(trainer.args.bf16))
 
             def run(group_tasks: Sequence[Task], offset: int) -> tuple[list[Rollout], list[EpisodeTokens], int]:
                 jobs = [(t, base_sample + offset + i) for t in group_tasks for i in range(group)]
@@ -489,14 +494,23 @@ def rubric_reward(prompts: Any = None, completions: Any = None, synth_reward: Se
 
 
 def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str], *, max_turn_tokens: int = 256,
-                    budget: int = 2048, batch_size: int = 8, seed: int = 0) -> dict[str, Any]:
-    """Greedy evaluation of a local model on ``task_ids``: success rate, mean rubric score, and the failed
-    criteria (counted by kind, and listed per task).
+                    budget: int = 2048, batch_size: int = 8, seed: int = 0, bf16_autocast: bool = False,
+                    success_mode: str = "state", transcripts: int = 0) -> dict[str, Any]:
+    """Greedy evaluation of a local model on ``task_ids``: the independent success rate
+    (:func:`synthagent.core.evaluation.independent_success`: final state equals the gold state and the required
+    answer values are reported, or a benchmark's own checker), the rubric's success and mean score, and the
+    failed criteria (counted by kind, and listed per task).
 
     The model plays the agent in the same environment as in training (one episode per task).
+
+    :param bf16_autocast: generate under bfloat16 autocast (see :func:`model_generate_fn`).
+    :param success_mode: ``state`` or ``scorer`` (passed to ``independent_success``).
+    :param transcripts: keep the full conversation of the first this-many episodes (``transcripts``).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from synthagent.core.evaluation import episode_of
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
@@ -505,7 +519,7 @@ def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str]
     eos_ids = [tokenizer.eos_token_id]
     config = GenerationConfig(do_sample=False, max_new_tokens=max_turn_tokens, eos_token_id=eos_ids,
                               pad_token_id=tokenizer.pad_token_id)
-    generate_fn = model_generate_fn(model, tokenizer, config, eos_ids)
+    generate_fn = model_generate_fn(model, tokenizer, config, eos_ids, bf16_autocast=bf16_autocast)
     renderer = TemplateRenderer(tokenizer)
     results: list[Rollout] = []
     start = time.perf_counter()
@@ -518,14 +532,24 @@ def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str]
         log.info("evaluated %d/%d tasks in %.0f s", len(results), len(ids), time.perf_counter() - start)
     # the criteria each episode failed (none when it was not scored)
     failed = [[c for c in r.score.breakdown if not c.passed] if r.score is not None else [] for r in results]
+    episodes = [episode_of(r.task, r.trajectory, r.score, success_mode) for r in results]
+    finished = [e for e in episodes if e.success is not None]
     return {
         "tasks": len(results),
+        "independent_successes": sum(bool(e.success) for e in finished),
+        "finished": len(finished),
+        "independent_success_rate": round(sum(bool(e.success) for e in finished) / len(finished), 4)
+        if finished else None,
         "success_rate": round(sum(r.success for r in results) / len(results), 4) if results else None,
         "score_mean": round(statistics.fmean(r.reward for r in results), 4) if results else None,
         "tool_calls_per_task": round(statistics.fmean(
             sum(len(m.tool_calls) for m in r.trajectory.messages) for r in results), 3) if results else None,
         "seconds": round(time.perf_counter() - start, 1),
         "failed_by_kind": dict(sorted(collections.Counter(c.kind for cs in failed for c in cs).items())),
-        "per_task": {r.task.id: {"reward": r.reward, "success": r.success,
-                                 "failed": [c.criterion_id for c in cs]} for r, cs in zip(results, failed)},
+        "failures": dict(sorted(collections.Counter(e.failure for e in finished if not e.success).items())),
+        "per_task": {r.task.id: {"independent": e.success, "failure": e.failure, "reward": r.reward,
+                                 "success": r.success, "termination": r.trajectory.termination,
+                                 "turns": r.trajectory.turns, "failed": [c.criterion_id for c in cs]}
+                     for r, cs, e in zip(results, failed, episodes, strict=True)},
+        "transcripts": {r.task.id: [m.openai() for m in r.trajectory.messages] for r in results[:transcripts]},
     }
