@@ -70,10 +70,10 @@ def main() -> None:
     p.add_argument("--train-seed", type=int, default=1, help="seed of the training tasks")
     p.add_argument("--eval-seed", type=int, default=2, help="seed of the held-out tasks")
     p.add_argument("--seeds", default="0,1,2", help="training seeds (SFT and GRPO once per seed)")
-    p.add_argument("--sft-steps", type=int, default=16)
-    p.add_argument("--sft-lr", type=float, default=1e-4)
+    p.add_argument("--sft-steps", type=int, default=8)
+    p.add_argument("--sft-lr", type=float, default=2e-4)
     p.add_argument("--sft-batch", type=int, default=2)
-    p.add_argument("--grpo-steps", type=int, default=4)
+    p.add_argument("--grpo-steps", type=int, default=2)
     p.add_argument("--grpo-lr", type=float, default=1e-5)
     p.add_argument("--num-generations", type=int, default=4)
     p.add_argument("--grpo-batch", type=int, default=4, help="completions per step (a multiple of generations)")
@@ -286,9 +286,42 @@ def summarize(out: Path) -> None:
     results = {"split": split, "seeds": seeds, "table": table, "pooled": pooled, "comparisons": comparisons,
                "train": train, "per_task": per_task, "transcripts": transcripts}
     write_atomic(out / "results.json", results)
+    (out / "results.md").write_text(markdown(results), encoding="utf-8")
     print(json.dumps({"table": {k: v["independent"] for k, v in table.items()}, "pooled": pooled,
                       "comparisons": comparisons}, indent=1), flush=True)
     _plot(table, pooled, out / "success.png")
+
+
+def _cell(c: dict[str, Any] | None) -> str:
+    if not c or not c.get("n"):
+        return "not run"
+    return f"{100 * c['rate']:.1f}% ({c['k']}/{c['n']}) [{100 * c['ci95'][0]:.1f}, {100 * c['ci95'][1]:.1f}]"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The tables docs/results.md shows, from ``results.json``."""
+    table, pooled, cmp = results["table"], results["pooled"], results["comparisons"]
+    envs = sorted({k.split("@")[1] for k in table})
+    lines = ["| policy | " + " | ".join(f"{e}: success [95% CI] | {e}: rubric reward" for e in envs) + " |",
+             "|---|" + "---|---|" * len(envs)]
+    labels = ["base"] + [f"{st}-s{s}" for st in ("sft", "grpo") for s in results["seeds"]]
+    for label in labels:
+        row = [label]
+        for e in envs:
+            t = table.get(f"{label}@{e}")
+            row += [_cell(t["independent"]) if t else "not run", f"{t['rubric_reward_mean']:.3f}" if t else ""]
+        lines.append("| " + " | ".join(row) + " |")
+    for st in ("sft", "grpo"):
+        row = [f"**{st}, seeds pooled**"]
+        for e in envs:
+            c = pooled.get(f"{st}@{e}")
+            row += [_cell(c) + (f", per seed {c['per_seed']}" if c else ""), f"{c['rubric_reward_mean']:.3f}" if c else ""]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "| comparison (paired by task) | pairs | successes A / B | only A | only B | exact McNemar p |",
+              "|---|---|---|---|---|---|"]
+    for name, c in cmp.items():
+        lines.append(f"| {name} | {c['pairs']} | {c['a']} / {c['b']} | {c['only_a']} | {c['only_b']} | {c['mcnemar_p']} |")
+    return "\n".join(lines) + "\n"
 
 
 def _plot(table: dict[str, Any], pooled: dict[str, Any], png: Path) -> None:

@@ -51,3 +51,5 @@ def test_summary_pools_seeds_and_pairs_tasks_for_mcnemar(tmp_path: Path) -> None
     assert cmp["sft vs base @heldout (seeds pooled)"]["pairs"] == 19
     assert res["per_task"]["sft-s1@heldout"]["t9"]["independent"] is None
     assert (tmp_path / "success.png").stat().st_size > 1000
+    md = (tmp_path / "results.md").read_text()
+    assert "| sft-s0 | 60.0% (6/10)" in md and "| sft-s0 vs base @heldout | 10 | 6 / 0 | 6 | 0 | 0.0312 |" in md
