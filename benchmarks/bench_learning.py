@@ -26,6 +26,8 @@ Example (the configuration reported in docs/results.md)::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -34,7 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 DOMAINS = ["banking", "clinic", "hr", "library", "orders", "smart_home", "telecom", "travel"]
 BFCL_SET = ["--set", "generator=bfcl-multi-turn", "--set", "tools=bfcl", "--set", "user=bfcl", "--set", "rubric=bfcl",
@@ -48,6 +50,19 @@ def synth(out: Path, name: str, args: list[str]) -> Path:
         cmd = [sys.executable, "-m", "synthagent.core", "run", "-q", "--out", str(out / "runs"), "--name", name, *args]
         subprocess.run(cmd, check=True)
     return root
+
+
+@contextlib.contextmanager
+def one_at_a_time(out: Path, what: str) -> Iterator[None]:
+    """Serialize ``what`` (``train`` or ``eval``) across the processes sharing ``out``, so one training and one
+    evaluation run side by side at most: SmolLM2's full-vocabulary logits make a trainer ~9 GB and a batched
+    evaluation ~7 GB, and the reference machine has 24 GB."""
+    with open(out / f"{what}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def write_atomic(path: Path, data: Any) -> None:
@@ -163,9 +178,10 @@ def train(args: argparse.Namespace, out: Path) -> None:
             if path.exists():
                 continue
             budget = args.budget
-            res = evaluate_policy(str(model_dir), env, ids, max_turn_tokens=args.max_turn_tokens, budget=budget,
-                                  batch_size=args.eval_batch, bf16_autocast=bf16, success_mode=mode,
-                                  transcripts=args.transcripts)
+            with one_at_a_time(out, "eval"):
+                res = evaluate_policy(str(model_dir), env, ids, max_turn_tokens=args.max_turn_tokens, budget=budget,
+                                      batch_size=args.eval_batch, bf16_autocast=bf16, success_mode=mode,
+                                      transcripts=args.transcripts)
             res.update(policy=label, env=env_name, model=str(model_dir))
             write_atomic(path, res)
             print(f"[bench] {label}@{env_name}: {res['independent_successes']}/{res['finished']} "
@@ -179,22 +195,24 @@ def train(args: argparse.Namespace, out: Path) -> None:
         sft_model = sdir / "sft" / "model"
         if not (sdir / "sft.json").exists():
             t = time.perf_counter()
-            summary = SFTAlgorithm().train(TrainRequest(
-                run_dir=str(train_run), model=str(base_eval), output_dir=str(sdir / "sft"),
-                options={"max_steps": args.sft_steps, "learning_rate": args.sft_lr, "bf16": bf16,
-                         "per_device_train_batch_size": args.sft_batch, "seed": seed}))
+            with one_at_a_time(out, "train"):
+                summary = SFTAlgorithm().train(TrainRequest(
+                    run_dir=str(train_run), model=str(base_eval), output_dir=str(sdir / "sft"),
+                    options={"max_steps": args.sft_steps, "learning_rate": args.sft_lr, "bf16": bf16,
+                             "per_device_train_batch_size": args.sft_batch, "seed": seed}))
             summary["wall_s"] = round(time.perf_counter() - t, 1)
             write_atomic(sdir / "sft.json", summary)
         evaluate(f"sft-s{seed}", sft_model)
         if not (sdir / "grpo.json").exists():
             t = time.perf_counter()
-            summary = GRPOAlgorithm().train(TrainRequest(
-                run_dir=str(train_run), model=str(sft_model), output_dir=str(sdir / "grpo"),
-                options={"max_steps": args.grpo_steps, "learning_rate": args.grpo_lr, "bf16": bf16,
-                         "num_generations": args.num_generations, "per_device_train_batch_size": args.grpo_batch,
-                         "max_completion_length": args.budget, "max_turn_tokens": args.max_turn_tokens,
-                         "max_turns": args.max_turns, "temperature": args.temperature, "seed": seed,
-                         "zero_variance": args.zero_variance, "max_resample": args.max_resample}))
+            with one_at_a_time(out, "train"):
+                summary = GRPOAlgorithm().train(TrainRequest(
+                    run_dir=str(train_run), model=str(sft_model), output_dir=str(sdir / "grpo"),
+                    options={"max_steps": args.grpo_steps, "learning_rate": args.grpo_lr, "bf16": bf16,
+                             "num_generations": args.num_generations, "per_device_train_batch_size": args.grpo_batch,
+                             "max_completion_length": args.budget, "max_turn_tokens": args.max_turn_tokens,
+                             "max_turns": args.max_turns, "temperature": args.temperature, "seed": seed,
+                             "zero_variance": args.zero_variance, "max_resample": args.max_resample}))
             summary.pop("task_ids", None)
             summary["wall_s"] = round(time.perf_counter() - t, 1)
             write_atomic(sdir / "grpo.json", summary)
