@@ -291,15 +291,23 @@ def summarize(out: Path) -> None:
                     pb.update({f"{s}|{t}": v for t, v in eb["per_task"].items()})
             if pa:
                 comparisons[f"{a} vs {b} @{env} (seeds pooled)"] = _paired(pa, pb)
-    train = {}
+    train: dict[str, Any] = {}
     for s in seeds:
         for stage in ("sft", "grpo"):
             f = out / f"seed-{s}" / f"{stage}.json"
-            if f.exists():
-                summ = json.loads(f.read_text(encoding="utf-8"))
-                train[f"{stage}-s{s}"] = {k: summ.get(k) for k in ("wall_s", "steps", "train_loss", "tokens",
-                                                                    "assistant_tokens", "reward_mean", "final_loss",
-                                                                    "zero_variance_groups") if k in summ}
+            if not f.exists():
+                continue
+            summ = json.loads(f.read_text(encoding="utf-8"))
+            rows = [json.loads(x) for x in (out / f"seed-{s}" / stage / "metrics.jsonl").read_text().splitlines()
+                    if x.strip()] if (out / f"seed-{s}" / stage / "metrics.jsonl").exists() else []
+            steps = [r for r in rows if "loss" in r and "step" in r]
+            info: dict[str, Any] = {"wall_s": summ.get("wall_s"), "steps": len(steps)}
+            if steps:
+                info.update(first_loss=round(steps[0]["loss"], 4), last_loss=round(steps[-1]["loss"], 4))
+            rewards = [round(r["reward"], 4) for r in steps if isinstance(r.get("reward"), (int, float))]
+            if rewards:
+                info["reward_per_step"] = rewards
+            train[f"{stage}-s{s}"] = info
     split = json.loads((out / "split.json").read_text(encoding="utf-8")) if (out / "split.json").exists() else {}
     results = {"split": split, "seeds": seeds, "table": table, "pooled": pooled, "comparisons": comparisons,
                "train": train, "per_task": per_task, "transcripts": transcripts}
