@@ -304,7 +304,8 @@ def summarize(out: Path) -> None:
             info: dict[str, Any] = {"wall_s": summ.get("wall_s"), "steps": len(steps)}
             if steps:
                 info.update(first_loss=round(steps[0]["loss"], 4), last_loss=round(steps[-1]["loss"], 4))
-            rewards = [round(r["reward"], 4) for r in steps if isinstance(r.get("reward"), (int, float))]
+            rewards = [round(r.get("reward_mean", r.get("reward")), 4) for r in steps
+                       if isinstance(r.get("reward_mean", r.get("reward")), (int, float))]
             if rewards:
                 info["reward_per_step"] = rewards
             train[f"{stage}-s{s}"] = info
