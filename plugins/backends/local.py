@@ -64,7 +64,9 @@ class TransformersBackend:
         self._model: Any = None
         self._tokenizer: Any = None
         self._load_lock = threading.Lock()
-        self._lock: asyncio.Lock | None = None
+        # One generation at a time, held in the worker thread: an asyncio.Lock binds to the first event loop
+        # that waits on it, and GRPO's environment runs every rollout batch in a fresh loop (asyncio.run).
+        self._lock = threading.Lock()
 
     def load(self) -> tuple[Any, Any]:
         """Load (once) and return the model and tokenizer."""
@@ -106,12 +108,13 @@ class TransformersBackend:
         return ChatResponse(parse_assistant(text.strip(), id_prefix=_call_prefix(request)),
                             Usage(int(prompt_len), int(new.shape[0]), 1))
 
+    def _generate_one(self, request: ChatRequest) -> ChatResponse:
+        with self._lock:
+            return self._generate(request)
+
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        """Generate in a worker thread (one at a time), so the event loop keeps running."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            return await asyncio.to_thread(self._generate, request)
+        """Generate in a worker thread (one at a time, in any event loop), so the event loop keeps running."""
+        return await asyncio.to_thread(self._generate_one, request)
 
 
 class VLLMBackend:

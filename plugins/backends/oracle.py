@@ -34,11 +34,30 @@ always right; two options make the oracle such a teacher, both seeded by the req
   repeat a read);
 * ``mistakes``: the probability that a demonstration plays ``skip_step``, ``wrong_argument`` or
   ``never_ask`` instead of the oracle.
+
+**Listening** (option ``listen``). By default the oracle reads every value from the task, so its reward does
+not depend on what the user says. With ``listen = true`` an argument bound to a *hidden* fact (``fact:NAME`` or
+``step:N+fact:NAME`` in the step's bindings) comes from the user's answer to the oracle's question for that fact
+(the user's next message after the ask; the oracle asks one fact a question):
+
+* the answer mentions the gold value (:func:`~synthagent.core.matching.mentions_value`): the gold argument;
+* otherwise, for ``fact:NAME``: the first token of the answer in the gold value's shape (a number for a
+  number, typed like it; an e-mail, id-like ``A0008``/``LC-123`` or number token for a one-token value), else
+  the answer's stripped text (:func:`heard_value`);
+  for ``step:N+fact:NAME``: the row of step N's result (as the conversation shows it) whose fact column the
+  answer mentions, if exactly one does, and that row's value of the gold argument's column; else as for
+  ``fact:NAME``;
+* the user never answered (no message after the ask, or the fact was never asked): the argument is left out.
+
+Visible facts, literals and values taken from earlier steps keep their gold values, and the final answer
+reports the gold answer values. It is deterministic given the conversation. Use it as a fixed policy whose
+reward depends on the user (measuring a user simulator's effect on reward, ``docs/eigendata.md``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 from collections.abc import Sequence
@@ -46,15 +65,18 @@ from typing import Any
 
 import attrs
 
+from synthagent.core.bindings import BindingError, parse_binding
 from synthagent.core.errors import ConfigError, UsageError
 from synthagent.core.hookspecs import hookimpl
+from synthagent.core.matching import mentions_value
 from synthagent.core.models import Fact, Message, Task, ToolCall, Usage, WorkflowStep
 from synthagent.core.protocols import ChatRequest, ChatResponse
 from synthagent.plugins.common.corruptions import default_for, extra_write, perturb_value, wrong_value
 from synthagent.plugins.common.evidence import report_values
 
 __all__ = ["OracleBackend", "CORRUPTIONS", "MISTAKES", "CONFIRM_TEXT", "ASK_PHRASES", "CONFIRM_PHRASES", "DONE_PHRASES",
-           "LOOKUP_PHRASES", "VALUE_PHRASES", "CLOSINGS", "pick", "plan_for", "wrong_value"]
+           "LOOKUP_PHRASES", "VALUE_PHRASES", "CLOSINGS", "pick", "plan_for", "wrong_value", "heard_value",
+           "listened_arguments"]
 
 CORRUPTIONS = ("none", "skip_step", "never_ask", "ask_given", "extra_write", "wrong_argument", "wrong_row",
                "wrong_answer", "nothing", "forbidden_tool")
@@ -75,6 +97,7 @@ class Action:
     tool: str = ""
     arguments: dict[str, Any] = attrs.field(factory=dict)
     text: str = ""
+    step: int = -1  # the workflow step a call plays (-1: none)
 
 
 #: Ways to ask for facts; ``{facts}`` is each fact's description (with a keyword the user recognizes).
@@ -276,9 +299,9 @@ def plan_for(task: Task, corruption: str = "none", *, rng: random.Random | None 
         spec = task.tool(step.tool or "")
         if spec is not None and spec.effect is not None and spec.effect.kind == "delete" and corruption != "never_ask":
             plan.append(Action("ask", text=pick(CONFIRM_PHRASES, *voice, "confirm", step.index)))
-        plan.append(Action("call", tool=step.tool or "", arguments=args))
+        plan.append(Action("call", tool=step.tool or "", arguments=args, step=step.index))
         if step.index == repeat and not step.writes:
-            plan.append(Action("call", tool=step.tool or "", arguments=dict(args)))
+            plan.append(Action("call", tool=step.tool or "", arguments=dict(args), step=step.index))
     if corruption == "extra_write":
         extra = _extra_write(task)
         if extra is not None:
@@ -292,16 +315,131 @@ def plan_for(task: Task, corruption: str = "none", *, rng: random.Random | None 
     return plan
 
 
+#: What the listening oracle takes from an answer that does not mention the gold value: the first e-mail,
+#: number, or id-like token (a digit after optional letters: ``A0008``, ``LC-48617998``, ``2024-08-12``).
+_HEARD = re.compile(r"(?P<email>[\w.+-]+@[\w-]+(?:\.[\w-]+)+)"
+                    r"|(?<![\w.-])(?P<num>-?\d[\d,]*(?:\.\d+)?)(?![\w-])"
+                    r"|(?<![\w-])(?P<id>[A-Za-z]*[-_]?\d[\w-]*)")
+
+_NONE: Any = object()  # no value picked
+
+
+def _answer_after(messages: Sequence[Message], position: int | None) -> str | None:
+    """The text of the first user message after the ``position``-th assistant message (0-based), or None."""
+    if position is None:
+        return None
+    seen = -1
+    for i, m in enumerate(messages):
+        if m.role == "assistant":
+            seen += 1
+            if seen == position:
+                return next((u.content or "" for u in messages[i + 1:] if u.role == "user"), None)
+    return None
+
+
+def _result_after(messages: Sequence[Message], position: int) -> Any:
+    """The parsed tool result answering the ``position``-th assistant message's call, or None."""
+    seen = -1
+    for i, m in enumerate(messages):
+        if m.role == "assistant":
+            seen += 1
+            if seen == position:
+                ids = {c.id for c in m.tool_calls}
+                for r in messages[i + 1:]:
+                    if r.role == "tool" and r.tool_call_id in ids:
+                        try:
+                            return json.loads(r.content or "")
+                        except ValueError:
+                            return None
+                    if r.role != "tool":
+                        return None
+    return None
+
+
+def heard_value(answer: str, gold: Any) -> Any:
+    """The value the listening oracle hears in an ``answer`` that does not mention the gold value, in the
+    gold value's shape: for a number, the first number token (an ``int`` or ``float`` like ``gold``); for a
+    one-token value (an id such as ``A0008``, an e-mail, a word), the first e-mail, id-like or number token;
+    else (or when no such token is there) the answer's stripped text."""
+    number = isinstance(gold, (int, float)) and not isinstance(gold, bool)
+    if number or (isinstance(gold, str) and gold.strip() and not any(c.isspace() for c in gold.strip())):
+        for m in _HEARD.finditer(answer):
+            if not number:
+                return m.group(0)
+            if m.group("num") is not None:
+                value = float(m.group("num").replace(",", ""))
+                return int(value) if isinstance(gold, int) and value.is_integer() else value
+    return answer.strip()
+
+
+def _picked_row(rows: Any, fact_value: Any, gold: Any, answer: str) -> Any:
+    """From step N's result rows: the row whose fact column (the column holding ``fact_value`` in the row
+    holding ``gold``) the answer mentions, if exactly one; that row's value in ``gold``'s column. Else MISSING."""
+    items = rows.get("items") if isinstance(rows, dict) else rows
+    if not isinstance(items, list):
+        return _NONE
+    for row in items:
+        if not isinstance(row, dict):
+            continue
+        keys = [k for k, v in row.items() if v == gold]
+        cols = [k for k, v in row.items() if v == fact_value]
+        if keys and cols:
+            named = [r for r in items if isinstance(r, dict) and r.get(cols[0]) is not None
+                     and mentions_value(answer, r.get(cols[0]))]
+            return named[0].get(keys[0], _NONE) if len(named) == 1 else _NONE
+    return _NONE
+
+
+def listened_arguments(task: Task, plan: Sequence[Action], action: Action, messages: Sequence[Message]) -> dict[str, Any]:
+    """``action``'s arguments with every argument bound to a hidden fact taken from the user's answer (see
+    "Listening" in the module docstring). Arguments a corruption changed are left as they are."""
+    step = next((s for s in task.workflow if s.index == action.step), None)
+    args = dict(action.arguments)
+    if step is None:
+        return args
+    hidden = {f.name: f for f in task.user_context}
+    asks: dict[str, int] = {}
+    for i, a in enumerate(plan):
+        if a.kind == "ask" and len(a.facts) == 1:
+            asks.setdefault(a.facts[0].name, i)
+    for param, text in step.bindings.items():
+        try:
+            b = parse_binding(text)
+        except BindingError:
+            continue
+        if b.kind not in ("fact", "step_fact") or b.fact not in hidden:
+            continue
+        if param not in args or args[param] != step.arguments.get(param):
+            continue  # a corruption's change stays
+        answer = _answer_after(messages, asks.get(b.fact or ""))
+        if answer is None:
+            args.pop(param)
+            continue
+        gold_fact = hidden[b.fact or ""].value
+        if mentions_value(answer, gold_fact):
+            continue
+        value = _NONE
+        if b.kind == "step_fact" and b.step is not None:
+            call = next((i for i, a in enumerate(plan) if a.kind == "call" and a.step == b.step), None)
+            if call is not None:
+                value = _picked_row(_result_after(messages, call), gold_fact, args[param], answer)
+        args[param] = heard_value(answer, args[param]) if value is _NONE else value
+    return args
+
+
 class OracleBackend:
     """The offline teacher as an LLM backend (see the module docstring).
 
     :param corruption: one of :data:`CORRUPTIONS` (default ``none``).
     :param vary: vary harmlessly between episodes (seeded by the request's seed).
     :param mistakes: probability in [0, 1] that an episode plays one of :data:`MISTAKES` instead.
+    :param listen: take arguments bound to hidden facts from the user's answers instead of the task (see
+        "Listening" in the module docstring), so the reward depends on the user.
     :param model: accepted for symmetry with real backends; only used in the policy id.
     """
 
-    def __init__(self, corruption: str = "none", vary: bool = False, mistakes: float = 0.0, model: str = "") -> None:
+    def __init__(self, corruption: str = "none", vary: bool = False, mistakes: float = 0.0, model: str = "",
+                 listen: bool = False) -> None:
         if corruption not in CORRUPTIONS:
             raise ConfigError(f"unknown oracle corruption {corruption!r}; choose one of {list(CORRUPTIONS)}")
         if not 0.0 <= float(mistakes) <= 1.0:
@@ -309,7 +447,8 @@ class OracleBackend:
         self.corruption = corruption
         self.vary = bool(vary)
         self.mistakes = float(mistakes)
-        self.name = "oracle" if corruption == "none" else f"oracle:{corruption}"
+        self.listen = bool(listen)
+        self.name = ("oracle" if corruption == "none" else f"oracle:{corruption}") + ("+listen" if listen else "")
         self._plans: dict[tuple[str, int], list[Action]] = {}
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
@@ -331,7 +470,8 @@ class OracleBackend:
         position = sum(1 for m in request.messages if m.role == "assistant")
         action = plan[min(position, len(plan) - 1)]
         if action.kind == "call":
-            call = ToolCall(id=f"call_{position}", name=action.tool, arguments=action.arguments)
+            arguments = listened_arguments(task, plan, action, request.messages) if self.listen else action.arguments
+            call = ToolCall(id=f"call_{position}", name=action.tool, arguments=arguments)
             message = Message("assistant", None, (call,))
         else:
             message = Message("assistant", action.text)

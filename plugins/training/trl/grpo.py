@@ -128,6 +128,9 @@ def train_grpo(request: TrainRequest, config: Any, own: dict[str, Any], zv_filte
         "task_ids": task_ids,
         "scorer": env.scorer_name,
         "skipped_tasks": env.skipped,
+        # the episodes' environment: the run's user simulator (e.g. an llm user served by a trained user model)
+        # and the counters its components kept during training (stats.user.model_turns: user turns it wrote)
+        "environment": {"user": str(env.config.user), "tools": str(env.config.tools), "stats": env.runtime.stats()},
         "chat_template": template,
         "zero_variance": {"mode": zv_filter.mode, "max_resample": zv_filter.max_resample, **metrics.totals},
         "steps": int(trainer.state.global_step),

@@ -63,7 +63,8 @@ class LLMUserSimulator:
         self.leak_guard = bool(leak_guard)
         self.temperature = float(temperature)
         self.prompt, self.prompt_hash = load_prompt(_PKG, "user_sim.md")
-        #: Guard firings: empty_turn, premature_stop, tool_call_from_user, leaked_hidden_value, echo; turns, stops.
+        #: Guard firings: empty_turn, premature_stop, tool_call_from_user, leaked_hidden_value, echo; turns, stops;
+        #: model_turns (turns whose text the model wrote) and fallback_turns (every try failed a guard).
         self.stats: Counter[str] = Counter()
         self.llm: Any = None
         self.backend = str(backend)
@@ -163,7 +164,9 @@ class LLMUserSession:
                 continue
             if stop:
                 sim.stats["stops"] += 1
+            sim.stats["model_turns"] += 1
             return UserTurn(Message("user", text or "Thanks, that's all."), stop=stop)
+        sim.stats["fallback_turns"] += 1
         return UserTurn(Message("user", "Could you continue, please?"))
 
 
