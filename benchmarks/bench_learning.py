@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -92,6 +93,9 @@ def main() -> None:
     p.add_argument("--grpo-lr", type=float, default=1e-5)
     p.add_argument("--num-generations", type=int, default=4)
     p.add_argument("--grpo-batch", type=int, default=4, help="completions per step (a multiple of generations)")
+    p.add_argument("--grpo-micro-batch", type=int, default=0,
+                   help="completions per forward/backward pass (0 = --grpo-batch); the rest is gradient accumulation, "
+                        "so one optimizer step still covers --grpo-batch completions. Lower it when memory is short")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-turn-tokens", type=int, default=96)
     p.add_argument("--budget", type=int, default=512, help="completion tokens per episode (policy + environment)")
@@ -177,12 +181,21 @@ def train(args: argparse.Namespace, out: Path) -> None:
             path = out / "evals" / f"{label}@{env_name}.json"
             if path.exists():
                 continue
+            digest = weights_sha256(model_dir)
+            same = [json.loads(f.read_text(encoding="utf-8")) for f in (out / "evals").glob(f"*@{env_name}.json")]
+            same = [r for r in same if r.get("weights_sha256") == digest and "reused_from" not in r]
+            if same:  # greedy decoding of identical weights plays identical episodes: reuse, and say so
+                res = dict(same[0], policy=label, model=str(model_dir), reused_from=same[0]["policy"])
+                write_atomic(path, res)
+                print(f"[bench] {label}@{env_name}: weights identical to {same[0]['policy']}, its episodes reused",
+                      flush=True)
+                continue
             budget = args.budget
             with one_at_a_time(out, "eval"):
                 res = evaluate_policy(str(model_dir), env, ids, max_turn_tokens=args.max_turn_tokens, budget=budget,
                                       batch_size=args.eval_batch, bf16_autocast=bf16, success_mode=mode,
                                       transcripts=args.transcripts)
-            res.update(policy=label, env=env_name, model=str(model_dir))
+            res.update(policy=label, env=env_name, model=str(model_dir), weights_sha256=digest)
             write_atomic(path, res)
             print(f"[bench] {label}@{env_name}: {res['independent_successes']}/{res['finished']} "
                   f"(rubric reward {res['score_mean']}, {res['seconds']} s)", flush=True)
@@ -209,7 +222,8 @@ def train(args: argparse.Namespace, out: Path) -> None:
                 summary = GRPOAlgorithm().train(TrainRequest(
                     run_dir=str(train_run), model=str(sft_model), output_dir=str(sdir / "grpo"),
                     options={"max_steps": args.grpo_steps, "learning_rate": args.grpo_lr, "bf16": bf16,
-                             "num_generations": args.num_generations, "per_device_train_batch_size": args.grpo_batch,
+                             "num_generations": args.num_generations,
+                             **_micro_batching(args.grpo_batch, args.grpo_micro_batch),
                              "max_completion_length": args.budget, "max_turn_tokens": args.max_turn_tokens,
                              "max_turns": args.max_turns, "temperature": args.temperature, "seed": seed,
                              "zero_variance": args.zero_variance, "max_resample": args.max_resample}))
@@ -218,6 +232,25 @@ def train(args: argparse.Namespace, out: Path) -> None:
             write_atomic(sdir / "grpo.json", summary)
         evaluate(f"grpo-s{seed}", sdir / "grpo" / "model")
     _ = train_env  # the environment GRPO trains in is rebuilt by the algorithm from the run directory
+
+
+def _micro_batching(batch: int, micro: int) -> dict[str, int]:
+    """GRPOConfig fields for ``batch`` completions per optimizer step, ``micro`` per forward/backward pass."""
+    if micro <= 0 or micro >= batch:
+        return {"per_device_train_batch_size": batch}
+    if batch % micro:
+        raise SystemExit(f"--grpo-batch {batch} is not a multiple of --grpo-micro-batch {micro}")
+    return {"per_device_train_batch_size": micro, "gradient_accumulation_steps": batch // micro}
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """sha256 over a model directory's weight files (safetensors), in name order."""
+    h = hashlib.sha256()
+    for f in sorted(model_dir.glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def _rate(k: int, n: int) -> dict[str, Any]:
