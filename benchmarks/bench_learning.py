@@ -82,6 +82,10 @@ def main() -> None:
                    help="tools offered per task: the gold tools plus random others, shuffled (0 = the domain's all)")
     p.add_argument("--train-tasks", type=int, default=56)
     p.add_argument("--eval-tasks", type=int, default=16)
+    p.add_argument("--seen-tasks", type=int, default=0,
+                   help="also evaluate on new tasks of the training domains (seed --seen-seed, no content shared with "
+                        "training): tells 'did not learn' from 'did not transfer' (0 = skip)")
+    p.add_argument("--seen-seed", type=int, default=3)
     p.add_argument("--bfcl-tasks", type=int, default=8, help="multi_turn_base entries, in file order (0 = skip)")
     p.add_argument("--train-seed", type=int, default=1, help="seed of the training tasks")
     p.add_argument("--eval-seed", type=int, default=2, help="seed of the held-out tasks")
@@ -145,6 +149,14 @@ def train(args: argparse.Namespace, out: Path) -> None:
         write_atomic(split, {"train_run": str(train_run), "heldout_run": str(heldout_run),
                              "train_domains": train_domains, "heldout_domain": args.heldout_domain, "check": report})
     envs["heldout"] = (heldout_env, sorted(heldout_env.tasks), "state")
+    if args.seen_tasks:
+        seen_run = synth(out, "seen", ["--tasks", str(args.seen_tasks), "--seed", str(args.seen_seed), *tools,
+                                       "--set", f"plugins.offline-domains.domains={json.dumps(train_domains)}"])
+        seen_env = RunEnvironment(seen_run, max_turns=args.max_turns)
+        if not (out / "split-seen.json").exists():  # same domains, but no task content in common with training
+            write_atomic(out / "split-seen.json", check_heldout(list(train_env.tasks.values()),
+                                                                list(seen_env.tasks.values()), "content"))
+        envs["seen"] = (seen_env, sorted(seen_env.tasks), "state")
     if args.bfcl_tasks:
         bfcl_run = synth(out, "bfcl", [*BFCL_SET, "--set", f"tasks={args.bfcl_tasks}"])
         bfcl_env = RunEnvironment(bfcl_run, max_turns=args.bfcl_max_turns)
