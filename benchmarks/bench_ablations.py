@@ -12,6 +12,9 @@
     Reported: the mean across tasks of the variance across a task's rollouts of the reward (tasks the rubric
     stage kept) and of the outcome (1 when the rollout's last tool call succeeded, else 0: defined for every
     rollout), and the share of repeated calls (same task, tool and arguments) whose responses differed.
+    A teacher-written task seeds the store with its workflow's responses, so a third arm,
+    ``store_unseeded`` (``persona-fuzzy-unseeded``: the responses removed), keeps the store but simulates
+    every call: the store's first-answer-wins consistency alone. (``forgetful`` loses the seed too.)
 (b) **Fuzzy rewrite.** The same tasks with the underspecified instruction (the persona-fuzzy default) and with
     the full instruction (``persona-fuzzy-plain``: the rewrite undone). Reported: the share of rollouts in
     which the agent asks the user something, and asks per rollout.
@@ -99,6 +102,34 @@ def _plain_generator() -> Any:
     return PlainPersonaGenerator
 
 
+def _unseeded(task: Any) -> Any:
+    """The task without its workflow's expected responses: nothing seeds the mapping store, so the tool
+    simulator answers every call and the store only keeps the first answer (the mechanism alone)."""
+    if task is None:
+        return None
+    return attrs.evolve(task, workflow=tuple(attrs.evolve(st, response=None) for st in task.workflow))
+
+
+def _unseeded_generator() -> Any:
+    from synthagent.plugins.generators.persona_fuzzy import PersonaFuzzyGenerator
+
+    class UnseededPersonaGenerator(PersonaFuzzyGenerator):  # type: ignore[misc,valid-type]
+        """persona-fuzzy whose tasks carry no expected responses (the world is not seeded)."""
+
+        name = "persona-fuzzy-unseeded"
+
+        async def generate(self, ctx: Any) -> Any:
+            """The parent's tasks without responses."""
+            async for task in super().generate(ctx):
+                yield _unseeded(task)
+
+        async def synthesize(self, *args: Any, **kwargs: Any) -> Any:
+            """The parent's task of one slot without responses."""
+            return _unseeded(await super().synthesize(*args, **kwargs))
+
+    return UnseededPersonaGenerator
+
+
 @hookimpl
 def synth_register_mapping_stores(register: Any) -> None:
     """Register the ``forgetful`` store (ablation arm)."""
@@ -109,6 +140,7 @@ def synth_register_mapping_stores(register: Any) -> None:
 def synth_register_task_generators(register: Any) -> None:
     """Register ``persona-fuzzy-plain`` (ablation arm)."""
     register("persona-fuzzy-plain", _plain_generator(), description="persona-fuzzy without the fuzzy rewrite")
+    register("persona-fuzzy-unseeded", _unseeded_generator(), description="persona-fuzzy without seeded responses")
 
 
 # -- the built-in sampling teacher ----------------------------------------------------------------------------
@@ -321,7 +353,7 @@ def main() -> None:
     parser.add_argument("--roles-a", default="tools", help="roles --sim-url plays in the mapping-store arms")
     parser.add_argument("--roles-b", default="agent,user,tools", help="roles --sim-url plays in the fuzzy arms")
     parser.add_argument("--sim-option", action="append", default=[], help="KEY=VALUE of the roles' openai backends")
-    parser.add_argument("--arms", default="a,b", help="a (mapping store), b (fuzzy rewrite) or both")
+    parser.add_argument("--arms", default="a,b", help="a (mapping store), b (fuzzy rewrite), both, or arm names")
     parser.add_argument("--set", action="append", default=[], dest="sets", help="extra config, as synth run --set")
     parser.add_argument("--out", default="")
     parser.add_argument("--json", default="")
@@ -333,8 +365,10 @@ def main() -> None:
     arms = [(name, group, sets) for name, group, sets in (
         ("store", "a", ["generator=persona-fuzzy", "mapping=sqlite"]),
         ("no_store", "a", ["generator=persona-fuzzy", "mapping=forgetful"]),
+        ("store_unseeded", "a", ["generator=persona-fuzzy-unseeded", "mapping=sqlite"]),
         ("fuzzy", "b", ["generator=persona-fuzzy", "mapping=sqlite"]),
-        ("no_fuzzy", "b", ["generator=persona-fuzzy-plain", "mapping=sqlite"])) if group in args.arms.split(",")]
+        ("no_fuzzy", "b", ["generator=persona-fuzzy-plain", "mapping=sqlite"]))
+        if group in args.arms.split(",") or name in args.arms.split(",")]
     forward = {"agent": False}  # whether the current arm's agent is the real server
 
     def run_all(base_url: str) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ def test_sim_url_plays_the_chosen_roles(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     arms = {a["arm"]: a for a in report["arms"]}
-    assert set(arms) == {"store", "no_store", "fuzzy", "no_fuzzy"}
+    assert set(arms) == {"store", "no_store", "store_unseeded", "fuzzy", "no_fuzzy"}
     assert arms["store"]["roles"] == ["tools"] and arms["fuzzy"]["roles"] == ["agent", "user", "tools"]
     assert all(a["rollouts"] == 2 for a in arms.values())
     # the forgetful store sends every tool call to the tool simulator's own server; the fuzzy arms send the
