@@ -260,7 +260,12 @@ def forwarding(reply: Any, url: str, model: str, timeout_s: float = 900.0) -> An
     def route(body: dict[str, Any]) -> Any:
         if not is_agent_request(body):
             return reply(body)
-        request = urllib.request.Request(f"{url.rstrip('/')}/chat/completions", json.dumps({**body, "model": model}).encode(),
+        # llama-cpp-python's server (0.3.36) refuses an assistant message whose content is null (OpenAI's form
+        # for a message that only calls tools) with HTTP 500: send it an empty string
+        messages = [{**m, "content": ""} if m.get("role") == "assistant" and m.get("content") is None else m
+                    for m in body.get("messages") or []]
+        request = urllib.request.Request(f"{url.rstrip('/')}/chat/completions",
+                                         json.dumps({**body, "model": model, "messages": messages}).encode(),
                                          {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - the user's own server
             return response.read()
@@ -296,10 +301,16 @@ def run_arm(name: str, base_url: str, model: str, out: Path, tasks: int, samples
     pipeline.open_store(out / name, resume=False)
     t0 = time.perf_counter()
     summary = asyncio.run(pipeline.run())
-    wall = time.perf_counter() - t0
-    trajectories = {t["id"]: t for t in _read(out / name / "trajectories.jsonl")}
+    return measure(out / name, name, time.perf_counter() - t0, summary)
+
+
+def measure(run_dir: Path, name: str, wall: float | None = None, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The per-arm measurements from a run directory (also a partial one: ``--measure DIR``)."""
+    if summary is None:
+        summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    trajectories = {t["id"]: t for t in _read(run_dir / "trajectories.jsonl")}
     by_task: dict[str, list[float]] = defaultdict(list)
-    for s in _read(out / name / "scores.jsonl"):
+    for s in _read(run_dir / "scores.jsonl"):
         if s.get("total") is not None and s["trajectory_id"] in trajectories:
             by_task[trajectories[s["trajectory_id"]]["task_id"]].append(float(s["total"]))
     variances = [statistics.pvariance(v) for v in by_task.values() if len(v) >= 2]
@@ -327,7 +338,7 @@ def run_arm(name: str, base_url: str, model: str, out: Path, tasks: int, samples
         asked += n > 0
     repeated = [v for v in seen.values()]
     return {
-        "arm": name, "wall_s": round(wall, 1), "tasks": len(outcome), "tasks_scored": len(by_task),
+        "arm": name, "wall_s": round(wall, 1) if wall is not None else None, "tasks": len(outcome), "tasks_scored": len(by_task),
         "rollouts": len(trajectories),
         "outcome_mean": round(statistics.fmean([x for v in outcome.values() for x in v]), 3) if outcome else None,
         "outcome_variance_mean": round(statistics.fmean(outcome_var), 4) if outcome_var else None,
@@ -357,7 +368,11 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="sets", help="extra config, as synth run --set")
     parser.add_argument("--out", default="")
     parser.add_argument("--json", default="")
+    parser.add_argument("--measure", default="", help="only print the measurements of this run directory")
     args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(Path(args.measure), Path(args.measure).name), indent=2))
+        return
     out = Path(args.out or tempfile.mkdtemp(prefix="ablations-"))
     roles = {"a": [r for r in args.roles_a.split(",") if r] if args.sim_url else [],
              "b": [r for r in args.roles_b.split(",") if r] if args.sim_url else []}
