@@ -47,3 +47,6 @@ def test_sim_url_plays_the_chosen_roles(tmp_path: Path) -> None:
     assert kinds["tool_sim"] >= 2 and kinds["agent"] >= 4 and kinds["user_sim"] >= 1, kinds
     assert not {"toolset", "task", "fuzzy"} & set(kinds), kinds
     assert all(b["model"] == "small" and "response_format" not in b for b in sim.requests)
+    # forwarded agent turns that only called tools carry "" (llama-cpp-python's server refuses null content)
+    turns = [m for b in sim.requests if b.get("tools") for m in b["messages"] if m["role"] == "assistant"]
+    assert turns and all(m["content"] is not None for m in turns)
