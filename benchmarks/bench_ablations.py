@@ -3,6 +3,8 @@
     python benchmarks/bench_ablations.py                      # the built-in sampling teacher on loopback
     python benchmarks/bench_ablations.py --teacher pkg.mod:make_reply   # another scripted teacher
     python benchmarks/bench_ablations.py --base-url http://127.0.0.1:8080/v1 --model smollm2  # a real server
+    python benchmarks/bench_ablations.py --teacher synthagent.plugins.backends.scripted_teacher:ScriptedTeacher \
+        --sim-url http://127.0.0.1:8080/v1 --sim-model smollm2    # scripted tasks, a real model in the roles
 
 (a) **Mapping store.** The same tasks are rolled out ``--samples`` times each, with the run's mapping store
     (``sqlite``: the first response written for a call is the response every rollout gets) and with
@@ -10,6 +12,9 @@
     Reported: the mean across tasks of the variance across a task's rollouts of the reward (tasks the rubric
     stage kept) and of the outcome (1 when the rollout's last tool call succeeded, else 0: defined for every
     rollout), and the share of repeated calls (same task, tool and arguments) whose responses differed.
+    A teacher-written task seeds the store with its workflow's responses, so a third arm,
+    ``store_unseeded`` (``persona-fuzzy-unseeded``: the responses removed), keeps the store but simulates
+    every call: the store's first-answer-wins consistency alone. (``forgetful`` loses the seed too.)
 (b) **Fuzzy rewrite.** The same tasks with the underspecified instruction (the persona-fuzzy default) and with
     the full instruction (``persona-fuzzy-plain``: the rewrite undone). Reported: the share of rollouts in
     which the agent asks the user something, and asks per rollout.
@@ -19,6 +24,14 @@ simulators). The built-in teacher is a *sampling* teacher: it answers a tool cal
 only half the time (as a teacher at temperature > 0 does), and its agent asks the user for a value the
 instruction does not give. ``--teacher MODULE:FACTORY`` swaps in another scripted teacher (a factory that
 returns ``reply(body) -> str | dict`` for :class:`~synthagent.core.testing.ScriptedOpenAIServer`).
+
+**A real model in chosen roles** (``--sim-url``, ``--sim-model``): a small model writes few usable tasks, so
+the tasks can come from the scripted teacher while the real server plays the roles each ablation is about:
+``--roles-a`` (default ``tools``: the tool simulator's own backend, ``plugins.llm.tools.backend``) in the
+mapping-store arms and ``--roles-b`` (default ``agent,user,tools``) in the fuzzy-rewrite arms. ``user`` is the
+llm user's own backend (``plugins.llm.user.backend``); ``agent`` forwards the agent's requests (those with
+tools and no prompt marker, rollouts and demonstrations) from the scripted server to the real one.
+``--sim-option KEY=VALUE`` sets an option of the roles' ``openai`` backends (e.g. ``structured_outputs=none``).
 Prints a JSON report (``--json PATH`` also writes it).
 """
 
@@ -60,7 +73,13 @@ class ForgetfulMappingStore:
 
 
 def _plain(task: Any) -> Any:
-    return attrs.evolve(task, instruction=task.full_instruction) if task is not None else None
+    """The task with its full instruction; the facts the rewrite hid are in it now, so they move from
+    ``user_context`` (hidden) to ``visible_facts`` (otherwise the task check drops the task: a hidden value
+    shows in the instruction)."""
+    if task is None:
+        return None
+    return attrs.evolve(task, instruction=task.full_instruction, user_context=(),
+                        visible_facts=(*task.visible_facts, *task.user_context))
 
 
 def _plain_generator() -> Any:
@@ -83,6 +102,34 @@ def _plain_generator() -> Any:
     return PlainPersonaGenerator
 
 
+def _unseeded(task: Any) -> Any:
+    """The task without its workflow's expected responses: nothing seeds the mapping store, so the tool
+    simulator answers every call and the store only keeps the first answer (the mechanism alone)."""
+    if task is None:
+        return None
+    return attrs.evolve(task, workflow=tuple(attrs.evolve(st, response=None) for st in task.workflow))
+
+
+def _unseeded_generator() -> Any:
+    from synthagent.plugins.generators.persona_fuzzy import PersonaFuzzyGenerator
+
+    class UnseededPersonaGenerator(PersonaFuzzyGenerator):  # type: ignore[misc,valid-type]
+        """persona-fuzzy whose tasks carry no expected responses (the world is not seeded)."""
+
+        name = "persona-fuzzy-unseeded"
+
+        async def generate(self, ctx: Any) -> Any:
+            """The parent's tasks without responses."""
+            async for task in super().generate(ctx):
+                yield _unseeded(task)
+
+        async def synthesize(self, *args: Any, **kwargs: Any) -> Any:
+            """The parent's task of one slot without responses."""
+            return _unseeded(await super().synthesize(*args, **kwargs))
+
+    return UnseededPersonaGenerator
+
+
 @hookimpl
 def synth_register_mapping_stores(register: Any) -> None:
     """Register the ``forgetful`` store (ablation arm)."""
@@ -93,6 +140,7 @@ def synth_register_mapping_stores(register: Any) -> None:
 def synth_register_task_generators(register: Any) -> None:
     """Register ``persona-fuzzy-plain`` (ablation arm)."""
     register("persona-fuzzy-plain", _plain_generator(), description="persona-fuzzy without the fuzzy rewrite")
+    register("persona-fuzzy-unseeded", _unseeded_generator(), description="persona-fuzzy without seeded responses")
 
 
 # -- the built-in sampling teacher ----------------------------------------------------------------------------
@@ -175,6 +223,64 @@ def sampling_teacher(consistency: float = 0.5, seed: int = 0) -> Any:
     return reply
 
 
+# -- a real model in chosen roles ------------------------------------------------------------------------------
+
+ROLES = ("tools", "user", "agent")
+_MARKER = re.compile(r"\[synthagent:prompt=([a-z_]+)\]")
+
+
+def _toml(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) \
+        else str(value).lower() if isinstance(value, bool) else json.dumps(str(value))
+
+
+def role_sets(roles: list[str], url: str, model: str, options: dict[str, Any]) -> list[str]:
+    """``--set`` items that give the ``tools`` and ``user`` roles an ``openai`` backend of their own at
+    ``url`` (``agent`` is routed by :func:`forwarding` instead)."""
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise SystemExit(f"unknown role(s) {unknown}; choose from {list(ROLES)}")
+    table = "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in {"base_url": url, "model": model, **options}.items()) + "}"
+    return [item for role in ("tools", "user") if role in roles
+            for item in (f"plugins.llm.{role}.backend=openai", f"plugins.llm.{role}.backend_options={table}")]
+
+
+def is_agent_request(body: dict[str, Any]) -> bool:
+    """The agent's requests offer tools and carry no prompt marker (rollouts and demonstrations alike)."""
+    messages = body.get("messages") or []
+    first = str((messages[0] or {}).get("content") or "") if messages else ""
+    return bool(body.get("tools")) and not _MARKER.search(first)
+
+
+def forwarding(reply: Any, url: str, model: str, timeout_s: float = 900.0) -> Any:
+    """A scripted server's ``reply`` that forwards the agent's requests to the server at ``url`` (as ``model``)
+    and returns its response body as is; every other request is ``reply``'s."""
+    import urllib.request
+
+    def route(body: dict[str, Any]) -> Any:
+        if not is_agent_request(body):
+            return reply(body)
+        # llama-cpp-python's server (0.3.36) refuses an assistant message whose content is null (OpenAI's form
+        # for a message that only calls tools) with HTTP 500: send it an empty string
+        messages = [{**m, "content": ""} if m.get("role") == "assistant" and m.get("content") is None else m
+                    for m in body.get("messages") or []]
+        request = urllib.request.Request(f"{url.rstrip('/')}/chat/completions",
+                                         json.dumps({**body, "model": model, "messages": messages}).encode(),
+                                         {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - the user's own server
+            return response.read()
+
+    return route
+
+
+def _option(item: str) -> tuple[str, Any]:
+    key, _, value = item.partition("=")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
 # -- running the arms -----------------------------------------------------------------------------------------
 
 def _read(path: Path) -> list[dict[str, Any]]:
@@ -195,10 +301,16 @@ def run_arm(name: str, base_url: str, model: str, out: Path, tasks: int, samples
     pipeline.open_store(out / name, resume=False)
     t0 = time.perf_counter()
     summary = asyncio.run(pipeline.run())
-    wall = time.perf_counter() - t0
-    trajectories = {t["id"]: t for t in _read(out / name / "trajectories.jsonl")}
+    return measure(out / name, name, time.perf_counter() - t0, summary)
+
+
+def measure(run_dir: Path, name: str, wall: float | None = None, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The per-arm measurements from a run directory (also a partial one: ``--measure DIR``)."""
+    if summary is None:
+        summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    trajectories = {t["id"]: t for t in _read(run_dir / "trajectories.jsonl")}
     by_task: dict[str, list[float]] = defaultdict(list)
-    for s in _read(out / name / "scores.jsonl"):
+    for s in _read(run_dir / "scores.jsonl"):
         if s.get("total") is not None and s["trajectory_id"] in trajectories:
             by_task[trajectories[s["trajectory_id"]]["task_id"]].append(float(s["total"]))
     variances = [statistics.pvariance(v) for v in by_task.values() if len(v) >= 2]
@@ -226,7 +338,7 @@ def run_arm(name: str, base_url: str, model: str, out: Path, tasks: int, samples
         asked += n > 0
     repeated = [v for v in seen.values()]
     return {
-        "arm": name, "wall_s": round(wall, 1), "tasks": len(outcome), "tasks_scored": len(by_task),
+        "arm": name, "wall_s": round(wall, 1) if wall is not None else None, "tasks": len(outcome), "tasks_scored": len(by_task),
         "rollouts": len(trajectories),
         "outcome_mean": round(statistics.fmean([x for v in outcome.values() for x in v]), 3) if outcome else None,
         "outcome_variance_mean": round(statistics.fmean(outcome_var), 4) if outcome_var else None,
@@ -247,23 +359,44 @@ def main() -> None:
     parser.add_argument("--teacher", default="", help="MODULE:FACTORY of a scripted teacher (default: built-in)")
     parser.add_argument("--base-url", default="", help="a real OpenAI-compatible server instead of a scripted one")
     parser.add_argument("--model", default="scripted")
+    parser.add_argument("--sim-url", default="", help="a real server for the roles below (tasks stay scripted)")
+    parser.add_argument("--sim-model", default="smollm2")
+    parser.add_argument("--roles-a", default="tools", help="roles --sim-url plays in the mapping-store arms")
+    parser.add_argument("--roles-b", default="agent,user,tools", help="roles --sim-url plays in the fuzzy arms")
+    parser.add_argument("--sim-option", action="append", default=[], help="KEY=VALUE of the roles' openai backends")
+    parser.add_argument("--arms", default="a,b", help="a (mapping store), b (fuzzy rewrite), both, or arm names")
     parser.add_argument("--set", action="append", default=[], dest="sets", help="extra config, as synth run --set")
     parser.add_argument("--out", default="")
     parser.add_argument("--json", default="")
+    parser.add_argument("--measure", default="", help="only print the measurements of this run directory")
     args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(Path(args.measure), Path(args.measure).name), indent=2))
+        return
     out = Path(args.out or tempfile.mkdtemp(prefix="ablations-"))
-    arms = [("store", ["generator=persona-fuzzy", "mapping=sqlite"]),
-            ("no_store", ["generator=persona-fuzzy", "mapping=forgetful"]),
-            ("fuzzy", ["generator=persona-fuzzy", "mapping=sqlite"]),
-            ("no_fuzzy", ["generator=persona-fuzzy-plain", "mapping=sqlite"])]
+    roles = {"a": [r for r in args.roles_a.split(",") if r] if args.sim_url else [],
+             "b": [r for r in args.roles_b.split(",") if r] if args.sim_url else []}
+    options = {"timeout_s": 900, **dict(_option(o) for o in args.sim_option)}
+    arms = [(name, group, sets) for name, group, sets in (
+        ("store", "a", ["generator=persona-fuzzy", "mapping=sqlite"]),
+        ("no_store", "a", ["generator=persona-fuzzy", "mapping=forgetful"]),
+        ("store_unseeded", "a", ["generator=persona-fuzzy-unseeded", "mapping=sqlite"]),
+        ("fuzzy", "b", ["generator=persona-fuzzy", "mapping=sqlite"]),
+        ("no_fuzzy", "b", ["generator=persona-fuzzy-plain", "mapping=sqlite"]))
+        if group in args.arms.split(",") or name in args.arms.split(",")]
+    forward = {"agent": False}  # whether the current arm's agent is the real server
 
     def run_all(base_url: str) -> list[dict[str, Any]]:
-        results = []
-        for name, sets in arms:
-            if name == "fuzzy":  # the same run as "store": reuse it
-                results.append({**results[0], "arm": "fuzzy"})
+        results: list[dict[str, Any]] = []
+        for name, group, sets in arms:
+            store = next((r for r in results if r["arm"] == "store"), None)
+            if name == "fuzzy" and store is not None and roles["a"] == roles["b"]:  # the same run as "store": reuse it
+                results.append({**store, "arm": "fuzzy"})
                 continue
-            results.append(run_arm(name, base_url, args.model, out, args.tasks, args.samples, sets + args.sets))
+            forward["agent"] = "agent" in roles[group]
+            extra = sets + role_sets(roles[group], args.sim_url, args.sim_model, options) + args.sets
+            results.append({**run_arm(name, base_url, args.model, out, args.tasks, args.samples, extra),
+                            "roles": roles[group]})
             print(json.dumps(results[-1]), file=sys.stderr)
         return results
 
@@ -278,10 +411,16 @@ def main() -> None:
             reply = getattr(importlib.import_module(module), attr)()
         else:
             reply = sampling_teacher()
+        if args.sim_url:
+            routed = forwarding(reply, args.sim_url, args.sim_model, float(options["timeout_s"]))
+            scripted = reply
+            reply = lambda body: (routed if forward["agent"] else scripted)(body)  # noqa: E731
         with ScriptedOpenAIServer(reply) as server:
             results = run_all(server.base_url)
         teacher = args.teacher or "built-in sampling teacher"
-    report = {"teacher": teacher, "tasks": args.tasks, "samples": args.samples, "arms": results}
+    report = {"teacher": teacher, "sim_url": args.sim_url, "sim_model": args.sim_model if args.sim_url else None,
+              "sim_options": options if args.sim_url else None, "tasks": args.tasks, "samples": args.samples,
+              "sets": args.sets, "arms": results}
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -229,6 +229,44 @@ def test_near_duplicate_matching_goes_through_the_store(tmp_path: Path) -> None:
     assert first.content == second.content and sim2.stats["equivalent_hits"] == 1
 
 
+def test_the_tool_simulator_can_use_a_backend_of_its_own(tmp_path: Path) -> None:
+    """``plugins.llm.tools.backend``: a call outside the seed goes to the simulator's own server (e.g. a small
+    model), while the run's teacher writes the task; both over loopback HTTP."""
+    from synthagent.core.config import load_config
+    from synthagent.core.registry import load_plugins
+    from synthagent.core.runtime import build_components
+    from synthagent.plugins.mapping.sqlite import SQLiteMappingStore
+
+    teacher = ScriptedTeacher()
+    with ScriptedOpenAIServer(teacher) as server, \
+            ScriptedOpenAIServer(lambda body: json.dumps({"answered_by": "own backend"})) as own:
+        config = load_config(None, ["tools=llm", "llm.backend=openai", "llm.model=teacher",
+                                    f"llm.base_url={server.base_url}", "plugins.llm.tools.backend=openai",
+                                    f'plugins.llm.tools.backend_options={{base_url = "{own.base_url}", '
+                                    'model = "small", structured_outputs = "none"}'])
+        sim = build_components(config, load_plugins()).tools
+        assert sim.backend == "openai" and sim.backend_options["model"] == "small"
+        llm = OpenAIBackend(model="teacher", base_url=server.base_url)
+
+        async def go() -> Any:
+            task = [t async for t in PersonaFuzzyGenerator(concurrency=1).generate(
+                GenerationContext(count=1, seed=0, llm=llm))][0]
+            store = SQLiteMappingStore(path=str(tmp_path / "m.sqlite"))
+            sim.setup(RunContext(llm=llm, mapping=store, run_dir=str(tmp_path), seed=0))
+            session = await sim.start(task, 0)
+            spec = task.workflow[0]
+            seeded = await session.call(ToolCall("a", spec.tool, dict(spec.arguments)))
+            outside = await session.call(ToolCall("b", spec.tool, {k: "not-in-the-seed" for k in spec.arguments}))
+            return seeded, outside
+
+        seeded, outside = asyncio.run(go())
+        teacher_kinds = " ".join(str(b["messages"][0]["content"])[:200] for b in server.requests)
+    assert outside.content == {"answered_by": "own backend"} and seeded.content != outside.content
+    assert len(own.requests) == 1 and own.requests[0]["model"] == "small"
+    assert "response_format" not in own.requests[0]  # the own backend's options apply (structured_outputs)
+    assert "prompt=tool_sim" not in teacher_kinds  # the teacher only wrote the task
+
+
 # -- the LLM user's leak guard ------------------------------------------------------------------------------
 def test_the_leak_guard_counts_and_repairs_an_unasked_hidden_value() -> None:
     from synthagent.plugins.simulators.users.llm import LLMUserSimulator

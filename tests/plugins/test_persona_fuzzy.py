@@ -217,3 +217,30 @@ def test_generation_spreads_over_worker_processes(personas: Path, tmp_path: Path
     assert manifest["stages"]["simulate"]["engine"]["rollouts"] == 5
     tasks = [json.loads(line) for line in (tmp_path / "pf" / "tasks.jsonl").read_text().splitlines()]
     assert len({t["id"] for t in tasks}) == 5 and all(t["provenance"]["generator"] == "persona-fuzzy" for t in tasks)
+
+
+def test_the_toolset_schema_asks_for_what_the_check_needs() -> None:
+    """Under structured outputs the grammar is the schema: it admits the scripted teacher's toolsets and
+    refuses the shapes SmolLM2-135M wrote under the old, looser schema (valid JSON the check then dropped:
+    one tool, ``parameters.type = "jsonp"``, a dotted name); the tool count follows tools_min/tools_max."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from synthagent.plugins.backends.scripted_teacher import WORLDS
+
+    gen = PersonaFuzzyGenerator(tools_min=3, tools_max=5)
+    schema = gen._params("toolset")["json_schema"]["schema"]
+    assert schema["properties"]["tools"]["minItems"] == 3 and schema["properties"]["tools"]["maxItems"] == 5
+    for world in WORLDS.values():
+        jsonschema.validate({"domain": world["domain"], "tools": world["tools"][:5]}, schema)
+    good = {"name": "find_order", "description": "Find an order.",
+            "parameters": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}}
+    smol = [  # each one change away from a valid toolset, as SmolLM2 wrote them
+        {"domain": "d", "tools": [good]},
+        {"domain": "d", "tools": [good, good, {**good, "parameters": {"type": "jsonp", "properties": {}}}]},
+        {"domain": "d", "tools": [good, good, {**good, "name": "example.com"}]},
+        {"domain": "d", "tools": [good, good, {**good, "parameters": {"type": "object", "properties": {"x": "int"}}}]},
+        {"domain": "d", "tools": [good, good, {**good, "description": ""}]},
+    ]
+    for value in smol:
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(value, schema)
+    jsonschema.validate({"domain": "d", "tools": [good, good, good]}, schema)

@@ -29,7 +29,7 @@ from synthagent.core.hookspecs import hookimpl
 from synthagent.core.models import Effect, Fact, Message, Persona, Provenance, Task, ToolSpec, WorkflowStep, stable_id
 from synthagent.core.protocols import GenerationContext, RunContext
 from synthagent.core.teacher import TeacherUnavailable, ask_json, load_prompt, render
-from synthagent.core.toolschema import argument_problems, schema_problems
+from synthagent.core.toolschema import JSON_TYPES, argument_problems, schema_problems
 
 __all__ = ["PersonaFuzzyGenerator", "load_personas"]
 
@@ -90,13 +90,24 @@ class _GapDrop(Exception):
 
 _EFFECTS = ("read", "create", "update", "delete")
 _OBJ = {"type": "object"}
-#: JSON schemas of the three teacher steps (sent as ``params["json_schema"]`` for structured outputs).
+#: A tool's ``parameters`` as the toolset check wants it (``schema_problems``): an object schema whose
+#: properties each have a JSON type. Under a grammar (structured outputs) a small model can write no other.
+_PARAMETERS = {"type": "object", "required": ["type", "properties"], "properties": {
+    "type": {"type": "string", "enum": ["object"]},
+    "properties": {"type": "object", "additionalProperties": {
+        "type": "object", "required": ["type"], "properties": {"type": {"type": "string", "enum": sorted(JSON_TYPES)},
+                                                               "description": {"type": "string"}}}},
+    "required": {"type": "array", "items": {"type": "string"}}}}
+#: JSON schemas of the three teacher steps (sent as ``params["json_schema"]`` for structured outputs). The
+#: toolset's says what its check needs: snake_case names, a description, object ``parameters``; the number of
+#: tools (``minItems``/``maxItems``) is added per generator from ``tools_min``/``tools_max``.
 SCHEMAS: dict[str, dict[str, Any]] = {
     "toolset": {"type": "object", "required": ["domain", "tools"], "properties": {
         "domain": {"type": "string"},
         "tools": {"type": "array", "items": {"type": "object", "required": ["name", "description", "parameters"],
-                                             "properties": {"name": {"type": "string"}, "description": {"type": "string"},
-                                                            "parameters": _OBJ, "returns": _OBJ,
+                                             "properties": {"name": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+                                                            "description": {"type": "string", "minLength": 1},
+                                                            "parameters": _PARAMETERS, "returns": _OBJ,
                                                             "effect": {"type": "string", "enum": list(_EFFECTS)}}}}}},
     "task": {"type": "object", "required": ["full_instruction", "workflow"], "properties": {
         "full_instruction": {"type": "string"},
@@ -272,7 +283,11 @@ class PersonaFuzzyGenerator:
 
     def _params(self, step: str) -> dict[str, Any]:
         """Sampling parameters plus the step's JSON schema (for backends with structured outputs)."""
-        return {**self.params, "json_schema": {"name": f"persona_fuzzy_{step}", "schema": SCHEMAS[step]}}
+        schema = SCHEMAS[step]
+        if step == "toolset":  # as many tools as the check accepts
+            tools = {**schema["properties"]["tools"], "minItems": self.tools_min, "maxItems": self.tools_max}
+            schema = {**schema, "properties": {**schema["properties"], "tools": tools}}
+        return {**self.params, "json_schema": {"name": f"persona_fuzzy_{step}", "schema": schema}}
 
     async def _toolset(self, llm: Any, persona: Persona, rng: random.Random, seed: int
                        ) -> tuple[str, list[ToolSpec]] | None:

@@ -43,11 +43,16 @@ class LLMToolSimulator:
         tool is judged by the teacher and reuses the earlier response when equivalent).
     :param history: how many earlier calls of the task to show the teacher.
     :param temperature: sampling temperature of the simulation calls.
+    :param backend: an LLM backend of its own for the simulation and equivalence calls (e.g. ``openai`` with
+        ``backend_options = {base_url = ..., model = ...}``: a small model answers the tool calls while the run's
+        teacher writes the tasks and plays the agent); empty (default): the run's teacher.
+    :param backend_options: the options of ``backend``.
     """
 
     name = "llm"
 
-    def __init__(self, equivalence: str = "off", history: int = 12, temperature: float = 0.0) -> None:
+    def __init__(self, equivalence: str = "off", history: int = 12, temperature: float = 0.0, backend: str = "",
+                 backend_options: dict[str, Any] | None = None) -> None:
         if equivalence not in ("off", "teacher"):
             raise ConfigError(f"llm tools: equivalence must be 'off' or 'teacher', got {equivalence!r}")
         self.equivalence = equivalence
@@ -61,10 +66,18 @@ class LLMToolSimulator:
         self.llm: Any = None
         self.mapping: Any = None
         self.index_limit = 64
+        self.backend = str(backend)
+        self.backend_options = dict(backend_options or {})
 
     def setup(self, ctx: RunContext) -> None:
-        """Take the run's teacher backend and mapping store."""
-        self.llm, self.mapping = ctx.llm, ctx.mapping
+        """Take the run's mapping store, and its teacher backend or the ``backend`` option's own."""
+        self.mapping = ctx.mapping
+        if self.backend:
+            from synthagent.core.registry import load_plugins
+
+            self.llm = load_plugins().registry("llm").get(self.backend).create(self.backend_options)
+        else:
+            self.llm = ctx.llm
 
     def prompt_hashes(self) -> dict[str, str]:
         """Hashes of this simulator's prompts (recorded in the manifest)."""
