@@ -64,12 +64,19 @@ class LLMUnavailableError(SynthError):
 
 
 def to_openai_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
-    """Messages in the OpenAI wire format (tool-call ``arguments`` as JSON strings)."""
+    """Messages in the OpenAI wire format (tool-call ``arguments`` as JSON strings).
+
+    An assistant turn that only calls tools is sent with ``content: ""``, not ``null``: both are valid OpenAI
+    chat format, and llama-cpp-python's server answers ``null`` with HTTP 500, which failed every tool-calling
+    rollout against it at its second turn.
+    """
     out = []
     for m in messages:
         d = m.openai()
         for call in d.get("tool_calls", []):
             call["function"]["arguments"] = json.dumps(call["function"]["arguments"], ensure_ascii=False)
+        if d.get("role") == "assistant" and d.get("tool_calls") and d.get("content") is None:
+            d["content"] = ""
         out.append(d)
     return out
 

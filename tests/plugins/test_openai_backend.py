@@ -307,3 +307,14 @@ def test_requests_waiting_for_a_slot_do_not_resend_a_refused_form() -> None:
         asyncio.run(go(backend))
     # one slot at the start: the first call finds both forms refused; the 3 waiting behind it send neither
     assert server.served["rejected"] == 2 and backend.stats["structured_none"] == 4
+
+
+def test_a_tool_call_only_assistant_turn_is_sent_with_empty_content_not_null() -> None:
+    """llama-cpp-python's server answers ``content: null`` with HTTP 500; ``""`` is valid for every server."""
+    from synthagent.core.models import Message, ToolCall
+    from synthagent.plugins.backends.openai import to_openai_messages
+
+    wire = to_openai_messages((Message("user", "hi"), Message("assistant", None, (ToolCall("c1", "f", {"x": 1}),)),
+                               Message("assistant", "done")))
+    assert wire[1]["content"] == "" and wire[1]["tool_calls"][0]["function"]["arguments"] == '{"x": 1}'
+    assert wire[0]["content"] == "hi" and wire[2]["content"] == "done"
