@@ -113,6 +113,8 @@ def main() -> None:
     p.add_argument("--transcripts", type=int, default=3, help="full transcripts kept per evaluation")
     p.add_argument("--prepare-only", action="store_true", help="make the runs, check the split, evaluate the base")
     p.add_argument("--summarize-only", action="store_true")
+    p.add_argument("--eval-only", action="store_true",
+                   help="train nothing: evaluate the models already trained (e.g. on --bfcl-tasks beside a training)")
     args = p.parse_args()
 
     import logging
@@ -218,6 +220,11 @@ def train(args: argparse.Namespace, out: Path) -> None:
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
         sdir = out / f"seed-{seed}"
         sft_model = sdir / "sft" / "model"
+        if args.eval_only:
+            for stage, model in (("sft", sft_model), ("grpo", sdir / "grpo" / "model")):
+                if (sdir / f"{stage}.json").exists():
+                    evaluate(f"{stage}-s{seed}", model)
+            continue
         if not (sdir / "sft.json").exists():
             t = time.perf_counter()
             with one_at_a_time(out, "train"):
