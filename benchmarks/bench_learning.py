@@ -206,6 +206,8 @@ def train(args: argparse.Namespace, out: Path) -> None:
                 continue
             budget = args.budget
             with one_at_a_time(out, "eval"):
+                if path.exists():  # another process evaluated it while this one waited
+                    continue
                 res = evaluate_policy(str(model_dir), env, ids, max_turn_tokens=args.max_turn_tokens, budget=budget,
                                       batch_size=args.eval_batch, bf16_autocast=bf16, success_mode=mode,
                                       transcripts=args.transcripts)
