@@ -113,6 +113,9 @@ def main() -> None:
     p.add_argument("--transcripts", type=int, default=3, help="full transcripts kept per evaluation")
     p.add_argument("--prepare-only", action="store_true", help="make the runs, check the split, evaluate the base")
     p.add_argument("--summarize-only", action="store_true")
+    p.add_argument("--eval-lock", default="eval",
+                   help="name of the evaluator lock; a second name lets a second evaluation run beside the first "
+                        "when memory allows")
     p.add_argument("--eval-only", action="store_true",
                    help="train nothing: evaluate the models already trained (e.g. on --bfcl-tasks beside a training)")
     args = p.parse_args()
@@ -205,7 +208,7 @@ def train(args: argparse.Namespace, out: Path) -> None:
                       flush=True)
                 continue
             budget = args.budget
-            with one_at_a_time(out, "eval"):
+            with one_at_a_time(out, args.eval_lock):
                 if path.exists():  # another process evaluated it while this one waited
                     continue
                 res = evaluate_policy(str(model_dir), env, ids, max_turn_tokens=args.max_turn_tokens, budget=budget,
