@@ -113,6 +113,8 @@ def main() -> None:
     p.add_argument("--transcripts", type=int, default=3, help="full transcripts kept per evaluation")
     p.add_argument("--prepare-only", action="store_true", help="make the runs, check the split, evaluate the base")
     p.add_argument("--summarize-only", action="store_true")
+    p.add_argument("--only-envs", default="",
+                   help="comma-separated environments to evaluate on (heldout, seen, bfcl; default: every one set up)")
     p.add_argument("--eval-lock", default="eval",
                    help="name of the evaluator lock; a second name lets a second evaluation run beside the first "
                         "when memory allows")
@@ -172,6 +174,9 @@ def train(args: argparse.Namespace, out: Path) -> None:
 
         envs["bfcl"] = (bfcl_env, sorted(bfcl_env.tasks, key=entry)[: args.bfcl_tasks], "scorer")
 
+    if args.only_envs:
+        keep = {e.strip() for e in args.only_envs.split(",") if e.strip()}
+        envs = {k: v for k, v in envs.items() if k in keep}
     if args.model == "smollm2":
         from synthagent.plugins.backends.hf_testing import smollm2_model_dir
 
