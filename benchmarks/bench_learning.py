@@ -134,7 +134,6 @@ def main() -> None:
 
 def train(args: argparse.Namespace, out: Path) -> None:
     from synthagent.core.heldout import check_heldout
-    from synthagent.core.protocols import TrainRequest
     from synthagent.plugins.training.trl.environment import RunEnvironment
     from synthagent.plugins.training.trl.grpo import GRPOAlgorithm
     from synthagent.plugins.training.trl.rollout import evaluate_policy
@@ -212,11 +211,10 @@ def train(args: argparse.Namespace, out: Path) -> None:
                 print(f"[bench] {label}@{env_name}: weights identical to {same[0]['policy']}, its episodes reused",
                       flush=True)
                 continue
-            budget = args.budget
             with one_at_a_time(out, args.eval_lock):
                 if path.exists():  # another process evaluated it while this one waited
                     continue
-                res = evaluate_policy(str(model_dir), env, ids, max_turn_tokens=args.max_turn_tokens, budget=budget,
+                res = evaluate_policy(str(model_dir), env, ids, max_turn_tokens=args.max_turn_tokens, budget=args.budget,
                                       batch_size=args.eval_batch, bf16_autocast=bf16, success_mode=mode,
                                       transcripts=args.transcripts)
             res.update(policy=label, env=env_name, model=str(model_dir), weights_sha256=digest)
@@ -235,32 +233,35 @@ def train(args: argparse.Namespace, out: Path) -> None:
                 if (sdir / f"{stage}.json").exists():
                     evaluate(f"{stage}-s{seed}", model)
             continue
-        if not (sdir / "sft.json").exists():
-            t = time.perf_counter()
-            with one_at_a_time(out, "train"):
-                summary = SFTAlgorithm().train(TrainRequest(
-                    run_dir=str(train_run), model=str(base_eval), output_dir=str(sdir / "sft"),
-                    options={"max_steps": args.sft_steps, "learning_rate": args.sft_lr, "bf16": bf16,
-                             "per_device_train_batch_size": args.sft_batch, "seed": seed}))
-            summary["wall_s"] = round(time.perf_counter() - t, 1)
-            write_atomic(sdir / "sft.json", summary)
+        train_once(out, sdir, "sft", SFTAlgorithm(), train_run, base_eval,
+                   {"max_steps": args.sft_steps, "learning_rate": args.sft_lr, "bf16": bf16,
+                    "per_device_train_batch_size": args.sft_batch, "seed": seed})
         evaluate(f"sft-s{seed}", sft_model)
-        if not (sdir / "grpo.json").exists():
-            t = time.perf_counter()
-            with one_at_a_time(out, "train"):
-                summary = GRPOAlgorithm().train(TrainRequest(
-                    run_dir=str(train_run), model=str(sft_model), output_dir=str(sdir / "grpo"),
-                    options={"max_steps": args.grpo_steps, "learning_rate": args.grpo_lr, "bf16": bf16,
-                             "num_generations": args.num_generations,
-                             **_micro_batching(args.grpo_batch, args.grpo_micro_batch),
-                             "max_completion_length": args.budget, "max_turn_tokens": args.max_turn_tokens,
-                             "max_turns": args.max_turns, "temperature": args.temperature, "seed": seed,
-                             "zero_variance": args.zero_variance, "max_resample": args.max_resample}))
-            summary.pop("task_ids", None)
-            summary["wall_s"] = round(time.perf_counter() - t, 1)
-            write_atomic(sdir / "grpo.json", summary)
+        train_once(out, sdir, "grpo", GRPOAlgorithm(), train_run, sft_model,
+                   {"max_steps": args.grpo_steps, "learning_rate": args.grpo_lr, "bf16": bf16,
+                    "num_generations": args.num_generations,
+                    **_micro_batching(args.grpo_batch, args.grpo_micro_batch),
+                    "max_completion_length": args.budget, "max_turn_tokens": args.max_turn_tokens,
+                    "max_turns": args.max_turns, "temperature": args.temperature, "seed": seed,
+                    "zero_variance": args.zero_variance, "max_resample": args.max_resample})
         evaluate(f"grpo-s{seed}", sdir / "grpo" / "model")
-    _ = train_env  # the environment GRPO trains in is rebuilt by the algorithm from the run directory
+
+
+def train_once(out: Path, sdir: Path, stage: str, algorithm: Any, run: Path, model: Path,
+               options: dict[str, Any]) -> None:
+    """Train ``stage`` (``sft``/``grpo``) into ``sdir/stage`` unless ``sdir/stage.json`` records it done; one
+    trainer at a time across processes."""
+    if (sdir / f"{stage}.json").exists():
+        return
+    from synthagent.core.protocols import TrainRequest
+
+    t = time.perf_counter()
+    with one_at_a_time(out, "train"):
+        summary = algorithm.train(TrainRequest(run_dir=str(run), model=str(model), output_dir=str(sdir / stage),
+                                               options=options))
+    summary.pop("task_ids", None)
+    summary["wall_s"] = round(time.perf_counter() - t, 1)
+    write_atomic(sdir / f"{stage}.json", summary)
 
 
 def _micro_batching(batch: int, micro: int) -> dict[str, int]:
