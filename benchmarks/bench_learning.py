@@ -101,10 +101,16 @@ def main() -> None:
                    help="completions per forward/backward pass (0 = --grpo-batch); the rest is gradient accumulation, "
                         "so one optimizer step still covers --grpo-batch completions. Lower it when memory is short")
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--max-turn-tokens", type=int, default=96)
-    p.add_argument("--budget", type=int, default=512, help="completion tokens per episode (policy + environment)")
-    p.add_argument("--max-turns", type=int, default=6)
-    p.add_argument("--bfcl-max-turns", type=int, default=8)
+    p.add_argument("--max-turn-tokens", type=int, default=0, help="tokens one policy turn may sample (0 = from the data)")
+    p.add_argument("--budget", type=int, default=0,
+                   help="completion tokens per episode, policy + environment (0 = from the data: the p99 of the oracle's "
+                        "episodes + 25%%, policy and environment tokens budgeted separately)")
+    p.add_argument("--policy-budget", type=int, default=0,
+                   help="tokens the policy may sample per episode (0 = from the data when --budget is, else no cap)")
+    p.add_argument("--max-turns", type=int, default=0, help="agent turns per episode (0 = from the data)")
+    p.add_argument("--bfcl-max-turns", type=int, default=0, help="BFCL's agent turns per episode (0 = from the data)")
+    p.add_argument("--min-ceiling", type=float, default=0.95,
+                   help="refuse to evaluate (exit 3) when the oracle's replay under the limits solves fewer tasks")
     p.add_argument("--zero-variance", default="resample")
     p.add_argument("--max-resample", type=int, default=1)
     p.add_argument("--eval-batch", type=int, default=8)
@@ -113,6 +119,9 @@ def main() -> None:
     p.add_argument("--transcripts", type=int, default=3, help="full transcripts kept per evaluation")
     p.add_argument("--prepare-only", action="store_true", help="make the runs, check the split, evaluate the base")
     p.add_argument("--summarize-only", action="store_true")
+    p.add_argument("--ceiling-only", action="store_true",
+                   help="make the runs, fix the limits and measure the oracle ceiling of each environment; train and "
+                        "evaluate nothing")
     p.add_argument("--only-envs", default="",
                    help="comma-separated environments to evaluate on (heldout, seen, bfcl; default: every one set up)")
     p.add_argument("--eval-lock", default="eval",
@@ -124,12 +133,82 @@ def main() -> None:
 
     import logging
 
+    from synthagent.plugins.training.trl.ceiling import CeilingError
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     if not args.summarize_only:
-        train(args, out)
+        try:
+            train(args, out)
+        except CeilingError as exc:
+            print(f"[bench] refusing to report: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(3) from exc
     summarize(out)
+
+
+def episode_limits(args: argparse.Namespace, out: Path, envs: dict[str, tuple[Any, list[str], str]],
+                   tokenizer: Any) -> dict[str, Any]:
+    """The episode limits of each environment (``EpisodeLimits``): the flags where given, else derived from the
+    data (the oracle's episodes, replayed without limits: p99 + 25%). The state-checked environments (training,
+    held-out, seen) share one set, the largest of theirs, which GRPO uses too; BFCL gets its own. Written to
+    ``limits.json`` once, so a resumed run keeps them."""
+    from synthagent.plugins.training.trl.ceiling import EpisodeLimits, derive_limits
+
+    path = out / "limits.json"
+    if path.exists():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        return {k: EpisodeLimits(**v) for k, v in saved.items()}
+    derived: dict[str, Any] = {}
+    for name, (env, ids, mode) in envs.items():
+        derived[name] = derive_limits(env, tokenizer, ids, mode=mode)
+    state = [v for k, v in derived.items() if k != "bfcl"]
+
+    def pick(flag: int, values: list[int]) -> int:
+        return flag if flag else max(values)
+
+    limits: dict[str, Any] = {}
+    if state:
+        given = bool(args.budget)
+        limits["state"] = EpisodeLimits(
+            budget=pick(args.budget, [v.budget for v in state]),
+            policy_budget=args.policy_budget if (given or args.policy_budget) else max(v.policy_budget for v in state),
+            max_turns=pick(args.max_turns, [v.max_turns for v in state]),
+            max_turn_tokens=pick(args.max_turn_tokens, [v.max_turn_tokens for v in state]),
+            source="flags: " + ", ".join(f"{k}={getattr(args, k)}" for k in ("budget", "policy_budget", "max_turns",
+                                                                               "max_turn_tokens") if getattr(args, k))
+            + " | " + "; ".join(f"{k}: {v.source}" for k, v in derived.items() if k != "bfcl"))
+    if "bfcl" in derived:
+        b = derived["bfcl"]
+        limits["bfcl"] = EpisodeLimits(budget=args.budget or b.budget,
+                                       policy_budget=args.policy_budget if (args.budget or args.policy_budget)
+                                       else b.policy_budget,
+                                       max_turns=args.bfcl_max_turns or b.max_turns,
+                                       max_turn_tokens=args.max_turn_tokens or b.max_turn_tokens, source=b.source)
+    write_atomic(path, {k: v.as_dict() for k, v in limits.items()})
+    return limits
+
+
+def ceiling_gate(out: Path, envs: dict[str, tuple[Any, list[str], str]], limits: dict[str, Any], tokenizer: Any,
+                 minimum: float) -> dict[str, Any]:
+    """Replay the oracle through the identical harness and limits on every evaluated environment before any policy
+    is scored; write ``ceiling/<env>.json``, print each ceiling, and raise ``CeilingError`` when one is below
+    ``minimum`` (the script then exits 3 and reports nothing)."""
+    from synthagent.plugins.training.trl.ceiling import oracle_ceiling, require_ceiling
+
+    ceilings: dict[str, Any] = {}
+    for name, (env, ids, mode) in envs.items():
+        lim = limits["bfcl" if name == "bfcl" else "state"]
+        env.max_turns = lim.max_turns
+        c = oracle_ceiling(env, tokenizer, ids, lim, mode=mode)
+        write_atomic(out / "ceiling" / f"{name}.json", c)
+        print(f"[bench] ceiling @{name}: the oracle's replay solves {c['k']}/{c['n']} ({c['rate']}) under "
+              f"budget {lim.budget}, policy budget {lim.policy_budget}, max_turns {lim.max_turns}, "
+              f"max_turn_tokens {lim.max_turn_tokens}", flush=True)
+        ceilings[name] = c
+    for name, c in ceilings.items():
+        require_ceiling(c, minimum, what=f"the learning benchmark's {name} environment")
+    return ceilings
 
 
 def train(args: argparse.Namespace, out: Path) -> None:
@@ -147,8 +226,8 @@ def train(args: argparse.Namespace, out: Path) -> None:
     heldout_run = synth(out, "heldout", ["--tasks", str(args.eval_tasks), "--seed", str(args.eval_seed), *tools,
                                          "--set", f"plugins.offline-domains.domains={json.dumps([args.heldout_domain])}"])
     envs: dict[str, tuple[Any, list[str], str]] = {}
-    train_env = RunEnvironment(train_run, max_turns=args.max_turns)
-    heldout_env = RunEnvironment(heldout_run, max_turns=args.max_turns)
+    train_env = RunEnvironment(train_run)
+    heldout_env = RunEnvironment(heldout_run)
     split = out / "split.json"
     if not split.exists():  # refuses (LeakError) a split that shares content, a domain, or spells out the plan
         report = check_heldout(list(train_env.tasks.values()), list(heldout_env.tasks.values()), "domain")
@@ -158,14 +237,14 @@ def train(args: argparse.Namespace, out: Path) -> None:
     if args.seen_tasks:
         seen_run = synth(out, "seen", ["--tasks", str(args.seen_tasks), "--seed", str(args.seen_seed), *tools,
                                        "--set", f"plugins.offline-domains.domains={json.dumps(train_domains)}"])
-        seen_env = RunEnvironment(seen_run, max_turns=args.max_turns)
+        seen_env = RunEnvironment(seen_run)
         if not (out / "split-seen.json").exists():  # same domains, but no task content in common with training
             write_atomic(out / "split-seen.json", check_heldout(list(train_env.tasks.values()),
                                                                 list(seen_env.tasks.values()), "content"))
         envs["seen"] = (seen_env, sorted(seen_env.tasks), "state")
     if args.bfcl_tasks:
         bfcl_run = synth(out, "bfcl", [*BFCL_SET, "--set", f"tasks={args.bfcl_tasks}"])
-        bfcl_env = RunEnvironment(bfcl_run, max_turns=args.bfcl_max_turns)
+        bfcl_env = RunEnvironment(bfcl_run)
 
         def entry(tid: str) -> int:
             slot = bfcl_env.tasks[tid].provenance.slot
@@ -197,6 +276,15 @@ def train(args: argparse.Namespace, out: Path) -> None:
         tok.save_pretrained(tmp)
         os.replace(tmp, base_eval)
 
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_eval)
+    limits = episode_limits(args, out, {"train": (train_env, sorted(train_env.tasks), "state"), **envs}, tokenizer)
+    train_env.max_turns = limits["state"].max_turns
+    ceiling_gate(out, envs, limits, tokenizer, args.min_ceiling)
+    if args.ceiling_only:
+        return
+
     def evaluate(label: str, model_dir: Path) -> None:
         for env_name, (env, ids, mode) in envs.items():
             path = out / "evals" / f"{label}@{env_name}.json"
@@ -214,9 +302,12 @@ def train(args: argparse.Namespace, out: Path) -> None:
             with one_at_a_time(out, args.eval_lock):
                 if path.exists():  # another process evaluated it while this one waited
                     continue
-                res = evaluate_policy(str(model_dir), env, ids, max_turn_tokens=args.max_turn_tokens, budget=args.budget,
-                                      batch_size=args.eval_batch, bf16_autocast=bf16, success_mode=mode,
-                                      transcripts=args.transcripts)
+                lim = limits["bfcl" if env_name == "bfcl" else "state"]
+                env.max_turns = lim.max_turns
+                res = evaluate_policy(str(model_dir), env, ids, max_turn_tokens=lim.max_turn_tokens, budget=lim.budget,
+                                      policy_budget=lim.policy_budget, batch_size=args.eval_batch,
+                                      bf16_autocast=bf16, success_mode=mode, transcripts=args.transcripts,
+                                      ceiling_min=args.min_ceiling)
             res.update(policy=label, env=env_name, model=str(model_dir), weights_sha256=digest)
             write_atomic(path, res)
             print(f"[bench] {label}@{env_name}: {res['independent_successes']}/{res['finished']} "
@@ -241,8 +332,8 @@ def train(args: argparse.Namespace, out: Path) -> None:
                    {"max_steps": args.grpo_steps, "learning_rate": args.grpo_lr, "bf16": bf16,
                     "num_generations": args.num_generations,
                     **_micro_batching(args.grpo_batch, args.grpo_micro_batch),
-                    "max_completion_length": args.budget, "max_turn_tokens": args.max_turn_tokens,
-                    "max_turns": args.max_turns, "temperature": args.temperature, "seed": seed,
+                    "max_completion_length": limits["state"].budget, "max_turn_tokens": limits["state"].max_turn_tokens,
+                    "policy_budget": limits["state"].policy_budget, "max_turns": limits["state"].max_turns, "temperature": args.temperature, "seed": seed,
                     "zero_variance": args.zero_variance, "max_resample": args.max_resample})
         evaluate(f"grpo-s{seed}", sdir / "grpo" / "model")
 
@@ -373,13 +464,18 @@ def summarize(out: Path) -> None:
                 info["reward_per_step"] = rewards
             train[f"{stage}-s{s}"] = info
     split = json.loads((out / "split.json").read_text(encoding="utf-8")) if (out / "split.json").exists() else {}
-    results = {"split": split, "seeds": seeds, "table": table, "pooled": pooled, "comparisons": comparisons,
-               "train": train, "per_task": per_task, "transcripts": transcripts}
+    ceilings = {}
+    for f in sorted((out / "ceiling").glob("*.json")) if (out / "ceiling").is_dir() else []:
+        c = json.loads(f.read_text(encoding="utf-8"))
+        ceilings[f.stem] = {"k": c["k"], "n": c["n"], "rate": c["rate"], "ci95": c["ci95"], "limits": c["limits"],
+                            "failures": c["failures"]}
+    results = {"split": split, "seeds": seeds, "ceiling": ceilings, "table": table, "pooled": pooled,
+               "comparisons": comparisons, "train": train, "per_task": per_task, "transcripts": transcripts}
     write_atomic(out / "results.json", results)
     (out / "results.md").write_text(markdown(results), encoding="utf-8")
     print(json.dumps({"table": {k: v["independent"] for k, v in table.items()}, "pooled": pooled,
                       "comparisons": comparisons}, indent=1), flush=True)
-    _plot(table, pooled, out / "success.png")
+    _plot(table, pooled, out / "success.png", ceilings)
 
 
 def _cell(c: dict[str, Any] | None) -> str:
@@ -395,6 +491,12 @@ def markdown(results: dict[str, Any]) -> str:
     lines = ["| policy | " + " | ".join(f"{e}: success [95% CI] | {e}: rubric reward" for e in envs) + " |",
              "|---|" + "---|---|" * len(envs)]
     labels = ["base"] + [f"{st}-s{s}" for st in ("sft", "grpo") for s in results["seeds"]]
+    ceiling = results.get("ceiling", {})
+    row = ["**oracle ceiling** (same harness and limits)"]
+    for e in envs:
+        c = ceiling.get(e)
+        row += [_cell(c) if c else "not measured", ""]
+    lines.append("| " + " | ".join(row) + " |")
     for label in labels:
         row = [label]
         for e in envs:
@@ -414,7 +516,7 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(table: dict[str, Any], pooled: dict[str, Any], png: Path) -> None:
+def _plot(table: dict[str, Any], pooled: dict[str, Any], png: Path, ceilings: dict[str, Any] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -434,7 +536,12 @@ def _plot(table: dict[str, Any], pooled: dict[str, Any], png: Path) -> None:
             hi.append(100 * (cell["ci95"][1] - cell["rate"]))
         ax.bar(range(len(labels)), rates, yerr=[lo, hi], capsize=4)
         ax.set_xticks(range(len(labels)), labels, fontsize=7)
-        ax.set_ylim(0, 100)
+        c = (ceilings or {}).get(env)
+        if c and c.get("rate") is not None:
+            ax.axhline(100 * c["rate"], linestyle="--", color="gray", linewidth=1)
+            ax.text(len(labels) - 0.5, 100 * c["rate"] - 6, f"oracle ceiling {100 * c['rate']:.0f}%", ha="right",
+                    fontsize=6, color="gray")
+        ax.set_ylim(0, 105)
         ax.set_ylabel("success % (95% Wilson CI)", fontsize=7)
         ax.set_title(f"{env}: independent success", fontsize=9)
     fig.tight_layout()

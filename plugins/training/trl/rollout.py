@@ -220,13 +220,17 @@ class TokenPolicy:
 
     :param budget: the most completion ids (policy and environment together) of the episode.
     :param max_turn_tokens: the most ids one policy turn may sample.
+    :param policy_budget: the most ids the policy may sample over the whole episode (0 = only ``budget``), so
+        policy and environment tokens are budgeted separately (:class:`~.ceiling.EpisodeLimits`).
     """
 
     name = "policy"
 
     def __init__(self, batcher: GenerationBatcher, renderer: TemplateRenderer, tools: Sequence[Mapping[str, Any]],
-                 *, budget: int, max_turn_tokens: int, eos_ids: Sequence[int], name: str = "policy") -> None:
+                 *, budget: int, max_turn_tokens: int, eos_ids: Sequence[int], name: str = "policy",
+                 policy_budget: int = 0) -> None:
         self.batcher = batcher
+        self.policy_budget = int(policy_budget)
         self.renderer = renderer
         self.tools = list(tools)
         self.budget = int(budget)
@@ -276,6 +280,8 @@ class TokenPolicy:
                     return self._stop()
                 self.tokens.add(ids, "tool" if sources and all(s == "tool" for s in sources) else "user")
         room = min(self.max_turn_tokens, self.budget - len(self.tokens.completion_ids))
+        if self.policy_budget > 0:
+            room = min(room, self.policy_budget - sum(self.tokens.mask))
         if room <= 0:
             return self._stop()
         out = await self.batcher.generate(self.tokens.prompt_ids + self.tokens.completion_ids, room)
@@ -293,10 +299,14 @@ class TokenPolicy:
 
 async def run_batch(env: RunEnvironment, jobs: Sequence[tuple[Task, int]], generate_fn: GenerateFn,
                     renderer: TemplateRenderer, *, budget: int, max_turn_tokens: int, eos_ids: Sequence[int],
-                    seed: int) -> tuple[list[Rollout], list[EpisodeTokens], GenerationBatcher]:
-    """Run one episode per ``(task, sample)`` job concurrently with batched generation; score each."""
+                    seed: int, policy_budget: int = 0
+                    ) -> tuple[list[Rollout], list[EpisodeTokens], GenerationBatcher]:
+    """Run one episode per ``(task, sample)`` job concurrently with batched generation; score each.
+
+    ``policy_budget`` caps the ids the policy samples per episode (0 = only ``budget``, see :class:`TokenPolicy`).
+    """
     batcher = GenerationBatcher(generate_fn)
-    policies = [TokenPolicy(batcher, renderer, env.tools_schema(task), budget=budget,
+    policies = [TokenPolicy(batcher, renderer, env.tools_schema(task), budget=budget, policy_budget=policy_budget,
                             max_turn_tokens=max_turn_tokens, eos_ids=eos_ids) for task, _ in jobs]
     for _ in jobs:
         batcher.enter()
@@ -371,7 +381,8 @@ class ZeroVarianceFilter:
 
 def make_rollout_func(env: RunEnvironment, task_pool: Sequence[str], *, filter: ZeroVarianceFilter,
                       max_turn_tokens: int, seed: int, on_stats: Callable[[RolloutStats], None],
-                      keep_rollouts: list[Any] | None = None) -> Callable[[list[Any], Any], dict[str, Any]]:
+                      keep_rollouts: list[Any] | None = None,
+                      policy_budget: int = 0) -> Callable[[list[Any], Any], dict[str, Any]]:
     """TRL's ``rollout_func(prompts, trainer)``: run each prompt (already repeated ``num_generations`` times) as a
     multi-turn episode of its task, score it, filter zero-variance groups, and return ``prompt_ids``,
     ``completion_ids``, ``logprobs`` (None), ``env_mask`` and the rewards as ``synth_reward`` for the reward
@@ -379,6 +390,7 @@ def make_rollout_func(env: RunEnvironment, task_pool: Sequence[str], *, filter: 
 
     :param task_pool: ids of the training tasks that resampling may draw from.
     :param keep_rollouts: when given, every call's ``(rollouts, tokens)`` is appended (tests and debugging).
+    :param policy_budget: ids the policy may sample per episode (0 = only ``max_completion_length``).
     """
     by_prompt: dict[Any, list[Task]] = {}
     for tid in task_pool:
@@ -429,7 +441,7 @@ def make_rollout_func(env: RunEnvironment, task_pool: Sequence[str], *, filter: 
                 jobs = [(t, base_sample + offset + i) for t in group_tasks for i in range(group)]
                 rollouts, tokens, batcher = asyncio.run(run_batch(
                     env, jobs, generate_fn, renderer, budget=budget, max_turn_tokens=max_turn_tokens,
-                    eos_ids=eos_ids, seed=seed))
+                    policy_budget=policy_budget, eos_ids=eos_ids, seed=seed))
                 return rollouts, tokens, batcher.calls
 
             rollouts, tokens, gen_calls = run(tasks, 0)
@@ -495,7 +507,8 @@ def rubric_reward(prompts: Any = None, completions: Any = None, synth_reward: Se
 
 def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str], *, max_turn_tokens: int = 256,
                     budget: int = 2048, batch_size: int = 8, seed: int = 0, bf16_autocast: bool = False,
-                    success_mode: str = "state", transcripts: int = 0) -> dict[str, Any]:
+                    success_mode: str = "state", transcripts: int = 0, policy_budget: int = 0,
+                    ceiling_min: float | None = None) -> dict[str, Any]:
     """Greedy evaluation of a local model on ``task_ids``: the independent success rate
     (:func:`synthagent.core.evaluation.independent_success`: final state equals the gold state and the required
     answer values are reported, or a benchmark's own checker), the rubric's success and mean score, and the
@@ -506,6 +519,11 @@ def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str]
     :param bf16_autocast: generate under bfloat16 autocast (see :func:`model_generate_fn`).
     :param success_mode: ``state`` or ``scorer`` (passed to ``independent_success``).
     :param transcripts: keep the full conversation of the first this-many episodes (``transcripts``).
+    :param policy_budget: ids the policy may sample per episode (0 = only ``budget``).
+    :param ceiling_min: before the model plays, the run's oracle trajectories are replayed through this very
+        harness and these limits (:func:`~.ceiling.oracle_ceiling`); the result carries that ``ceiling``, and a
+        ceiling below ``ceiling_min`` raises :class:`~.ceiling.CeilingError` (default
+        :data:`~.ceiling.MIN_CEILING`; 0 reports the ceiling without refusing).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -519,15 +537,24 @@ def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str]
     eos_ids = [tokenizer.eos_token_id]
     config = GenerationConfig(do_sample=False, max_new_tokens=max_turn_tokens, eos_token_id=eos_ids,
                               pad_token_id=tokenizer.pad_token_id)
+    from synthagent.plugins.training.trl.ceiling import MIN_CEILING, EpisodeLimits, oracle_ceiling, require_ceiling
+
+    limits = EpisodeLimits(budget=budget, max_turns=env.max_turns, max_turn_tokens=max_turn_tokens,
+                           policy_budget=policy_budget)
+    ids = list(task_ids)
+    ceiling = oracle_ceiling(env, tokenizer, ids, limits, mode=success_mode)
+    log.info("ceiling: the oracle's replay solves %d/%d tasks under %s", ceiling["k"], ceiling["n"], limits)
+    require_ceiling(ceiling, MIN_CEILING if ceiling_min is None else ceiling_min,
+                    what=f"evaluation of {model_dir} on {env.root.name}")
     generate_fn = model_generate_fn(model, tokenizer, config, eos_ids, bf16_autocast=bf16_autocast)
     renderer = TemplateRenderer(tokenizer)
     results: list[Rollout] = []
     start = time.perf_counter()
-    ids = list(task_ids)
     for lo in range(0, len(ids), batch_size):
         jobs = [(env.tasks[t], 0) for t in ids[lo:lo + batch_size]]
         rollouts, _, _ = asyncio.run(run_batch(env, jobs, generate_fn, renderer, budget=budget,
-                                               max_turn_tokens=max_turn_tokens, eos_ids=eos_ids, seed=seed))
+                                               policy_budget=policy_budget, max_turn_tokens=max_turn_tokens,
+                                               eos_ids=eos_ids, seed=seed))
         results.extend(rollouts)
         log.info("evaluated %d/%d tasks in %.0f s", len(results), len(ids), time.perf_counter() - start)
     # the criteria each episode failed (none when it was not scored)
@@ -535,6 +562,8 @@ def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str]
     episodes = [episode_of(r.task, r.trajectory, r.score, success_mode) for r in results]
     finished = [e for e in episodes if e.success is not None]
     return {
+        "ceiling": {k: v for k, v in ceiling.items() if k != "per_task"}
+        | {"per_task": {t: r["success"] for t, r in ceiling["per_task"].items()}},
         "tasks": len(results),
         "independent_successes": sum(bool(e.success) for e in finished),
         "finished": len(finished),

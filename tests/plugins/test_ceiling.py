@@ -1,0 +1,128 @@
+"""The ceiling of a learning evaluation: the oracle replayed through the identical token harness and limits.
+
+A real offline run (SQLite tools, rule-based user) and a tiny tokenizer trained on its exports; no model
+forward is needed, since the replay feeds the oracle's own turns through ``run_batch`` and ``TokenPolicy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = ["--tasks", "6", "--set", 'plugins.offline-domains.domains=["banking", "library"]',
+       "--set", "plugins.offline-domains.max_tools=2", "--set", "plugins.offline-domains.max_hidden=1"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ceiling")
+
+
+@pytest.fixture(scope="module")
+def run_dir(work: Path) -> Path:
+    result = subprocess.run([sys.executable, "-m", "synthagent.core", "run", "-q", "--out", str(work / "runs"),
+                             "--name", "small", *RUN], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return work / "runs" / "small"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(work: Path, run_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    from synthagent.plugins.backends.hf_testing import build_tiny_model
+    from synthagent.plugins.training.trl.common import resolve_chat_template
+
+    corpus = (run_dir / "exports/sft.jsonl").read_text().splitlines()
+    tok = AutoTokenizer.from_pretrained(build_tiny_model(str(work / "tiny"), corpus, vocab_size=1200))
+    resolve_chat_template(tok, "auto", need_generation=True)
+    return tok
+
+
+@pytest.fixture(scope="module")
+def env(run_dir: Path) -> Any:
+    from synthagent.plugins.training.trl.environment import RunEnvironment
+
+    return RunEnvironment(run_dir)
+
+
+def test_derived_limits_let_the_oracle_solve_every_task_and_tight_ones_cut_it(env: Any, tokenizer: Any) -> None:
+    from synthagent.plugins.training.trl.ceiling import EpisodeLimits, derive_limits, oracle_ceiling, replay_oracle
+
+    ids = sorted(env.tasks)
+    free = replay_oracle(env, tokenizer, ids, EpisodeLimits(1 << 20, 1000, 1 << 20))
+    assert all(r["success"] for r in free.values()), free  # the replay itself is faithful
+    limits = derive_limits(env, tokenizer, ids)
+    need_policy = max(r["policy_tokens"] for r in free.values())
+    need_total = max(r["policy_tokens"] + r["env_tokens"] for r in free.values())
+    assert limits.policy_budget >= need_policy and limits.budget >= need_total  # p99 + margin covers every episode
+    assert limits.max_turns >= max(r["turns"] for r in free.values()) + 2
+    assert limits.max_turn_tokens >= max(r["max_turn_tokens"] for r in free.values())
+    assert "derived" in limits.source
+    ok = oracle_ceiling(env, tokenizer, ids, limits)
+    assert (ok["k"], ok["n"], ok["cut"]) == (len(ids), len(ids), 0)
+    # each limit alone, set just below what the oracle needs, cuts episodes and lowers the ceiling
+    for tight in (EpisodeLimits(need_total // 2, limits.max_turns, limits.max_turn_tokens),
+                  EpisodeLimits(limits.budget, limits.max_turns, limits.max_turn_tokens, policy_budget=need_policy // 2),
+                  EpisodeLimits(limits.budget, 2, limits.max_turn_tokens),
+                  EpisodeLimits(limits.budget, limits.max_turns, 4)):
+        low = oracle_ceiling(env, tokenizer, ids, tight)
+        assert low["k"] < len(ids) and low["cut"] >= 1, (tight, low)
+
+
+def test_require_ceiling_refuses_a_low_ceiling_and_says_which_limits(env: Any, tokenizer: Any) -> None:
+    from synthagent.plugins.training.trl.ceiling import CeilingError, EpisodeLimits, oracle_ceiling, require_ceiling
+
+    ids = sorted(env.tasks)
+    low = oracle_ceiling(env, tokenizer, ids, EpisodeLimits(64, 3, 16))
+    with pytest.raises(CeilingError, match=r"budget 64.*max_turns 3.*below 0.95"):
+        require_ceiling(low, what="test")
+    require_ceiling(low, 0.0)  # a minimum of 0 reports without refusing
+
+
+def _bench() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_learning_c", REPO / "benchmarks" / "bench_learning.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(**kw: int) -> argparse.Namespace:
+    base = {"budget": 0, "policy_budget": 0, "max_turns": 0, "max_turn_tokens": 0, "bfcl_max_turns": 0}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_the_learning_bench_refuses_to_report_under_a_too_small_budget(env: Any, tokenizer: Any, work: Path) -> None:
+    from synthagent.plugins.training.trl.ceiling import CeilingError
+
+    bench = _bench()
+    envs = {"heldout": (env, sorted(env.tasks), "state")}
+    small = bench.episode_limits(_args(budget=96, max_turns=6, max_turn_tokens=96), work / "small", envs, tokenizer)
+    assert small["state"].budget == 96 and small["state"].policy_budget == 0  # given flags win
+    with pytest.raises(CeilingError, match="learning benchmark's heldout environment"):
+        bench.ceiling_gate(work / "small", envs, small, tokenizer, 0.95)
+    assert (work / "small" / "ceiling" / "heldout.json").exists()  # the measured ceiling is kept for the record
+    auto = bench.episode_limits(_args(), work / "auto", envs, tokenizer)
+    assert auto["state"].budget > 96 and auto["state"].policy_budget > 0  # from the data
+    ceilings = bench.ceiling_gate(work / "auto", envs, auto, tokenizer, 0.95)
+    assert ceilings["heldout"]["rate"] == 1.0
+    assert bench.episode_limits(_args(budget=5), work / "auto", envs, tokenizer) == auto  # resumed: limits.json kept
+
+
+def test_the_bench_script_exits_3_and_reports_nothing_when_the_ceiling_is_low(work: Path) -> None:
+    out = work / "script"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_learning.py"), "--out", str(out),
+                             "--model", str(work / "tiny"), "--train-tasks", "4", "--eval-tasks", "2", "--bfcl-tasks",
+                             "0", "--max-tools", "2", "--budget", "64", "--max-turns", "3", "--prepare-only"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "refusing to report" in result.stderr and "ceiling" in result.stderr
+    assert not (out / "evals").exists()  # no policy was scored
