@@ -307,7 +307,7 @@ def train(args: argparse.Namespace, out: Path) -> None:
                 res = evaluate_policy(str(model_dir), env, ids, max_turn_tokens=lim.max_turn_tokens, budget=lim.budget,
                                       policy_budget=lim.policy_budget, batch_size=args.eval_batch,
                                       bf16_autocast=bf16, success_mode=mode, transcripts=args.transcripts,
-                                      ceiling_min=args.min_ceiling)
+                                      ceiling_min=args.min_ceiling, teacher_forced=True)
             res.update(policy=label, env=env_name, model=str(model_dir), weights_sha256=digest)
             write_atomic(path, res)
             print(f"[bench] {label}@{env_name}: {res['independent_successes']}/{res['finished']} "
@@ -414,6 +414,8 @@ def summarize(out: Path) -> None:
         transcripts[key] = res.get("transcripts", {})
     pooled: dict[str, Any] = {}
     comparisons: dict[str, Any] = {}
+    process_cmp: dict[str, Any] = {}
+    process = _process_tables(evals, seeds)
     for env in sorted({k.split("@")[1] for k in evals}):
         for stage in ("sft", "grpo"):
             keys = [f"{stage}-s{s}@{env}" for s in seeds if f"{stage}-s{s}@{env}" in evals]
@@ -445,6 +447,7 @@ def summarize(out: Path) -> None:
                     pb.update({f"{s}|{t}": v for t, v in eb["per_task"].items()})
             if pa:
                 comparisons[f"{a} vs {b} @{env} (seeds pooled)"] = _paired(pa, pb)
+                process_cmp[f"{a} vs {b} @{env} (seeds pooled)"] = _paired_process(pa, pb)
     train: dict[str, Any] = {}
     for s in seeds:
         for stage in ("sft", "grpo"):
@@ -470,12 +473,58 @@ def summarize(out: Path) -> None:
         ceilings[f.stem] = {"k": c["k"], "n": c["n"], "rate": c["rate"], "ci95": c["ci95"], "limits": c["limits"],
                             "failures": c["failures"]}
     results = {"split": split, "seeds": seeds, "ceiling": ceilings, "table": table, "pooled": pooled,
-               "comparisons": comparisons, "train": train, "per_task": per_task, "transcripts": transcripts}
+               "comparisons": comparisons, "process": process, "process_comparisons": process_cmp, "train": train,
+               "per_task": per_task, "transcripts": transcripts}
     write_atomic(out / "results.json", results)
     (out / "results.md").write_text(markdown(results), encoding="utf-8")
     print(json.dumps({"table": {k: v["independent"] for k, v in table.items()}, "pooled": pooled,
                       "comparisons": comparisons}, indent=1), flush=True)
     _plot(table, pooled, out / "success.png", ceilings)
+
+
+def _process_tables(evals: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """Process metrics per policy and environment, seeds pooled: the on-policy rates recomputed from every task's
+    record, the teacher-forced rates from every turn (``synthagent.plugins.training.trl.process``)."""
+    from synthagent.plugins.training.trl.process import TEACHER_FORCED_METRICS, rates
+
+    groups: dict[str, list[str]] = {}
+    for key in evals:
+        label, env = key.split("@")
+        stage = label.split("-s")[0]
+        groups.setdefault(f"{stage}@{env}", []).append(key)
+    out: dict[str, Any] = {}
+    for name, keys in sorted(groups.items()):
+        records = [t["process"] for k in keys for t in evals[k]["per_task"].values()
+                   if t.get("process") and t.get("independent") is not None]
+        turns = [r for k in keys for r in ((evals[k].get("teacher_forced") or {}).get("turns") or [])]
+        if records or turns:
+            out[name] = {"seeds": len(keys) if not name.startswith("base") else 0,
+                         "on_policy": rates(records) if records else {},
+                         "teacher_forced": rates(turns, TEACHER_FORCED_METRICS) if turns else {}}
+    return out
+
+
+def _paired_process(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Per on-policy process metric, A vs B paired by task (exact McNemar on the tasks where both apply)."""
+    from synthagent.core.evaluation import mcnemar_exact
+    from synthagent.plugins.training.trl.process import ON_POLICY_METRICS
+
+    out: dict[str, Any] = {}
+    for name in ON_POLICY_METRICS:
+        if name == "exact_args":  # a count, not a per-task verdict: compared as "every gold call exact"
+            va = {t: (v["process"][name][0] == v["process"][name][1] and v["process"][name][1] > 0)
+                  for t, v in a.items() if v.get("process")}
+            vb = {t: (v["process"][name][0] == v["process"][name][1] and v["process"][name][1] > 0)
+                  for t, v in b.items() if v.get("process")}
+        else:
+            va = {t: v["process"][name] for t, v in a.items() if v.get("process")}
+            vb = {t: v["process"][name] for t, v in b.items() if v.get("process")}
+        shared = [t for t in va if t in vb and va[t] is not None and vb[t] is not None]
+        only_a = sum(1 for t in shared if va[t] and not vb[t])
+        only_b = sum(1 for t in shared if vb[t] and not va[t])
+        out[name] = {"pairs": len(shared), "only_a": only_a, "only_b": only_b,
+                     "mcnemar_p": round(mcnemar_exact(only_a, only_b), 4)}
+    return out
 
 
 def _cell(c: dict[str, Any] | None) -> str:
@@ -513,6 +562,26 @@ def markdown(results: dict[str, Any]) -> str:
               "|---|---|---|---|---|---|"]
     for name, c in cmp.items():
         lines.append(f"| {name} | {c['pairs']} | {c['a']} / {c['b']} | {c['only_a']} | {c['only_b']} | {c['mcnemar_p']} |")
+    process = results.get("process") or {}
+    if process:
+        from synthagent.plugins.training.trl.process import ON_POLICY_METRICS, TEACHER_FORCED_METRICS
+
+        lines += ["", "Process metrics (seeds pooled; 95% Wilson intervals; teacher-forced = greedy next action from "
+                  "the oracle's own prefix):", "",
+                  "| policy@env | " + " | ".join(f"on-policy {m}" for m in ON_POLICY_METRICS) + " | "
+                  + " | ".join(f"teacher-forced {m}" for m in TEACHER_FORCED_METRICS) + " |",
+                  "|---|" + "---|" * (len(ON_POLICY_METRICS) + len(TEACHER_FORCED_METRICS))]
+        for name, p in process.items():
+            cells = [_cell(p["on_policy"].get(m)) for m in ON_POLICY_METRICS]
+            cells += [_cell(p["teacher_forced"].get(m)) for m in TEACHER_FORCED_METRICS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    pcmp = results.get("process_comparisons") or {}
+    if pcmp:
+        lines += ["", "| comparison (paired by task) | metric | pairs | only A | only B | exact McNemar p |",
+                  "|---|---|---|---|---|---|"]
+        for name, per in pcmp.items():
+            for metric, c in per.items():
+                lines.append(f"| {name} | {metric} | {c['pairs']} | {c['only_a']} | {c['only_b']} | {c['mcnemar_p']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -53,3 +53,32 @@ def test_summary_pools_seeds_and_pairs_tasks_for_mcnemar(tmp_path: Path) -> None
     assert (tmp_path / "success.png").stat().st_size > 1000
     md = (tmp_path / "results.md").read_text()
     assert "| sft-s0 | 60.0% (6/10)" in md and "| sft-s0 vs base @heldout | 10 | 6 / 0 | 6 | 0 | 0.0312 |" in md
+
+
+def test_summary_pools_process_metrics_and_shows_the_ceiling(tmp_path: Path) -> None:
+    bench = _bench()
+    _eval(tmp_path, "base@heldout", [False] * 4)
+    _eval(tmp_path, "sft-s0@heldout", [True, False, False, False])
+    for key, asked in (("base@heldout", [False] * 4), ("sft-s0@heldout", [True, True, True, False])):
+        path = tmp_path / "evals" / f"{key}.json"
+        res = json.loads(path.read_text())
+        for i, (tid, rec) in enumerate(res["per_task"].items()):
+            rec["process"] = {"valid_calls": asked[i], "gold_tools_called": None, "asked_before_first_write": asked[i],
+                              "exact_args": [i, 3], "answer_values": False, "success": rec["independent"]}
+        res["teacher_forced"] = {"turns": [{"task": "t0", "turn": 0, "action_type": True, "tool": True,
+                                            "arguments": False, "asks_when_needed": None}]}
+        path.write_text(json.dumps(res))
+    (tmp_path / "ceiling").mkdir()
+    (tmp_path / "ceiling" / "heldout.json").write_text(json.dumps(
+        {"k": 4, "n": 4, "rate": 1.0, "ci95": [0.51, 1.0], "limits": {"budget": 1}, "failures": {}}))
+    bench.summarize(tmp_path)
+    res = json.loads((tmp_path / "results.json").read_text())
+    sft = res["process"]["sft@heldout"]
+    assert sft["on_policy"]["asked_before_first_write"]["k"] == 3 and sft["on_policy"]["gold_tools_called"]["n"] == 0
+    assert (sft["on_policy"]["exact_args"]["k"], sft["on_policy"]["exact_args"]["n"]) == (6, 12)  # pooled over calls
+    assert sft["teacher_forced"]["arguments"]["rate"] == 0.0 and sft["teacher_forced"]["tool"]["rate"] == 1.0
+    asked = res["process_comparisons"]["sft vs base @heldout (seeds pooled)"]["asked_before_first_write"]
+    assert (asked["pairs"], asked["only_a"], asked["only_b"]) == (4, 3, 0)
+    md = (tmp_path / "results.md").read_text()
+    assert "**oracle ceiling** (same harness and limits) | 100.0% (4/4)" in md
+    assert "on-policy asked_before_first_write" in md and "75.0% (3/4)" in md

@@ -126,3 +126,75 @@ def test_the_bench_script_exits_3_and_reports_nothing_when_the_ceiling_is_low(wo
     assert result.returncode == 3, result.stderr[-3000:]
     assert "refusing to report" in result.stderr and "ceiling" in result.stderr
     assert not (out / "evals").exists()  # no policy was scored
+
+
+# -- process metrics ------------------------------------------------------------------------------------------
+def test_on_policy_process_metrics_credit_the_oracle_and_catch_a_write_before_asking(env: Any) -> None:
+    import attrs
+
+    from synthagent.core.evaluation import independent_success
+    from synthagent.core.models import Message, ToolCall
+    from synthagent.plugins.training.trl.ceiling import oracle_trajectories
+    from synthagent.plugins.training.trl.process import episode_process, rates
+
+    gold = oracle_trajectories(env, sorted(env.tasks))
+    records = []
+    for tid, traj in gold.items():
+        task = env.tasks[tid]
+        ok, _, _, answer_ok = independent_success(task, traj)
+        records.append(episode_process(task, traj, ok, answer_ok))
+    pooled = rates(records)
+    for name in ("valid_calls", "gold_tools_called", "exact_args", "answer_values", "success"):
+        assert pooled[name]["rate"] == 1.0 and pooled[name]["n"] > 0, (name, pooled[name])
+    assert pooled["asked_before_first_write"]["n"] == sum(bool(env.tasks[t].user_context) for t in gold)
+    # a policy that writes with invented arguments before asking anything
+    tid, traj = next((t, tr) for t, tr in gold.items() if env.tasks[t].user_context
+                     and any(s.writes for s in env.tasks[t].workflow))
+    task = env.tasks[tid]
+    write = next(s for s in task.workflow if s.writes)
+    bad = attrs.evolve(traj, messages=(*traj.messages[:2], Message("assistant", "", tool_calls=(
+        ToolCall("c1", str(write.tool), {"x": "invented"}),)), *traj.messages[2:]))
+    rec = episode_process(task, bad, False, False)
+    assert rec["asked_before_first_write"] is False
+    assert rec["exact_args"][1] == sum(1 for s in task.workflow if s.tool)
+    none = attrs.evolve(traj, messages=traj.messages[:2], malformed_tool_calls=1)
+    rec = episode_process(task, none, False, False)
+    assert rec["valid_calls"] is False and rec["gold_tools_called"] is False and rec["exact_args"][0] == 0
+
+
+def test_teacher_forced_accuracy_is_one_for_the_oracle_and_low_for_a_chatter(env: Any, tokenizer: Any,
+                                                                            work: Path, monkeypatch: Any) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from synthagent.plugins.training.trl import process, rollout
+    from synthagent.plugins.training.trl.ceiling import _turn_ids, oracle_trajectories
+
+    ids = sorted(env.tasks)
+    gold = oracle_trajectories(env, ids)
+    renderer = rollout.TemplateRenderer(tokenizer)
+    prefixes = {}  # gold prefix ids -> the oracle's next turn ids
+    for traj in gold.values():
+        tools = env.tools_schema(env.tasks[traj.task_id])
+        msgs = [m.openai() for m in traj.messages]
+        for i, m in enumerate(traj.messages):
+            if m.role == "assistant":
+                prefixes[tuple(renderer.prompt_ids(msgs[:i], tools))] = _turn_ids(renderer, m)
+
+    def oracle_fn(*a: Any, **k: Any) -> Any:
+        return lambda batch, max_new: [prefixes[tuple(b)] for b in batch]
+
+    monkeypatch.setattr(rollout, "model_generate_fn", oracle_fn)
+    got = process.next_action_accuracy(None, tokenizer, env, ids, max_turn_tokens=512)
+    assert len(got["turns"]) == len(prefixes) and got["tasks"] == len(gold)
+    assert all(v["rate"] == 1.0 for v in got["rates"].values() if v["n"]), got["rates"]
+    assert got["rates"]["asks_when_needed"]["n"] >= 1  # the oracle asked somewhere
+    chatter = renderer.encode("Hello.<|im_end|>")
+    monkeypatch.setattr(rollout, "model_generate_fn", lambda *a, **k: (lambda batch, mx: [chatter for _ in batch]))
+    low = process.next_action_accuracy(None, tokenizer, env, ids, max_turn_tokens=512)
+    assert low["rates"]["tool"]["rate"] == 0.0 and low["rates"]["asks_when_needed"]["rate"] == 0.0
+    assert low["rates"]["action_type"]["rate"] < 1.0
+    monkeypatch.undo()
+    model = AutoModelForCausalLM.from_pretrained(str(work / "tiny"), dtype=torch.float32).eval()
+    real = process.next_action_accuracy(model, tokenizer, env, ids[:2], max_turn_tokens=16)  # a real forward
+    assert real["turns"] and all(0.0 <= v["rate"] <= 1.0 for v in real["rates"].values() if v["n"])

@@ -127,8 +127,15 @@ def test_evaluate_policy_is_greedy_reproducible_and_names_the_failed_criteria(
 
     env = RunEnvironment(small_run, max_turns=3)
     ids = sorted(env.tasks)[:4]
-    first = evaluate_policy(sft_result["model_out"], env, ids, max_turn_tokens=16, budget=96, batch_size=2)
-    second = evaluate_policy(sft_result["model_out"], env, ids, max_turn_tokens=16, budget=96, batch_size=2)
+    # limits this tight cut the oracle too: ceiling_min=0 reports that ceiling instead of refusing (the gate itself
+    # is tested in test_ceiling.py)
+    first = evaluate_policy(sft_result["model_out"], env, ids, max_turn_tokens=16, budget=96, batch_size=2,
+                            ceiling_min=0)
+    second = evaluate_policy(sft_result["model_out"], env, ids, max_turn_tokens=16, budget=96, batch_size=2,
+                             ceiling_min=0)
+    assert first["ceiling"]["n"] == 4 and first["ceiling"]["rate"] < 0.95 and first["ceiling"]["cut"] >= 1
+    assert first["process"]["success"]["n"] == 4 and set(first["per_task"][ids[0]]["process"]) >= {
+        "valid_calls", "asked_before_first_write", "exact_args"}
     assert first["tasks"] == 4 and sorted(first["per_task"]) == ids
     assert first["per_task"] == second["per_task"]  # greedy decoding: the same episodes again
     per_task = first["per_task"].values()
@@ -153,7 +160,8 @@ def test_evaluate_policy_under_bf16_autocast_keeps_transcripts(small_run: Path, 
     env = RunEnvironment(small_run, max_turns=3)
     ids = sorted(env.tasks)[:2]
     res = evaluate_policy(sft_result["model_out"], env, ids, max_turn_tokens=16, budget=96, batch_size=2,
-                          bf16_autocast=True, transcripts=1)
+                          bf16_autocast=True, transcripts=1, ceiling_min=0, teacher_forced=True)
+    assert res["teacher_forced"]["turns"] and res["teacher_forced"]["rates"]["action_type"]["n"] > 0
     assert res["tasks"] == 2 and sorted(res["per_task"]) == ids
     (tid, messages), = res["transcripts"].items()
     assert tid == ids[0] and messages[0]["role"] == "system" and any(m["role"] == "assistant" for m in messages)

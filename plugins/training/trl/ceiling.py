@@ -29,7 +29,7 @@ from synthagent.core.models import Message, Trajectory
 from synthagent.plugins.training.trl.environment import RunEnvironment
 from synthagent.plugins.training.trl.rollout import TemplateRenderer, run_batch
 
-__all__ = ["EpisodeLimits", "CeilingError", "oracle_turns", "replay_oracle", "oracle_ceiling", "derive_limits",
+__all__ = ["EpisodeLimits", "CeilingError", "oracle_turns", "oracle_trajectories", "replay_oracle", "oracle_ceiling", "derive_limits",
            "require_ceiling", "MIN_CEILING"]
 
 #: The least share of tasks the oracle's replay must solve before a rate under the same limits is reported.
@@ -66,7 +66,13 @@ class EpisodeLimits:
 
 
 def oracle_turns(env: RunEnvironment, task_ids: Sequence[str], mode: str = "state") -> dict[str, list[Message]]:
-    """The assistant messages of each task's oracle trajectory in the run (``trajectories.jsonl``).
+    """The assistant messages of each task's oracle trajectory (:func:`oracle_trajectories`)."""
+    return {tid: [m for m in traj.messages if m.role == "assistant"]
+            for tid, traj in oracle_trajectories(env, task_ids, mode).items()}
+
+
+def oracle_trajectories(env: RunEnvironment, task_ids: Sequence[str], mode: str = "state") -> dict[str, Trajectory]:
+    """Each task's oracle trajectory in the run (``trajectories.jsonl``).
 
     Per task, the lowest-sample trajectory that succeeded (independent success in ``mode``; for ``scorer`` the
     run's stored score) is taken; a task with none gets no entry (its replay then fails, lowering the ceiling).
@@ -81,13 +87,13 @@ def oracle_turns(env: RunEnvironment, task_ids: Sequence[str], mode: str = "stat
     finally:
         store.close()
     wanted = set(task_ids)
-    out: dict[str, list[Message]] = {}
+    out: dict[str, Trajectory] = {}
     for traj in sorted(trajectories, key=lambda t: (t.task_id, t.sample)):
         if traj.task_id not in wanted or traj.task_id in out or traj.task_id not in env.tasks:
             continue
         ok, _, _, _ = independent_success(env.tasks[traj.task_id], traj, scores.get(traj.id), mode)
         if ok:
-            out[traj.task_id] = [m for m in traj.messages if m.role == "assistant"]
+            out[traj.task_id] = traj
     return out
 
 

@@ -39,7 +39,7 @@ from synthagent.core.protocols import ChatRequest, ChatResponse
 from synthagent.core.toolcalls import parse_assistant
 from synthagent.plugins.training.trl.environment import Rollout, RunEnvironment, prompt_key
 
-__all__ = ["TemplateError", "TemplateRenderer", "GenerationBatcher", "TokenPolicy", "EpisodeTokens",
+__all__ = ["TemplateError", "TemplateRenderer", "GenerationBatcher", "TokenPolicy", "EpisodeTokens", "decode_turn",
            "ZeroVarianceFilter", "RolloutStats", "make_rollout_func", "run_batch", "evaluate_policy",
            "model_generate_fn", "ZERO_VARIANCE_MODES"]
 
@@ -196,6 +196,16 @@ def model_generate_fn(model: Any, tokenizer: Any, generation_config: Any, eos_id
     return generate
 
 
+def decode_turn(tokenizer: Any, ids: Sequence[int]) -> str:
+    """The text of one sampled policy turn: decoded with special tokens, then every special token except the
+    tool-call markers removed (what :func:`~synthagent.core.toolcalls.parse_assistant` reads)."""
+    text = str(tokenizer.decode(list(ids), skip_special_tokens=False))
+    for special in {tokenizer.eos_token, tokenizer.pad_token, *getattr(tokenizer, "all_special_tokens", [])} - {None}:
+        if special not in ("<tool_call>", "</tool_call>"):
+            text = text.replace(special, "")
+    return text.strip()
+
+
 @attrs.define
 class EpisodeTokens:
     """The token record of one episode: ``prompt_ids``, then ``completion_ids`` with ``mask`` (1 = sampled by the
@@ -246,12 +256,7 @@ class TokenPolicy:
         self.error: BaseException | None = None
 
     def _decode(self, ids: Sequence[int]) -> str:
-        tok = self.renderer.tokenizer
-        text = str(tok.decode(list(ids), skip_special_tokens=False))
-        for special in {tok.eos_token, tok.pad_token, *getattr(tok, "all_special_tokens", [])} - {None}:
-            if special not in ("<tool_call>", "</tool_call>"):
-                text = text.replace(special, "")
-        return text.strip()
+        return decode_turn(self.renderer.tokenizer, ids)
 
     def _stop(self) -> ChatResponse:
         self.exhausted = True
@@ -508,7 +513,7 @@ def rubric_reward(prompts: Any = None, completions: Any = None, synth_reward: Se
 def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str], *, max_turn_tokens: int = 256,
                     budget: int = 2048, batch_size: int = 8, seed: int = 0, bf16_autocast: bool = False,
                     success_mode: str = "state", transcripts: int = 0, policy_budget: int = 0,
-                    ceiling_min: float | None = None) -> dict[str, Any]:
+                    ceiling_min: float | None = None, teacher_forced: bool = False) -> dict[str, Any]:
     """Greedy evaluation of a local model on ``task_ids``: the independent success rate
     (:func:`synthagent.core.evaluation.independent_success`: final state equals the gold state and the required
     answer values are reported, or a benchmark's own checker), the rubric's success and mean score, and the
@@ -524,6 +529,11 @@ def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str]
         harness and these limits (:func:`~.ceiling.oracle_ceiling`); the result carries that ``ceiling``, and a
         ceiling below ``ceiling_min`` raises :class:`~.ceiling.CeilingError` (default
         :data:`~.ceiling.MIN_CEILING`; 0 reports the ceiling without refusing).
+    :param teacher_forced: also measure teacher-forced next-action accuracy on the oracle's trajectories
+        (:func:`~.process.next_action_accuracy`, result key ``teacher_forced``).
+
+    The result's ``process`` holds the on-policy process rates (:func:`~.process.episode_process`), each
+    task's record under ``per_task[...]["process"]``.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -561,7 +571,19 @@ def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str]
     failed = [[c for c in r.score.breakdown if not c.passed] if r.score is not None else [] for r in results]
     episodes = [episode_of(r.task, r.trajectory, r.score, success_mode) for r in results]
     finished = [e for e in episodes if e.success is not None]
+    from synthagent.plugins.training.trl.process import episode_process, next_action_accuracy, rates
+
+    process = [episode_process(r.task, r.trajectory, e.success, e.answer_ok) for r, e in zip(results, episodes,
+                                                                                               strict=True)]
+    forced: dict[str, Any] | None = None
+    if teacher_forced:
+        t0 = time.perf_counter()
+        forced = next_action_accuracy(model, tokenizer, env, ids, max_turn_tokens=max_turn_tokens,
+                                      batch_size=batch_size, bf16_autocast=bf16_autocast, mode=success_mode)
+        forced["seconds"] = round(time.perf_counter() - t0, 1)
     return {
+        "process": rates([p for p, e in zip(process, episodes, strict=True) if e.success is not None]),
+        "teacher_forced": forced,
         "ceiling": {k: v for k, v in ceiling.items() if k != "per_task"}
         | {"per_task": {t: r["success"] for t, r in ceiling["per_task"].items()}},
         "tasks": len(results),
@@ -578,7 +600,8 @@ def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str]
         "failures": dict(sorted(collections.Counter(e.failure for e in finished if not e.success).items())),
         "per_task": {r.task.id: {"independent": e.success, "failure": e.failure, "reward": r.reward,
                                  "success": r.success, "termination": r.trajectory.termination,
-                                 "turns": r.trajectory.turns, "failed": [c.criterion_id for c in cs]}
-                     for r, cs, e in zip(results, failed, episodes, strict=True)},
+                                 "turns": r.trajectory.turns, "failed": [c.criterion_id for c in cs],
+                                 "process": pr}
+                     for r, cs, e, pr in zip(results, failed, episodes, process, strict=True)},
         "transcripts": {r.task.id: [m.openai() for m in r.trajectory.messages] for r in results[:transcripts]},
     }
