@@ -118,8 +118,10 @@ def replay_oracle(env: RunEnvironment, tokenizer: Any, task_ids: Sequence[str], 
                   turns: Mapping[str, list[Message]] | None = None) -> dict[str, dict[str, Any]]:
     """Replay each task's oracle turns through the token harness under ``limits``; per task: ``success``
     (``None`` for an infrastructure failure), ``failure``, ``termination``, ``turns`` (agent turns),
-    ``policy_tokens``, ``env_tokens``, ``max_turn_tokens`` (the longest policy turn in ids) and ``cut``
-    (whether a limit ended the episode early)."""
+    ``policy_tokens``, ``env_tokens``, ``max_turn_tokens`` (the longest policy turn in ids), ``cut``
+    (whether a limit ended the episode early), ``prompt_tokens``, and the forward tokens a model would process
+    playing the same turns without (``forward_no_reuse``) and with (``forward_reuse``) a KV cache kept across
+    turns."""
     from synthagent.core.evaluation import episode_of
 
     renderer = TemplateRenderer(tokenizer)
@@ -147,11 +149,16 @@ def replay_oracle(env: RunEnvironment, tokenizer: Any, task_ids: Sequence[str], 
                 policy_budget=limits.policy_budget, max_turn_tokens=limits.max_turn_tokens, eos_ids=eos, seed=seed))
             episode = episode_of(rollout.task, rollout.trajectory, rollout.score, mode)
             policy_spans = [e - s for s, e, src in tokens.turns if src == "policy"]
+            # forward tokens: re-prefilling the whole context at every policy turn (HF generate without a cache
+            # carried across turns) against each token passing through the model once (a cache kept per episode)
+            prompt = len(tokens.prompt_ids)
+            no_reuse = sum(prompt + e for s, e, src in tokens.turns if src == "policy")
             results[tid] = {"success": episode.success,
                             "failure": episode.failure or ("" if tid in gold else "no_oracle_trajectory"),
                             "termination": rollout.trajectory.termination, "turns": rollout.trajectory.turns,
                             "policy_tokens": sum(tokens.mask), "env_tokens": len(tokens.mask) - sum(tokens.mask),
-                            "max_turn_tokens": max(policy_spans, default=0),
+                            "max_turn_tokens": max(policy_spans, default=0), "prompt_tokens": prompt,
+                            "forward_no_reuse": no_reuse, "forward_reuse": prompt + len(tokens.completion_ids),
                             "cut": state["i"] < len(script) or rollout.trajectory.termination == "max_turns"}
     finally:
         env.max_turns = saved_turns

@@ -5,7 +5,7 @@ as ``<tool_response>`` user turns, with the assistant output inside ``{% generat
 loss to it. Used when a model's own template cannot render tools (:func:`~.common.resolve_chat_template`).
 """
 
-__all__ = ["CHATML_TOOL_TEMPLATE"]
+__all__ = ["CHATML_TOOL_TEMPLATE", "CHATML_COMPACT_TOOL_TEMPLATE", "COMPACT_TOOLS_BLOCK"]
 
 # A ChatML template with tools, in the shape of Qwen2.5's: tools in the system turn, calls as <tool_call> JSON,
 # tool results as <tool_response> in user turns, assistant output inside {% generation %} for TRL's masks.
@@ -40,3 +40,30 @@ Call a tool with a tool_call block holding {"name": ..., "arguments": ...}.<|im_
 {%- endfor %}
 {%- if add_generation_prompt %}<|im_start|>assistant
 {% endif %}"""
+
+
+#: The tools block of :data:`CHATML_COMPACT_TOOL_TEMPLATE`: one line a tool, ``name(arg: type, opt?: type): what
+#: it does``, with enumerations kept, instead of each tool's whole JSON schema.
+COMPACT_TOOLS_BLOCK = r"""# Tools
+{%- for tool in tools %}
+{%- set f = tool.function if tool.function is defined else tool %}
+{%- set params = f.parameters if f.parameters is defined else {} %}
+{%- set req = params.required if params.required is defined else [] %}
+{{- '\n- ' + f.name + '(' }}
+{%- for name, p in (params.properties if params.properties is defined else {}).items() %}
+{{- name }}{% if name not in req %}?{% endif %}{{ ': ' + (p.type if p.type is defined else 'any') }}
+{%- if p.enum is defined %}{{ ' in ' + (p.enum | join('|')) }}{% endif %}{% if not loop.last %}{{ ', ' }}{% endif %}
+{%- endfor %}
+{{- '): ' + f.description }}
+{%- endfor %}"""
+
+#: :data:`CHATML_TOOL_TEMPLATE` with the compact tools block (``chat_template = "chatml-tools-compact"``): the
+#: same conversation rendering, fewer prompt tokens per example (measured in benchmarks/bench_token_budget.py).
+CHATML_COMPACT_TOOL_TEMPLATE = CHATML_TOOL_TEMPLATE.replace(
+    """# Tools
+<tools>
+{%- for tool in tools %}
+{{ tool | tojson }}
+{%- endfor %}
+</tools>""", COMPACT_TOOLS_BLOCK)
+assert CHATML_COMPACT_TOOL_TEMPLATE != CHATML_TOOL_TEMPLATE
