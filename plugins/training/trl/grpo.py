@@ -25,6 +25,8 @@ from synthagent.plugins.training.trl.common import (
     check_model_dir,
     distributed_teardown,
     load_model_and_tokenizer,
+    precision_summary,
+    resolve_precision,
     split_options,
     trl_config,
     write_json,
@@ -40,6 +42,7 @@ GRPO_OPTIONS: dict[str, Any] = {
     "domains": [],              # only tasks of these domains (empty = all)
     "max_turns": 0,             # agent turns per episode (0 = the run's simulate.max_turns)
     "max_turn_tokens": 256,     # most tokens one policy turn may sample
+    "policy_budget": 0,         # most tokens the policy may sample per episode (0 = only max_completion_length)
     "zero_variance": "resample",  # resample | drop | keep (see ZeroVarianceFilter)
     "max_resample": 2,          # resampling rounds per step before a still-flat group is dropped
     "chat_template": "auto",    # auto | model | chatml-tools | PATH
@@ -69,17 +72,21 @@ class GRPOAlgorithm:
 
         zv_filter = ZeroVarianceFilter(str(own["zero_variance"]), int(own["max_resample"]))
         out = Path(request.output_dir)
+        precision = resolve_precision(fields)  # bf16=auto|bf16|fp32 becomes true/false here
         config = trl_config(GRPOConfig, str(out / "trainer"), fields, GRPO_DEFAULTS)
         with distributed_teardown():
-            return train_grpo(request, config, own, zv_filter)
+            return train_grpo(request, config, own, zv_filter, precision=precision)
 
 
 def train_grpo(request: TrainRequest, config: Any, own: dict[str, Any], zv_filter: Any,
-               *, keep_rollouts: list[Any] | None = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+               *, keep_rollouts: list[Any] | None = None, callbacks: Sequence[Any] = (),
+               precision: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run GRPO with a built ``GRPOConfig`` (used by :class:`GRPOAlgorithm`, the tests and the benchmarks).
 
     :param keep_rollouts: when given, receives every rollout call's ``(rollouts, tokens, env_masks)``.
     :param callbacks: extra ``transformers.TrainerCallback`` objects.
+    :param precision: :func:`~synthagent.plugins.training.trl.common.resolve_precision`'s result, recorded in
+        the summary as ``precision``.
     """
     import datasets
     from accelerate.utils import gather_object
@@ -114,7 +121,8 @@ def train_grpo(request: TrainRequest, config: Any, own: dict[str, Any], zv_filte
             metrics.add_stats(item)
 
     rollout_func = make_rollout_func(env, task_ids, filter=zv_filter, max_turn_tokens=int(own["max_turn_tokens"]),
-                                     seed=int(config.seed), on_stats=on_stats, keep_rollouts=keep_rollouts)
+                                     seed=int(config.seed), on_stats=on_stats, keep_rollouts=keep_rollouts,
+                                     policy_budget=int(own["policy_budget"]))
     trainer = GRPOTrainer(model=model, reward_funcs=[rubric_reward], args=config, train_dataset=dataset,
                           processing_class=tokenizer, rollout_func=rollout_func, callbacks=[make_callback(metrics), *callbacks])
     holder["trainer"] = trainer
@@ -132,6 +140,7 @@ def train_grpo(request: TrainRequest, config: Any, own: dict[str, Any], zv_filte
         # and the counters its components kept during training (stats.user.model_turns: user turns it wrote)
         "environment": {"user": str(env.config.user), "tools": str(env.config.tools), "stats": env.runtime.stats()},
         "chat_template": template,
+        "precision": precision_summary(precision or {}, config),
         "zero_variance": {"mode": zv_filter.mode, "max_resample": zv_filter.max_resample, **metrics.totals},
         "steps": int(trainer.state.global_step),
         "train_loss": float(getattr(train_output, "training_loss", 0.0) or 0.0),

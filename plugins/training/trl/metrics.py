@@ -3,19 +3,27 @@
 GRPO rows carry the rubric reward's mean and standard deviation, the success rate, the fraction of
 zero-variance groups (before filtering), how many groups were resampled and dropped, token counts and TRL's
 loss; SFT rows carry the loss, the curriculum stage and the learning rate.
+
+:func:`make_progress_callback` prints one progress line per logged step (``step 3/40 · loss 1.234 · 152 tokens/s
+· elapsed 0:45 · ETA 9:15``) through the ``synthagent.train`` logger, which ``synth train`` sends to stderr.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from synthagent.plugins.training.trl.rollout import RolloutStats
 
-__all__ = ["MetricsLog", "make_callback", "plot_curves", "merge_stats"]
+__all__ = ["MetricsLog", "make_callback", "make_progress_callback", "format_duration", "plot_curves", "merge_stats"]
+
+progress_log = logging.getLogger("synthagent.train")
 
 
 def merge_stats(items: Sequence[RolloutStats]) -> dict[str, Any]:
@@ -89,6 +97,66 @@ def make_callback(log: MetricsLog) -> Any:
             log.on_log(state.global_step, logs or {}, write=bool(state.is_world_process_zero))
 
     return _Callback()
+
+
+def format_duration(seconds: float) -> str:
+    """``M:SS`` (or ``H:MM:SS`` from an hour on) for a number of seconds."""
+    total = max(0, int(round(seconds)))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _emit(line: str) -> None:
+    """Log ``line`` at INFO on ``synthagent.train`` where logging shows it (``synth train`` configures INFO on
+    stderr), else print it to stderr, so the progress is visible either way."""
+    if progress_log.isEnabledFor(logging.INFO) and progress_log.hasHandlers():
+        progress_log.info(line)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def make_progress_callback(*, examples: int, tokens: int, max_length: int | None, precision: str,
+                           stage: str = "") -> Any:
+    """A ``transformers.TrainerCallback`` that prints a line before the first step (examples, tokens,
+    ``max_length``, batch, accumulation, total steps, precision) and one per logged step:
+    ``step 3/40 · loss 1.234 · 152 tokens/s · elapsed 0:45 · ETA 9:15`` (main process only).
+
+    tokens/s is an approximation from the average row length: a step consumes ``batch × accumulation × processes``
+    rows, each counted as ``tokens / examples`` tokens (``tokens`` being the training tokens after truncation to
+    ``max_length``), divided by the seconds since training began; it is not a count of the rows actually drawn.
+
+    :param stage: a curriculum stage's name, put in front of each line.
+    """
+    from transformers import TrainerCallback
+
+    prefix = f"[{stage}] " if stage else ""
+    per_row = tokens / examples if examples else 0.0
+
+    class _Progress(TrainerCallback):  # type: ignore[misc]
+        start = 0.0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.start = time.perf_counter()
+            if state.is_world_process_zero:
+                _emit(f"{prefix}training on {examples} examples · {tokens} tokens · max_length {max_length} · "
+                      f"batch {args.per_device_train_batch_size} · accumulation {args.gradient_accumulation_steps} · "
+                      f"{state.max_steps} steps · precision {precision}")
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None,
+                   **kwargs: Any) -> None:
+            logs = logs or {}
+            if not state.is_world_process_zero or "loss" not in logs:
+                return
+            step, total = int(state.global_step), int(state.max_steps)
+            elapsed = time.perf_counter() - self.start
+            rows = step * args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
+            rate = rows * per_row / elapsed if elapsed > 0 else 0.0
+            eta = elapsed / step * max(0, total - step) if step else 0.0
+            _emit(f"{prefix}step {step}/{total} · loss {float(logs['loss']):.3f} · {rate:.0f} tokens/s · "
+                  f"elapsed {format_duration(elapsed)} · ETA {format_duration(eta)}")
+
+    return _Progress()
 
 
 def plot_curves(rows: Sequence[Mapping[str, Any]], png: Path, *, title: str) -> Path | None:
