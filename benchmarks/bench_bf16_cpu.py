@@ -1,8 +1,9 @@
 """bfloat16 autocast against float32 on CPU for SmolLM2-135M: a forward pass (generation's prefill) and a
 training forward+backward, side by side in one run, alternating, one torch thread.
 
-The learning benchmark (bench_learning.py) trains with ``bf16=True`` and generates under bfloat16 autocast on
-this machine's AVX512-BF16 CPU; this measures what that buys. Not a timed test: it prints the ratios.
+The learning benchmark (bench_learning.py) trains with ``bf16=True`` and generates under bfloat16 autocast unless
+``--no-bf16``; ``synth train --set bf16=auto`` decides from a hardware probe (printed first). This measures what
+bf16 buys or costs on the machine it runs on. Not a timed test: it prints the ratios and tokens/s.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_bf16_cpu.py --rounds 2
 """
@@ -28,6 +29,10 @@ def main() -> None:
 
     from synthagent.plugins.backends.hf_testing import smollm2_model_dir
 
+    from synthagent.plugins.training.trl.common import choose_precision
+
+    bf16, why = choose_precision("auto")
+    print(f"probe (synth train --set bf16=auto) picks {'bf16' if bf16 else 'fp32'}: {why}")
     torch.set_num_threads(1)
     model = AutoModelForCausalLM.from_pretrained(smollm2_model_dir(), dtype=torch.float32)
     times: dict[str, list[float]] = {k: [] for k in ("forward fp32", "forward bf16-autocast",
@@ -56,6 +61,9 @@ def main() -> None:
     print(f"forward speed-up    {med['forward fp32'] / med['forward bf16-autocast']:.2f}x  ({args.prefill} tokens)")
     print(f"train step speed-up {med['train step fp32'] / med['train step bf16-autocast']:.2f}x  "
           f"({args.train_batch} x {args.train_len} tokens)")
+    tokens = args.train_batch * args.train_len
+    for name in ("fp32", "bf16-autocast"):
+        print(f"SFT step tokens/s, {name:14s}: {tokens / med[f'train step {name}']:7.1f} (one thread)")
 
 
 if __name__ == "__main__":
