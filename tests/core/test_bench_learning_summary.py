@@ -62,7 +62,7 @@ def test_summary_pools_process_metrics_and_shows_the_ceiling(tmp_path: Path) -> 
     for key, asked in (("base@heldout", [False] * 4), ("sft-s0@heldout", [True, True, True, False])):
         path = tmp_path / "evals" / f"{key}.json"
         res = json.loads(path.read_text())
-        for i, (tid, rec) in enumerate(res["per_task"].items()):
+        for i, rec in enumerate(res["per_task"].values()):
             rec["process"] = {"valid_calls": asked[i], "gold_tools_called": None, "asked_before_first_write": asked[i],
                               "exact_args": [i, 3], "answer_values": False, "success": rec["independent"]}
         res["teacher_forced"] = {"turns": [{"task": "t0", "turn": 0, "action_type": True, "tool": True,
