@@ -38,7 +38,7 @@ from synthagent.core.store import JsonlFile, RunStore, write_json_atomic
 
 __all__ = ["Episode", "wilson", "pass_hat_k", "mcnemar_exact", "independent_success", "episode_of", "metrics", "eval_id",
            "prepare_tasks",
-           "load_episodes", "compare", "evaluate", "EvalSpec", "WILSON_Z", "SUCCESS_MODES"]
+           "load_episodes", "compare", "evaluate", "process_rates", "EvalSpec", "WILSON_Z", "SUCCESS_MODES"]
 
 #: The normal quantile of a two-sided 95% interval.
 WILSON_Z = 1.959963984540054
@@ -295,10 +295,23 @@ async def evaluate(runtime: Any, policy: Any, store: RunStore, tasks: Sequence[T
         episodes.close()
         store.trajectories.sync()
         store.scores.sync()
+    done = JsonlFile(store.root / "episodes.jsonl", Episode).load()
     results = {"policy": spec.policy, "source": dict(spec.source), "success_mode": spec.success,
-               **metrics(JsonlFile(store.root / "episodes.jsonl", Episode).load(), spec.repeats)}
+               **metrics(done, spec.repeats), "process": process_rates(done, tasks, store)}
     write_json_atomic(store.root / "results.json", results)
     return results
+
+
+def process_rates(episodes: Sequence[Episode], tasks: Sequence[Task], store: RunStore) -> dict[str, Any]:
+    """The on-policy process rates (:mod:`synthagent.core.process`) of the finished ``episodes``, from their
+    trajectories in ``store``."""
+    from synthagent.core.process import episode_process, rates
+
+    by_id = {t.id: t for t in tasks}
+    trajectories = {t.id: t for t in store.trajectories}
+    records = [episode_process(by_id[e.task_id], trajectories[e.id], e.success, e.answer_ok) for e in episodes
+               if e.success is not None and e.task_id in by_id and e.id in trajectories]
+    return rates(records)
 
 
 async def prepare_tasks(runtime: Any, store: RunStore, count: int, seed: int) -> tuple[list[Task], dict[str, Rubric]]:

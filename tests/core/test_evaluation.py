@@ -231,7 +231,12 @@ def test_synth_eval_run_resume_compare_report_and_leak_check(synth: Any, tmp_pat
     assert again.returncode == 0 and len((out / "good" / "episodes.jsonl").read_text().splitlines()) == 12
     bad = synth([*base, "--policy", "oracle", "--set", "llm.corruption=wrong_argument", "--name", "bad"])
     assert bad.returncode == 0, bad.stderr
-    assert json.loads(bad.stdout)["success"]["successes"] < 12
+    bad_res = json.loads(bad.stdout)
+    assert bad_res["success"]["successes"] < 12
+    # process metrics for any policy: the oracle makes every gold call exactly; a wrong argument breaks that
+    assert res["process"]["exact_args"]["rate"] == 1.0 and res["process"]["valid_calls"]["n"] == 12
+    assert res["process"]["gold_tools_called"]["rate"] == 1.0
+    assert bad_res["process"]["exact_args"]["rate"] < 1.0
     cmp_ = synth(["eval", "--compare", str(out / "good"), str(out / "bad"), "--json"])
     assert cmp_.returncode == 0, cmp_.stderr
     c = json.loads(cmp_.stdout)
