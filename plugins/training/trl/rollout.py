@@ -544,6 +544,8 @@ def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str]
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    if torch.cuda.is_available():  # generation follows the model's device (model_generate_fn)
+        model.to("cuda")
     eos_ids = [tokenizer.eos_token_id]
     config = GenerationConfig(do_sample=False, max_new_tokens=max_turn_tokens, eos_token_id=eos_ids,
                               pad_token_id=tokenizer.pad_token_id)
