@@ -96,6 +96,9 @@ def main() -> None:
     p.add_argument("--chat-template", default="auto",
                    help="the template every policy is trained and evaluated with: auto (the tool template with each "
                         "tool's JSON schema) or chatml-tools-compact (one line a tool: ~38%% fewer tokens an example)")
+    p.add_argument("--tf-tasks", type=int, default=0,
+                   help="teacher-forced next-action accuracy on the first this-many tasks of each evaluation "
+                        "(0 = all, -1 = skip; it decodes every gold turn, so it costs about one more evaluation)")
     p.add_argument("--no-base", action="store_true",
                    help="do not evaluate the base model in this process (another one does: train meanwhile)")
     p.add_argument("--train-repro", type=int, default=0,
@@ -324,7 +327,8 @@ def train(args: argparse.Namespace, out: Path) -> None:
                 res = evaluate_policy(str(model_dir), env, ids, max_turn_tokens=lim.max_turn_tokens, budget=lim.budget,
                                       policy_budget=lim.policy_budget, batch_size=args.eval_batch,
                                       bf16_autocast=bf16, success_mode=mode, transcripts=args.transcripts,
-                                      ceiling_min=args.min_ceiling, teacher_forced=True)
+                                      ceiling_min=args.min_ceiling, teacher_forced=args.tf_tasks >= 0,
+                                      teacher_forced_tasks=max(0, args.tf_tasks))
             res.update(policy=label, env=env_name, model=str(model_dir), weights_sha256=digest)
             write_atomic(path, res)
             print(f"[bench] {label}@{env_name}: {res['independent_successes']}/{res['finished']} "

@@ -513,7 +513,8 @@ def rubric_reward(prompts: Any = None, completions: Any = None, synth_reward: Se
 def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str], *, max_turn_tokens: int = 256,
                     budget: int = 2048, batch_size: int = 8, seed: int = 0, bf16_autocast: bool = False,
                     success_mode: str = "state", transcripts: int = 0, policy_budget: int = 0,
-                    ceiling_min: float | None = None, teacher_forced: bool = False) -> dict[str, Any]:
+                    ceiling_min: float | None = None, teacher_forced: bool = False,
+                    teacher_forced_tasks: int = 0) -> dict[str, Any]:
     """Greedy evaluation of a local model on ``task_ids``: the independent success rate
     (:func:`synthagent.core.evaluation.independent_success`: final state equals the gold state and the required
     answer values are reported, or a benchmark's own checker), the rubric's success and mean score, and the
@@ -530,7 +531,8 @@ def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str]
         ceiling below ``ceiling_min`` raises :class:`~.ceiling.CeilingError` (default
         :data:`~.ceiling.MIN_CEILING`; 0 reports the ceiling without refusing).
     :param teacher_forced: also measure teacher-forced next-action accuracy on the oracle's trajectories
-        (:func:`~.process.next_action_accuracy`, result key ``teacher_forced``).
+        (:func:`~.process.next_action_accuracy`, result key ``teacher_forced``), on the first
+        ``teacher_forced_tasks`` of ``task_ids`` (0 = all).
 
     The result's ``process`` holds the on-policy process rates (:func:`~.process.episode_process`), each
     task's record under ``per_task[...]["process"]``.
@@ -580,7 +582,8 @@ def evaluate_policy(model_dir: str, env: RunEnvironment, task_ids: Sequence[str]
     forced: dict[str, Any] | None = None
     if teacher_forced:
         t0 = time.perf_counter()
-        forced = next_action_accuracy(model, tokenizer, env, ids, max_turn_tokens=max_turn_tokens,
+        forced = next_action_accuracy(model, tokenizer, env, ids[:teacher_forced_tasks] if teacher_forced_tasks
+                                      else ids, max_turn_tokens=max_turn_tokens,
                                       batch_size=batch_size, bf16_autocast=bf16_autocast, mode=success_mode)
         forced["seconds"] = round(time.perf_counter() - t0, 1)
     return {
