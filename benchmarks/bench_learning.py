@@ -506,6 +506,8 @@ def summarize(out: Path) -> None:
     print(json.dumps({"table": {k: v["independent"] for k, v in table.items()}, "pooled": pooled,
                       "comparisons": comparisons}, indent=1), flush=True)
     _plot(table, pooled, out / "success.png", ceilings)
+    if process:
+        _plot_process(process, out / "process.png")
 
 
 def _process_tables(evals: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
@@ -639,6 +641,43 @@ def _plot(table: dict[str, Any], pooled: dict[str, Any], png: Path, ceilings: di
         ax.set_ylim(0, 105)
         ax.set_ylabel("success % (95% Wilson CI)", fontsize=7)
         ax.set_title(f"{env}: independent success", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def _plot_process(process: dict[str, Any], png: Path) -> None:
+    """One panel per environment: every process metric's rate with its 95% interval, one bar per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = sorted({k.split("@")[1] for k in process})
+    fig, axes = plt.subplots(len(envs), 1, figsize=(9, 3.4 * len(envs)), squeeze=False)
+    for ax, env in zip(axes[:, 0], envs, strict=True):
+        policies = [k for k in process if k.endswith(f"@{env}")]
+        names = [("on_policy", m) for m in next(iter(process.values()))["on_policy"]] + \
+            [("teacher_forced", m) for m in next(iter(process.values()))["teacher_forced"]]
+        width = 0.8 / max(1, len(policies))
+        for i, pol in enumerate(policies):
+            xs, ys, lo, hi = [], [], [], []
+            for j, (part, m) in enumerate(names):
+                c = process[pol][part].get(m)
+                if not c or not c.get("n"):
+                    continue
+                xs.append(j + i * width)
+                ys.append(100 * c["rate"])
+                lo.append(100 * (c["rate"] - c["ci95"][0]))
+                hi.append(100 * (c["ci95"][1] - c["rate"]))
+            ax.bar(xs, ys, width=width, yerr=[lo, hi], capsize=2, label=pol.split("@")[0])
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))],
+                      [("tf " if part == "teacher_forced" else "") + m.replace("_", " ") for part, m in names],
+                      rotation=30, ha="right", fontsize=7)
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("% (95% Wilson CI)", fontsize=7)
+        ax.set_title(f"{env}: process metrics (tf = teacher-forced); a missing bar was not applicable", fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
