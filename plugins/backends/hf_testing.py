@@ -129,9 +129,12 @@ def _dequantize(gguf: Any, out: Any, *, max_shard_size: str | None = None, dtype
 
         raise UsageError(f"dtype {dtype!r}: choose float32 or bfloat16")
     if dtype == "bfloat16":
-        plain = plain.to(torch.bfloat16)
+        plain.bfloat16()  # in place
     tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-    plain.save_pretrained(str(tmp), **({"max_shard_size": max_shard_size} if max_shard_size else {}))
+    if max_shard_size:
+        plain.save_pretrained(str(tmp), max_shard_size=max_shard_size)
+    else:
+        plain.save_pretrained(str(tmp))
     tok.save_pretrained(str(tmp))
     os.replace(tmp, out)
 
