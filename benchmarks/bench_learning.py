@@ -230,7 +230,7 @@ def train(args: argparse.Namespace, out: Path) -> None:
     from synthagent.core.heldout import check_heldout
     from synthagent.plugins.training.trl.environment import RunEnvironment
     from synthagent.plugins.training.trl.grpo import GRPOAlgorithm
-    from synthagent.plugins.training.trl.rollout import evaluate_policy
+    from synthagent.plugins.training.trl.evaluate import evaluate_policy
     from synthagent.plugins.training.trl.sft import SFTAlgorithm
 
     from synthagent.plugins.training.trl.common import choose_precision

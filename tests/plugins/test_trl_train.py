@@ -123,7 +123,7 @@ def test_evaluate_policy_is_greedy_reproducible_and_names_the_failed_criteria(
     import statistics
 
     from synthagent.plugins.training.trl.environment import RunEnvironment
-    from synthagent.plugins.training.trl.rollout import evaluate_policy
+    from synthagent.plugins.training.trl.evaluate import evaluate_policy
 
     env = RunEnvironment(small_run, max_turns=3)
     ids = sorted(env.tasks)[:4]
@@ -155,7 +155,7 @@ def test_evaluate_policy_is_greedy_reproducible_and_names_the_failed_criteria(
 def test_evaluate_policy_under_bf16_autocast_keeps_transcripts(small_run: Path, sft_result: dict[str, Any]) -> None:
     """bfloat16 autocast (the fast CPU path) runs the same episodes' bookkeeping and keeps the asked transcripts."""
     from synthagent.plugins.training.trl.environment import RunEnvironment
-    from synthagent.plugins.training.trl.rollout import evaluate_policy
+    from synthagent.plugins.training.trl.evaluate import evaluate_policy
 
     env = RunEnvironment(small_run, max_turns=3)
     ids = sorted(env.tasks)[:2]
