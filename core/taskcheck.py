@@ -12,6 +12,13 @@ workflow step needs it. :func:`check_task` verifies what can be verified without
   ``0, 1, 2, ...`` in order;
 - no hidden fact's value shows in the visible instruction.
 
+:func:`unneeded_facts` goes one step further where the task carries its database (``initial_state`` and
+declarative tool effects): a hidden fact is *needed* only if the agent cannot reach the gold without it. A fact
+whose value is written (an ``insert``'s or ``update``'s value) is needed; a fact that only filters a lookup is
+needed only when the lookup without it finds more than one row (so the agent could not tell which); a fact that
+picks a row out of an earlier step's result (``step:N+fact:NAME``) is needed only when that result has several
+rows. Where the task has no database to look at (tools simulated by an LLM), every bound fact counts as needed.
+
 The binding syntax (``WorkflowStep.bindings``, argument name -> where its value comes from):
 
 ==========================  =================================================================================
@@ -32,7 +39,7 @@ from typing import Any
 from synthagent.core.bindings import BindingError, parse_binding
 from synthagent.core.models import Task
 
-__all__ = ["check_task"]
+__all__ = ["check_task", "unneeded_facts", "needs_a_question"]
 
 
 def _norm(value: Any) -> str:
@@ -92,3 +99,65 @@ def check_task(task: Task) -> list[str]:
         if len(value) >= 3 and re.search(rf"(?<![\w]){re.escape(value)}(?![\w])", instruction):
             problems.append(f"hidden fact {name!r} shows in the instruction ({fact.value!r})")
     return problems
+
+
+def _matching(rows: Any, conditions: dict[str, Any]) -> int:
+    return sum(1 for r in rows if all(_norm(r.get(col)) == _norm(v) for col, v in conditions.items()))
+
+
+def _lookup_rows(task: Task, position: int, without: str | None = None) -> int | None:
+    """Rows of the initial database that step ``position``'s lookup matches (ignoring argument ``without``),
+    or None when the step has no declarative effect to evaluate."""
+    step = task.workflow[position]
+    spec = task.tool(step.tool or "")
+    if spec is None or spec.effect is None or task.initial_state is None:
+        return None
+    effect = spec.effect
+    conditions = {col: step.arguments[param] for param, col in effect.where.items()
+                  if param != without and param in step.arguments}
+    conditions.update({col: v for col, v in effect.const.items() if effect.kind == "read"})
+    return _matching(task.initial_state.rows.get(effect.table, ()), conditions)
+
+
+def unneeded_facts(task: Task) -> dict[str, str]:
+    """The hidden facts of ``task`` that the agent does not need to reach the gold, each with the reason
+    (module docstring); empty when every hidden fact is needed or the task has no database to decide by."""
+    out: dict[str, str] = {}
+    for fact in task.user_context:
+        reasons: list[str] = []
+        needed = False
+        for position, step in enumerate(task.workflow):
+            for arg, text in step.bindings.items():
+                try:
+                    b = parse_binding(text)
+                except BindingError:
+                    continue
+                if b.fact != fact.name:
+                    continue
+                spec = task.tool(step.tool or "")
+                if spec is None or spec.effect is None or task.initial_state is None:
+                    needed = True  # nothing to decide by: assume the tool needs it
+                elif b.kind == "step_fact" and b.step is not None and 0 <= b.step < position:
+                    rows = _lookup_rows(task, b.step)
+                    if rows is None or rows > 1:
+                        needed = True
+                    else:
+                        reasons.append(f"step {b.step}'s lookup returns {rows} row, so step {position} needs no "
+                                       f"{fact.name} to pick it")
+                elif arg in spec.effect.set or arg in spec.effect.values or arg not in spec.effect.where:
+                    needed = True  # its value is written, or passed on as it is
+                else:
+                    rows = _lookup_rows(task, position, without=arg)
+                    if rows is None or rows > 1:
+                        needed = True
+                    else:
+                        reasons.append(f"step {position} ({step.tool}) finds {rows} row without {arg!r}")
+        if not needed and reasons:
+            out[fact.name] = "; ".join(reasons)
+    return out
+
+
+def needs_a_question(task: Task) -> bool:
+    """True when the task hides at least one fact the agent needs (:func:`unneeded_facts`): it teaches asking."""
+    unneeded = unneeded_facts(task)
+    return any(f.name not in unneeded for f in task.user_context)

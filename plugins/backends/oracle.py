@@ -60,7 +60,7 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -316,8 +316,10 @@ def plan_for(task: Task, corruption: str = "none", *, rng: random.Random | None 
 
 
 #: What the listening oracle takes from an answer that does not mention the gold value: the first e-mail,
-#: number, or id-like token (a digit after optional letters: ``A0008``, ``LC-48617998``, ``2024-08-12``).
+#: time of day (``07:15``), number, or id-like token (a digit after optional letters: ``A0008``, ``LC-48617998``,
+#: ``2024-08-12``).
 _HEARD = re.compile(r"(?P<email>[\w.+-]+@[\w-]+(?:\.[\w-]+)+)"
+                    r"|(?<![\w:])(?P<time>\d{1,2}:\d{2}(?::\d{2})?)(?![\w:])"
                     r"|(?<![\w.-])(?P<num>-?\d[\d,]*(?:\.\d+)?)(?![\w-])"
                     r"|(?<![\w-])(?P<id>[A-Za-z]*[-_]?\d[\w-]*)")
 
@@ -450,6 +452,15 @@ class OracleBackend:
         self.listen = bool(listen)
         self.name = ("oracle" if corruption == "none" else f"oracle:{corruption}") + ("+listen" if listen else "")
         self._plans: dict[tuple[str, int], list[Action]] = {}
+
+    def incompatible_with(self, selected: Mapping[str, Any], components: Mapping[str, Any]) -> tuple[str, str] | None:
+        """Refuse ``user=llm`` playing the user with this backend (its default): the oracle answers only as the
+        agent (it reads ChatRequest.task), so every rollout would fail as an infrastructure failure."""
+        if selected.get("user") == "llm" and not getattr(components.get("user"), "backend", ""):
+            return "user", ("the oracle acts only as the agent and cannot play the user; use user=rule, a model "
+                            "backend (llm.backend=openai), or give the llm user its own: "
+                            "--set plugins.llm.user.backend=openai")
+        return None
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         """The next assistant message of the plan, given how many the conversation already has."""

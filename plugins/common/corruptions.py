@@ -25,8 +25,9 @@ def default_for(schema: dict[str, Any]) -> Any:
 
 
 def extra_write(task: Task) -> tuple[str, dict[str, Any]] | None:
-    """A write (tool name, arguments) that succeeds on the initial database and is not part of the
-    workflow; None when there is none."""
+    """A write (tool name, arguments) that succeeds on the initial database, changes it, and is not part of
+    the workflow; None when there is none (a write of the value already there changes nothing, so it is not
+    offered as a corruption)."""
     if task.initial_state is None:
         return None
     gold = {s.tool for s in task.workflow if s.writes}
@@ -52,10 +53,11 @@ def extra_write(task: Task) -> tuple[str, dict[str, Any]] | None:
                 if p in args and args[p] == row.get(c):
                     args[p] = default_for(props.get(p, {}))
             candidates.append((spec, args))
+    before = task.initial_state.digest()
     for spec, args in candidates:
         db = SQLiteDatabase(task.initial_state)
-        try:
-            if "error" not in db.execute(spec, args):
+        try:  # a write that changes nothing (the value it sets is the one there) is no corruption
+            if "error" not in db.execute(spec, args) and db.digest() != before:
                 return spec.name, args
         finally:
             db.close()

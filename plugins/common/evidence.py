@@ -11,10 +11,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from synthagent.core.matching import mentions_value
 from synthagent.core.models import Fact, Message, Task, ToolCall
 
-__all__ = ["CONFIRM", "CLOSING", "asked_facts", "asked_one_fact", "needless_questions", "values_match", "executed_calls",
+__all__ = ["CONFIRM", "CLOSING", "DETAIL_WORDS", "BLANKET", "Asks", "question_asks", "asked_facts", "asked_one_fact", "needless_questions", "values_match", "executed_calls",
            "report_values", "mentions_value", "confirmed_before", "call_outputs", "binding_sources",
            "bound_values_match"]
 
@@ -35,25 +37,97 @@ def asked_facts(text: str, facts: Sequence[Fact]) -> list[Fact]:
     return [f for f in facts if any(_mentions(text, k) for k in f.keywords)]
 
 
-def asked_one_fact(text: str, facts: Sequence[Fact]) -> Fact | None:
-    """The one fact a question asks about, or None when it asks about none or about several.
+#: Nouns of the details a question may ask for, whatever the task: a question is judged by what *it* asks,
+#: not only by the task's own fact keywords, so "tell me the date, branch, day, code and seat" asks for five
+#: things even on a task whose one hidden fact is the branch. Extend it for a domain with
+#: ``DETAIL_WORDS | {...}`` passed as ``vocabulary``.
+DETAIL_WORDS = frozenset({
+    "account", "address", "age", "airport", "amount", "appointment", "arrival", "bag", "balance", "barcode",
+    "birth", "birthday", "booking", "branch", "budget", "card", "category", "city", "class", "code", "color",
+    "colour", "company", "confirmation", "country", "date", "day", "deadline", "delivery", "department",
+    "departure", "description", "destination", "device", "digits", "doctor", "duration", "email", "e-mail",
+    "employee", "flight", "gender", "hotel", "hour", "id", "identifier", "invoice", "item", "language", "level",
+    "license", "licence", "location", "membership", "model", "month", "name", "nationality", "number", "order",
+    "passport", "password", "payment", "phone", "pin", "plan", "postcode", "preference", "price", "priority",
+    "product", "quantity", "reason", "reference", "reservation", "room", "route", "salary", "schedule", "seat",
+    "serial", "size", "ssn", "station", "status", "street", "surname", "telephone", "ticket", "time", "title",
+    "type", "user", "username", "week", "weight", "year", "zip",
+})
 
-    A question that lists the keywords of more than one of ``facts`` (a blanket "tell me everything") asks
-    about no fact in particular: the ``rule`` user answers none of it and the rubric credits none of it.
+#: A question that asks for everything at once ("tell me all the details").
+BLANKET = re.compile(r"\b(everything|every detail|all (?:of )?(?:the |your )?(?:details|information|info|facts|data)"
+                     r"|whatever you (?:know|have))\b", re.I)
+
+#: Where one request of a question ends and the next begins (a list of details).
+_SEPARATORS = re.compile(r"[,;/&+]|\b(?:and|or|plus|also|as well as)\b", re.I)
+
+
+@attrs.frozen
+class Asks:
+    """What one question asks for (:func:`question_asks`).
+
+    :ivar facts: the task's facts it asks for (their keywords appear in it).
+    :ivar extras: the other details it asks for: a detail noun (:data:`DETAIL_WORDS`) in a part of the
+        question that names no fact of the task, or ``"everything"`` for a blanket request (:data:`BLANKET`).
+    """
+
+    facts: tuple[Fact, ...]
+    extras: tuple[str, ...]
+
+    @property
+    def count(self) -> int:
+        """How many things the question asks for."""
+        return len(self.facts) + len(self.extras)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9][a-z0-9'-]*", text.lower()))
+
+
+def question_asks(text: str, facts: Sequence[Fact], vocabulary: frozenset[str] = DETAIL_WORDS) -> Asks:
+    """What the question ``text`` asks for, judged by the question itself.
+
+    The question is cut into its requests at list separators (commas, "and", "or", slashes). A request that
+    mentions a keyword of one of ``facts`` asks for that fact; one that names no fact but a detail noun of
+    ``vocabulary`` that no fact's keywords or description use asks for something the task does not hold (an
+    *extra*), once a request. A blanket request ("tell me everything") is an extra too.
     """
     found = asked_facts(text, facts)
-    return found[0] if len(found) == 1 else None
+    known = set().union(*(_words(" ".join((f.description, f.name.replace("_", " "), *f.keywords))) for f in facts)) \
+        if facts else set()
+    extras: list[str] = []
+    for part in _SEPARATORS.split(text):
+        if not part or asked_facts(part, facts):
+            continue
+        hit = next((w for w in sorted(vocabulary) if _mentions(part, w) and not _words(w) <= known), None)
+        if hit is not None:
+            extras.append(hit)
+    if BLANKET.search(text):
+        extras.append("everything")
+    return Asks(tuple(found), tuple(extras))
+
+
+def asked_one_fact(text: str, facts: Sequence[Fact]) -> Fact | None:
+    """The one fact a question asks about, or None when it asks about none or about several things.
+
+    A question that asks for more than one thing (:func:`question_asks`: the keywords of several of
+    ``facts``, or one fact beside other details, or "everything") asks about no fact in particular: the
+    ``rule`` user answers none of it and the rubric credits none of it.
+    """
+    asks = question_asks(text, facts)
+    return asks.facts[0] if len(asks.facts) == 1 and not asks.extras else None
 
 
 def needless_questions(messages: Sequence[Message], task: Task, spec: Mapping[str, Any]) -> tuple[list[str], str]:
     """The user-query term of the SYNTHAGENT paper: questions the task did not need, and asking too often.
 
-    A question (an assistant message without tool calls, with a ``?``) is needed when it asks about exactly
-    one fact named in ``spec["needed"]`` (:func:`asked_one_fact` over every fact of the task) or asks for a
-    confirmation (:data:`CONFIRM`, about one fact at most); a closing ("anything else?") that mentions no fact is not counted. Every
-    other question is needless: a blanket one, one about a fact the task does not need, one the user cannot
-    answer. Asking too often: more questions than ``len(needed) + spec["confirmations"] + spec["slack"]``
-    (default slack 1).
+    A question (an assistant message without tool calls, with a ``?``) is needed when it asks for exactly
+    one thing and that thing is a fact named in ``spec["needed"]`` (:func:`question_asks` over every fact of
+    the task), or asks for a confirmation (:data:`CONFIRM`) naming at most one fact and one other detail; a
+    closing ("anything else?") that mentions no fact is not counted. Every other question is needless: a
+    blanket one, a list of details (even one whose single task fact is needed), one about a fact the task
+    does not need, one the user cannot answer. Asking too often: more questions than
+    ``len(needed) + spec["confirmations"] + spec["slack"]`` (default slack 1).
 
     :returns: (the needless questions, a description of asking too often or ``""``).
     """
@@ -68,8 +142,10 @@ def needless_questions(messages: Sequence[Message], task: Task, spec: Mapping[st
         if CLOSING.search(text) and not asked_facts(text, facts):
             continue
         count += 1
-        found = asked_facts(text, facts)
-        if (len(found) == 1 and found[0].name in needed) or (CONFIRM.search(text) and len(found) <= 1):
+        asks = question_asks(text, facts)
+        if (asks.count == 1 and asks.facts and asks.facts[0].name in needed) or \
+                (CONFIRM.search(text) and len(asks.facts) <= 1 and len(asks.extras) <= 1
+                 and "everything" not in asks.extras):
             continue
         needless.append(text)
     limit = len(needed) + int(spec.get("confirmations", 0)) + int(spec.get("slack", 1))

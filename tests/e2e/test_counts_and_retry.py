@@ -162,7 +162,8 @@ def test_a_resume_keeps_the_generators_counters(synth, popen_synth, tmp_path: Pa
     whole = synth(["run", "-q", "--out", str(tmp_path), "--name", "whole", "--tasks", "12"])
     assert whole.returncode == 0, whole.stderr
     expected = json.loads((tmp_path / "whole" / "summary.json").read_text())
-    assert expected["dropped"] == expected["stats"]["generator"] == {"duplicate": 1}
+    # the default 12 tasks of seed 0 drop one draw (a choice that left nothing to ask): a count to keep
+    assert expected["dropped"] == expected["stats"]["generator"] and sum(expected["dropped"].values()) >= 1
     args = ["run", "-q", "--out", str(tmp_path), "--name", "cut", "--tasks", "12"]
     proc = popen_synth(args)
     manifest = tmp_path / "cut" / "manifest.json"
@@ -180,4 +181,4 @@ def test_a_resume_keeps_the_generators_counters(synth, popen_synth, tmp_path: Pa
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert summary["dropped"] == expected["dropped"]
-    assert summary["stats"]["generator"] == summary["stats_by_stage"]["generate"]["generator"] == {"duplicate": 1}
+    assert summary["stats"]["generator"] == summary["stats_by_stage"]["generate"]["generator"] == expected["stats"]["generator"]

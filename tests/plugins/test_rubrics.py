@@ -318,7 +318,9 @@ def test_sft_filtering_records_reasons_and_the_agent_never_sees_the_reward(tmp_p
     assert policy.requests
     for request in policy.requests:
         seen = json.dumps([m.content for m in request.messages]).lower()
-        assert not any(s.lower() in seen for s in secrets if len(s) > 12 or s in ("rubric", "reward", "checker"))
+        public = tasks[request.task.id]["system_prompt"].lower()  # the domain's policy may word a step alike
+        assert not any(s.lower() in seen for s in secrets
+                       if (len(s) > 12 and s.lower() not in public) or s in ("rubric", "reward", "checker"))
         assert {t.name for t in request.tools} == {t["name"] for t in tasks[request.task.id]["tools"]}
 
 

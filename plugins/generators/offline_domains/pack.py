@@ -86,11 +86,46 @@ def _shape(value: Any, kind: Any, path: str, p: _Problems) -> bool:
     return False
 
 
+#: The keys each object of a domain file may have (docs/domain-packs.md); any other key is refused with a
+#: "did you mean" hint, since the loader would otherwise ignore a misspelled one (``answr``, ``joins``).
+PACK_KEYS: dict[str, frozenset[str]] = {
+    "domain": frozenset({"name", "policy", "description", "tables", "rows", "tools", "scenarios"}),
+    "table": frozenset({"columns", "primary_key"}),
+    "tool": frozenset({"name", "description", "parameters", "effect", "returns"}),
+    "parameters": frozenset({"type", "properties", "required"}),
+    "effect": frozenset({"kind", "table", "where", "set", "values", "const", "require", "columns", "many",
+                         "order_by", "key", "key_prefix"}),
+    "scenario": frozenset({"id", "intent", "anchor", "join", "facts", "hideable", "steps", "answer"}),
+    "anchor": frozenset({"table", "where"}),
+    "join": frozenset({"table", "key"}),
+    "fact": frozenset({"value", "description", "keywords", "say"}),
+    "step": frozenset({"tool", "args", "description"}),
+}
+
+
+def _unknown_keys(d: Mapping[str, Any], what: str, path: str, p: _Problems) -> None:
+    """Report every key of ``d`` (a ``what`` object, see :data:`PACK_KEYS`) the loader does not read."""
+    import difflib
+
+    allowed = PACK_KEYS[what]
+    for key in d:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys here: {', '.join(sorted(allowed))}"
+            p.add(f"{path}.{key}", f"unknown {what} key {key!r}{hint}")
+
+
 def _check_shapes(raw: Mapping[str, Any], p: _Problems) -> None:
     """Structural types of every field the loader reads (so a list where a name belongs is reported with its
-    JSON path instead of failing later). Semantic checks follow in :func:`load_domain`."""
-    def obj(value: Any, path: str) -> Mapping[str, Any]:
-        return value if _shape(value, Mapping, path, p) else {}
+    JSON path instead of failing later), and no key it does not read (:data:`PACK_KEYS`). Semantic checks
+    follow in :func:`load_domain`."""
+    def obj(value: Any, path: str, what: str | None = None) -> Mapping[str, Any]:
+        ok = value if _shape(value, Mapping, path, p) else {}
+        if what is not None:
+            _unknown_keys(ok, what, path, p)
+        return ok
+
+    _unknown_keys(raw, "domain", "$", p)
 
     def lst(value: Any, path: str) -> list[Any]:
         return value if _shape(value, list, path, p) else []
@@ -100,7 +135,7 @@ def _check_shapes(raw: Mapping[str, Any], p: _Problems) -> None:
             _shape(d[key], kind, f"{path}.{key}", p)
 
     for tname, tdef in obj(raw.get("tables", {}), "$.tables").items():
-        t = obj(tdef, f"$.tables.{tname}")
+        t = obj(tdef, f"$.tables.{tname}", "table")
         opt(t, "primary_key", str, f"$.tables.{tname}")
         for cname, ctype in obj(t.get("columns", {}), f"$.tables.{tname}.columns").items():
             _shape(ctype, str, f"$.tables.{tname}.columns.{cname}", p)
@@ -108,15 +143,15 @@ def _check_shapes(raw: Mapping[str, Any], p: _Problems) -> None:
         lst(trows, f"$.rows.{tname}")
     for i, tdef in enumerate(lst(raw.get("tools", []), "$.tools")):
         tp = f"$.tools[{i}]"
-        t = obj(tdef, tp)
+        t = obj(tdef, tp, "tool")
         for key in ("name", "description"):
             opt(t, key, str, tp)
-        params = obj(t.get("parameters", {}), f"{tp}.parameters")
+        params = obj(t.get("parameters", {}), f"{tp}.parameters", "parameters")
         for pname, pdef in obj(params.get("properties", {}), f"{tp}.parameters.properties").items():
             obj(pdef, f"{tp}.parameters.properties.{pname}")
         for j, req in enumerate(lst(params.get("required", []), f"{tp}.parameters.required")):
             _shape(req, str, f"{tp}.parameters.required[{j}]", p)
-        e = obj(t.get("effect", {}), f"{tp}.effect")
+        e = obj(t.get("effect", {}), f"{tp}.effect", "effect")
         for key in ("kind", "table", "order_by", "key", "key_prefix"):
             opt(e, key, str, f"{tp}.effect")
         opt(e, "many", bool, f"{tp}.effect")
@@ -129,21 +164,21 @@ def _check_shapes(raw: Mapping[str, Any], p: _Problems) -> None:
             _shape(col, str, f"{tp}.effect.columns[{j}]", p)
     for i, sdef in enumerate(lst(raw.get("scenarios", []), "$.scenarios")):
         sp = f"$.scenarios[{i}]"
-        sc = obj(sdef, sp)
+        sc = obj(sdef, sp, "scenario")
         for key in ("id", "intent"):
             opt(sc, key, str, sp)
-        anchor = obj(sc.get("anchor", {}), f"{sp}.anchor")
+        anchor = obj(sc.get("anchor", {}), f"{sp}.anchor", "anchor")
         opt(anchor, "table", str, f"{sp}.anchor")
         for col, v in obj(anchor.get("where") or {}, f"{sp}.anchor.where").items():
             q = _value_problem(v, False)
             if q:
                 p.add(f"{sp}.anchor.where.{col}", q)
         for jname, jdef in obj(sc.get("join") or {}, f"{sp}.join").items():
-            jtable = obj(jdef, f"{sp}.join.{jname}")
+            jtable = obj(jdef, f"{sp}.join.{jname}", "join")
             for key in ("table", "key"):
                 opt(jtable, key, str, f"{sp}.join.{jname}")
         for fname, fdef in obj(sc.get("facts", {}), f"{sp}.facts").items():
-            f = obj(fdef, f"{sp}.facts.{fname}")
+            f = obj(fdef, f"{sp}.facts.{fname}", "fact")
             for key in ("say", "description"):
                 opt(f, key, str, f"{sp}.facts.{fname}")
             for j, k in enumerate(lst(f.get("keywords") or [], f"{sp}.facts.{fname}.keywords")):
@@ -157,7 +192,7 @@ def _check_shapes(raw: Mapping[str, Any], p: _Problems) -> None:
             for j, h in enumerate(lst(sc.get(key) or [], f"{sp}.{key}")):
                 _shape(h, str, f"{sp}.{key}[{j}]", p)
         for j, st in enumerate(lst(sc.get("steps", []), f"{sp}.steps")):
-            step = obj(st, f"{sp}.steps[{j}]")
+            step = obj(st, f"{sp}.steps[{j}]", "step")
             opt(step, "tool", str, f"{sp}.steps[{j}]")
             opt(step, "description", str, f"{sp}.steps[{j}]")
             for aname, aval in obj(step.get("args") or {}, f"{sp}.steps[{j}].args").items():
@@ -394,6 +429,8 @@ def load_domain(path: str | Path, *, check_anchors: int | None = 1) -> Domain:
                 try:
                     instantiate(domain, scenario, row, hidden=hidden, seed=0, generator="check")
                 except Rejected as exc:
+                    if exc.reason == "nothing_to_ask":  # a choice the generator redraws, not a broken pack
+                        continue
                     key = row.get(domain.state.table(scenario.anchor_table).primary_key)
                     p.add(f"$.scenarios[{i}]", f"anchor row {key!r} hiding {hidden}: {exc}")
     p.raise_if_any()
@@ -697,6 +734,20 @@ def _resolve(ref: Any, facts: Mapping[str, Any], results: Sequence[Any]) -> tupl
     raise Rejected("bad_reference", ref)
 
 
+def _needed_only(hidden: Sequence[str], facts: Mapping[str, Fact], steps: Sequence[WorkflowStep], domain: Any,
+                 scenario: Any) -> list[str]:
+    """``hidden`` without the facts the agent does not need (:func:`synthagent.core.taskcheck.unneeded_facts`:
+    e.g. one that only picks a row out of a lookup that returns one row). Those the user states in the
+    instruction instead: a hidden fact must be one the agent has to ask for."""
+    from synthagent.core.taskcheck import unneeded_facts
+
+    probe = Task(id="probe", domain=domain.name, persona=Persona(id="probe", description=""), system_prompt="",
+                 tools=domain.tools, instruction="", full_instruction="", user_context=tuple(facts[h] for h in hidden),
+                 visible_facts=(), workflow=tuple(steps), initial_state=domain.state)
+    unneeded = unneeded_facts(probe)
+    return [h for h in hidden if h not in unneeded]
+
+
 def instantiate(
     domain: Domain,
     scenario: Scenario,
@@ -750,6 +801,10 @@ def instantiate(
         fname: Fact(fname, values[fname], ft.description, ft.keywords, ft.say.replace("{value}", str(values[fname])))
         for fname, ft in scenario.facts.items()
     }
+    needed = _needed_only(hidden, facts, steps, domain, scenario)
+    if hidden and not needed:  # the generator draws another choice: a task must leave the agent something to ask
+        raise Rejected("nothing_to_ask", f"no hidden fact of {sorted(hidden)} is needed on this anchor row")
+    hidden = needed
     hidden_facts = tuple(facts[h] for h in hidden)
     visible = tuple(f for name, f in facts.items() if name not in hidden)
     full_instruction = " ".join([scenario.intent, *(f.statement for f in facts.values())]).strip()

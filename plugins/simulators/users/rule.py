@@ -1,8 +1,9 @@
 """The ``rule`` user simulator: answers only what it is asked, from the hidden context.
 
-It reveals a hidden (or stated) fact when the agent's question contains one of the fact's keywords and no
-other fact's (one fact per question: a question listing the keywords of several facts gets
-:data:`ONE_AT_A_TIME` and reveals nothing, so a blanket "tell me everything" earns nothing), answers
+It reveals a hidden (or stated) fact when the agent's question asks for that fact and nothing else (one fact
+per question, judged by what the question asks: :func:`~synthagent.plugins.common.evidence.question_asks`; a
+question listing several facts, or one fact among other details, gets :data:`ONE_AT_A_TIME` and reveals
+nothing, so a blanket "tell me everything" earns nothing), answers
 a confirmation request with yes, and stops once the agent speaks without asking for anything. It never emits
 tool calls and never sends an empty turn. No model; it words its replies with phrases from banks of paraphrases
 (:data:`REVEAL_OPENINGS`, :data:`REVEAL_ENDINGS`, :data:`YES_PHRASES`, :data:`UNSURE_PHRASES`,
@@ -19,7 +20,7 @@ from typing import Any
 from synthagent.core.hookspecs import hookimpl
 from synthagent.core.models import Message, Task
 from synthagent.core.protocols import UserTurn
-from synthagent.plugins.common.evidence import CONFIRM, asked_facts, asked_one_fact
+from synthagent.plugins.common.evidence import CONFIRM, asked_facts, asked_one_fact, question_asks
 
 __all__ = ["RuleUser", "RuleUserSession", "asked_facts", "REVEAL_OPENINGS", "REVEAL_ENDINGS", "YES_PHRASES",
            "UNSURE_PHRASES", "STOP_PHRASES", "ONE_AT_A_TIME"]
@@ -79,7 +80,7 @@ class RuleUserSession:
             if wanted is not None:
                 return UserTurn(Message("user", _pick(REVEAL_OPENINGS, *key, "open") + wanted.statement
                                         + _pick(REVEAL_ENDINGS, *key, "end")))
-            if len(asked_facts(text, self.facts)) > 1:
+            if question_asks(text, self.facts).count > 1 and not CONFIRM.search(text):
                 return UserTurn(Message("user", _pick(ONE_AT_A_TIME, *key)))
             if CONFIRM.search(text):
                 return UserTurn(Message("user", _pick(YES_PHRASES, *key)))
