@@ -11,7 +11,7 @@ from synthagent.core.engine import JobRunner
 from synthagent.core.models import Task
 from synthagent.core.protocols import GenerationContext
 from synthagent.core.stages.base import RecordStage, StageContext, log
-from synthagent.core.taskcheck import check_task
+from synthagent.core.taskcheck import check_task, needs_a_question
 
 __all__ = ["GenerateStage", "missing_evidence"]
 
@@ -38,7 +38,9 @@ class GenerateStage(RecordStage):
     """Asks the generator for ``tasks`` tasks; slot-by-slot generators run in the executor's workers when
     those are other processes. Every task is checked (:func:`synthagent.core.taskcheck.check_task`) before it is
     stored; one that fails is dropped with its first problem as the reason (``invalid_task: ...``), and one
-    without positive evidence (:func:`missing_evidence`) as ``no_positive_evidence``."""
+    without positive evidence (:func:`missing_evidence`) as ``no_positive_evidence``. A task that hides no fact
+    the agent needs (:func:`synthagent.core.taskcheck.needs_a_question`) is kept and counted (``no_question``):
+    it cannot teach asking the user."""
 
     name = "generate"
     file = "tasks"
@@ -50,7 +52,7 @@ class GenerateStage(RecordStage):
         ctx.progress(self.name, len(store.tasks), target)
         gen_ctx = GenerationContext(count=target, seed=ctx.config.seed, llm=runtime.components.llm,
                                     done_slots=frozenset(t.provenance.slot for t in store.tasks))
-        written = 0
+        written = no_question = 0
         invalid: Counter[str] = Counter()
         async with contextlib.aclosing(self._generated(ctx, gen_ctx)) as generated:
             async for task in generated:
@@ -64,6 +66,10 @@ class GenerateStage(RecordStage):
                     invalid[reason.split(":")[0]] += 1
                     log.warning("generated task %s dropped: %s", task.id, reason)
                     continue
+                if not needs_a_question(task):  # kept, but said: it cannot teach asking the user
+                    no_question += 1
+                    log.info("generated task %s hides no fact the agent needs (%s)", task.id,
+                             "nothing hidden" if not task.user_context else "every hidden fact is unneeded")
                 if store.tasks.append(task):
                     written += 1
                     ctx.progress(self.name, 1, target)
@@ -73,12 +79,12 @@ class GenerateStage(RecordStage):
         stats.update(invalid)
         if ctx.counts is not None and invalid:  # kept with the generator's counts, across resumes
             ctx.counts.add(self.name, "generator", invalid)
-        return {"count": len(store.tasks), "written": written, "dropped": dict(stats)}
+        return {"count": len(store.tasks), "written": written, "dropped": dict(stats), "no_question": no_question}
 
     async def _generated(self, ctx: StageContext, gen_ctx: GenerationContext) -> AsyncGenerator[Task, None]:
         runtime = ctx.runtime
         if not runtime.generates_remotely:
-            async for task in runtime.components.generator.generate(gen_ctx):
+            async for task in runtime.generate(gen_ctx):  # each item checked to be a Task (a PluginError names it)
                 yield task
             return
         runner = JobRunner(runtime.worker_spec(), "generate", runtime=runtime)
