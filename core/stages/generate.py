@@ -84,7 +84,7 @@ class GenerateStage(RecordStage):
     async def _generated(self, ctx: StageContext, gen_ctx: GenerationContext) -> AsyncGenerator[Task, None]:
         runtime = ctx.runtime
         if not runtime.generates_remotely:
-            async for task in runtime.generate(gen_ctx):  # each item checked to be a Task (a PluginError names it)
+            async for task in runtime.components.generator.generate(gen_ctx):
                 yield task
             return
         runner = JobRunner(runtime.worker_spec(), "generate", runtime=runtime)
