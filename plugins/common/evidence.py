@@ -6,6 +6,7 @@ and the ``oracle`` backend. Deterministic and dependency-free (core models only)
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -80,6 +81,11 @@ class Asks:
         return len(self.facts) + len(self.extras)
 
 
+@functools.lru_cache(maxsize=8)
+def _ordered(vocabulary: frozenset[str]) -> tuple[str, ...]:
+    return tuple(sorted(vocabulary))  # once per vocabulary, not once per part of every question scored
+
+
 def _words(text: str) -> set[str]:
     return set(re.findall(r"[a-z0-9][a-z0-9'-]*", text.lower()))
 
@@ -99,7 +105,7 @@ def question_asks(text: str, facts: Sequence[Fact], vocabulary: frozenset[str] =
     for part in _SEPARATORS.split(text):
         if not part or asked_facts(part, facts):
             continue
-        hit = next((w for w in sorted(vocabulary) if _mentions(part, w) and not _words(w) <= known), None)
+        hit = next((w for w in _ordered(vocabulary) if _mentions(part, w) and not _words(w) <= known), None)
         if hit is not None:
             extras.append(hit)
     if BLANKET.search(text):

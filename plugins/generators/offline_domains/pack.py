@@ -734,8 +734,8 @@ def _resolve(ref: Any, facts: Mapping[str, Any], results: Sequence[Any]) -> tupl
     raise Rejected("bad_reference", ref)
 
 
-def _needed_only(hidden: Sequence[str], facts: Mapping[str, Fact], steps: Sequence[WorkflowStep], domain: Any,
-                 scenario: Any) -> list[str]:
+def _needed_only(hidden: Sequence[str], facts: Mapping[str, Fact], steps: Sequence[WorkflowStep],
+                 domain: Any) -> list[str]:
     """``hidden`` without the facts the agent does not need (:func:`synthagent.core.taskcheck.unneeded_facts`:
     e.g. one that only picks a row out of a lookup that returns one row). Those the user states in the
     instruction instead: a hidden fact must be one the agent has to ask for."""
@@ -801,7 +801,7 @@ def instantiate(
         fname: Fact(fname, values[fname], ft.description, ft.keywords, ft.say.replace("{value}", str(values[fname])))
         for fname, ft in scenario.facts.items()
     }
-    needed = _needed_only(hidden, facts, steps, domain, scenario)
+    needed = _needed_only(hidden, facts, steps, domain)
     if hidden and not needed:  # the generator draws another choice: a task must leave the agent something to ask
         raise Rejected("nothing_to_ask", f"no hidden fact of {sorted(hidden)} is needed on this anchor row")
     hidden = needed
