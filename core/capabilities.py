@@ -19,7 +19,13 @@ capability             attributes                                               
                        seed) -> Task | None``
 :class:`RemoteExecutor` ``remote: bool``, ``worker_stats() -> {kind: {name: n}}``  executors
 :class:`ConcurrencyHint` ``max_concurrency: int``                                  LLM backends
+:class:`Combination`   ``incompatible_with(selected, components) -> (kind, why)``  every component
 =====================  ==========================================================  =====================
+
+Besides the optional capabilities, :func:`check_protocol` checks that a component has its kind's required
+methods (a generator's ``generate``, a scorer's ``score``, ...) when it is built, and
+:func:`check_compatible` refuses combinations a component declares impossible (``incompatible_with``), both
+before the run directory exists.
 
 Example: a tool simulator that counts cache hits and releases a connection::
 
@@ -53,8 +59,12 @@ __all__ = [
     "SlotGenerator",
     "RemoteExecutor",
     "ConcurrencyHint",
+    "Combination",
     "CAPABILITIES",
+    "REQUIRED",
     "capabilities",
+    "check_protocol",
+    "check_compatible",
 ]
 
 
@@ -141,17 +151,44 @@ class ConcurrencyHint(Protocol):
         ...
 
 
+@runtime_checkable
+class Combination(Protocol):
+    """Says which selected implementations of other kinds this one cannot run with. The run is refused before
+    it starts (exit 2, nothing written), the message naming both options (:func:`check_compatible`)::
+
+        def incompatible_with(self, selected, components):
+            if selected["tools"] == "sqlite":
+                return "tools", "its tasks have no database (initial_state); use tools=llm"
+            return None
+    """
+
+    def incompatible_with(self, selected: Mapping[str, str], components: Mapping[str, Any]) -> tuple[str, str] | None:
+        """``(other kind, reason)`` when the run's ``selected`` names (kind -> name) and built ``components``
+        cannot work with this one; None when they can."""
+        ...
+
+
 def _fail(kind: str, name: str, what: str) -> PluginLoadError:
     return PluginLoadError(f"{kind} {name!r} declares {what}; fix the implementation (see synthagent.core.capabilities)")
 
 
-def _check_setup(comp: Any, kind: str, name: str) -> bool:
-    setup = getattr(comp, "setup", None)
-    if setup is None:
-        return False
-    if not callable(setup):
-        raise _fail(kind, name, "a `setup` that is not callable")
-    return True
+def _callable_check(attr: str) -> Any:
+    """A checker of a capability that is one method ``attr``: absent, or callable."""
+
+    def check(comp: Any, kind: str, name: str) -> bool:
+        method = getattr(comp, attr, None)
+        if method is None:
+            return False
+        if not callable(method):
+            raise _fail(kind, name, f"a `{attr}` that is not callable")
+        return True
+
+    return check
+
+
+_check_setup = _callable_check("setup")
+_check_prompt_hashes = _callable_check("prompt_hashes")
+_check_combination = _callable_check("incompatible_with")
 
 
 def _check_closable(comp: Any, kind: str, name: str) -> bool:
@@ -169,15 +206,6 @@ def _check_stats(comp: Any, kind: str, name: str) -> bool:
         return False
     if not isinstance(stats, Mapping):
         raise _fail(kind, name, f"`stats` of type {type(stats).__name__}, not a mapping of counters")
-    return True
-
-
-def _check_prompt_hashes(comp: Any, kind: str, name: str) -> bool:
-    get = getattr(comp, "prompt_hashes", None)
-    if get is None:
-        return False
-    if not callable(get):
-        raise _fail(kind, name, "a `prompt_hashes` that is not callable")
     return True
 
 
@@ -235,7 +263,64 @@ CAPABILITIES: dict[str, tuple[type, Any, frozenset[str]]] = {
     "slots": (SlotGenerator, _check_slots, frozenset({"generator"})),
     "remote": (RemoteExecutor, _check_remote, frozenset({"executor"})),
     "max_concurrency": (ConcurrencyHint, _check_concurrency, frozenset({"llm"})),
+    "incompatible_with": (Combination, _check_combination, frozenset()),
 }
+
+#: What each kind must have: the methods of its protocol in :mod:`synthagent.core.protocols`.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "generator": ("generate",), "user": ("start",), "tools": ("start",), "mapping": ("get", "put"),
+    "rubric": ("build",), "scorer": ("score",), "executor": ("map",), "llm": ("chat",),
+}
+_PROTOCOLS = {"generator": "TaskGenerator", "user": "UserSimulator", "tools": "ToolSimulator",
+              "mapping": "MappingStore", "rubric": "RubricBuilder", "scorer": "RewardScorer", "executor": "Executor",
+              "llm": "LLMBackend"}
+
+#: The config key that selects each kind (for messages about combinations).
+_CONFIG_KEY = {"llm": "llm.backend"}
+
+
+def check_protocol(component: Any, kind: str, name: str, plugin: str = "") -> None:
+    """Check that ``component`` (implementation ``name`` of hook ``kind``, from ``plugin``) has its kind's
+    required methods (:data:`REQUIRED`); an LLM backend also needs a string ``name``.
+
+    :raises PluginLoadError: ``generator 'my-gen' (plugin 'my_pkg') does not implement TaskGenerator: it has
+        no callable `generate```.
+    """
+    who = f"{kind} {name!r}" + (f" (plugin {plugin!r})" if plugin else "")
+    for method in REQUIRED.get(kind, ()):
+        if not callable(getattr(component, method, None)):
+            got = type(component).__name__
+            raise PluginLoadError(f"{who} does not implement {_PROTOCOLS[kind]}: its factory built a {got} with no "
+                                  f"callable `{method}` (see synthagent.core.protocols.{_PROTOCOLS[kind]})")
+    if kind == "llm" and not (isinstance(getattr(component, "name", None), str) and component.name):
+        raise PluginLoadError(f"{who} does not implement LLMBackend: it needs a non-empty string `name` (the policy "
+                              "id recorded on trajectories)")
+
+
+def check_compatible(selected: Mapping[str, str], components: Mapping[str, Any]) -> None:
+    """Refuse a combination that a selected component declares impossible (``incompatible_with``), naming both
+    options.
+
+    :param selected: the implementation name of each kind.
+    :param components: the built component of each kind.
+    :raises ConfigError: ``generator='persona-fuzzy' cannot run with tools='sqlite': ...``.
+    """
+    from synthagent.core.errors import ConfigError
+
+    for kind, comp in components.items():
+        check = getattr(comp, "incompatible_with", None)
+        if not callable(check):
+            continue
+        found = check(selected, components)
+        if found is None:
+            continue
+        if not (isinstance(found, tuple) and len(found) == 2 and all(isinstance(x, str) for x in found)):
+            raise _fail(kind, selected.get(kind, "?"), f"an `incompatible_with` that returned {found!r}, not "
+                                                       "None or (kind, reason)")
+        other, why = found
+        mine, theirs = _CONFIG_KEY.get(kind, kind), _CONFIG_KEY.get(other, other)
+        raise ConfigError(f"{mine}={selected.get(kind, '?')!r} cannot run with {theirs}={selected.get(other, '?')!r}: "
+                          f"{why}")
 
 
 def capabilities(component: Any, kind: str, name: str) -> frozenset[str]:

@@ -1,7 +1,9 @@
 """The ``synth`` command line.
 
 Exit codes: 0 success, 2 usage or configuration error (nothing was started), 1 runtime failure (records
-written so far are kept; ``synth run --resume`` continues), 130 interrupted.
+written so far are kept; ``synth run --resume`` continues; a plugin error names the plugin), 3 the run finished
+but kept no task (the message lists the top drop reasons with counts), 4 the model server refused the API key
+(HTTP 401/403; not retried), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from synthagent.core.errors import PluginLoadError, SynthError, UsageError
+from synthagent.core.errors import NothingKeptError, PluginError, PluginLoadError, SynthError, UsageError, exit_code
 
 if TYPE_CHECKING:
     from synthagent.core.registry import Implementation
@@ -29,11 +31,22 @@ log = logging.getLogger("synthagent")
 
 
 def _fail(exc: BaseException) -> NoReturn:
-    code = 2 if isinstance(exc, UsageError) else 1
-    click.echo(f"Error: {exc}", err=True)
+    from synthagent.core.redact import redact_text
+
+    code = exit_code(exc)  # 2 usage, 3 nothing kept, 4 authentication refused, else 1
+    click.echo(f"Error: {redact_text(str(exc))}", err=True)  # never a key: URLs, api_key=..., Bearer ...
     if os.environ.get("SYNTHAGENT_DEBUG"):
-        traceback.print_exception(exc)
+        click.echo(redact_text("".join(traceback.format_exception(exc))), err=True)
     sys.exit(code)
+
+
+class _RedactingFormatter(logging.Formatter):
+    """run.log lines with secrets redacted (:func:`synthagent.core.redact.redact_text`), tracebacks included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from synthagent.core.redact import redact_text
+
+        return redact_text(super().format(record))
 
 
 def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -238,7 +251,7 @@ def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None
     pipeline = Pipeline(config, loaded, progress=progress.update)  # builds every implementation: fails early
     store = pipeline.open_store(root, resume=resume)  # a writer: holds the run directory's lock until the end
     handler = logging.FileHandler(store.root / "run.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.info("run %s: %s (config fingerprint %s)", "resumed" if resume else "started", store.root,
@@ -246,8 +259,10 @@ def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None
     try:
         with progress:
             summary = asyncio.run(pipeline.run(from_stage=from_stage))
+        _log_drops(summary)  # in run.log: a partial drop is said, not fatal
     except SynthError as exc:
-        log.error("run failed: %s", exc)
+        details = exc.details if isinstance(exc, PluginError) and exc.details else ""  # the plugin's traceback
+        log.error("run failed: %s%s", exc, f"\n{details}" if details else "")
         raise
     except KeyboardInterrupt:
         log.warning("interrupted")
@@ -265,22 +280,42 @@ def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None
     else:  # only the path, on stdout: RUN=$(synth run -q) works in scripts
         click.echo(str(store.root))
     unusable = _no_usable_trajectory(summary)
+    log_to = store.root / "run.log"
     if unusable:
-        log_to = store.root / "run.log"
-        raise SynthError(f"the run produced no usable trajectory: {unusable} (records are in {store.root}; "
-                         f"see {log_to})")
+        raise NothingKeptError(f"the run produced no usable trajectory: {unusable} (records are in {store.root}; "
+                               f"see {log_to})")
+
+
+def _log_drops(summary: dict[str, Any]) -> None:
+    """Name the top drop reasons in run.log when the run kept fewer tasks than it generated."""
+    funnel = summary.get("funnel") or {}
+    if summary.get("tasks") and funnel.get("kept", 0) < summary["tasks"]:
+        log.warning("kept %d of %d tasks; top drop reasons: %s", funnel.get("kept", 0), summary["tasks"],
+                    _reasons_text(summary.get("drop_reasons") or {}))
+
+
+def _reasons_text(reasons: dict[str, int], top: int = 3) -> str:
+    """``rubric: uncovered (5), export: below_min_score (2)``: the ``top`` most frequent drop reasons."""
+    if not reasons:
+        return "none recorded"
+    return ", ".join(f"{name} ({n})" for name, n in list(reasons.items())[:top])
 
 
 def _no_usable_trajectory(summary: dict[str, Any]) -> str:
-    """Why a finished run has nothing to train on (empty when it has something): no task was generated, or
-    every rollout failed for infrastructure reasons."""
+    """Why a finished run has nothing to train on (empty when it has something): it kept no task (no task was
+    generated, every rollout failed for infrastructure reasons, every rubric was dropped, every trajectory
+    scored below ``export.min_score``), with the top 3 drop reasons and their counts (:func:`synthagent.core.summary.drop_reasons`)."""
+    reasons = _reasons_text(summary.get("drop_reasons") or {})
     if not summary.get("tasks"):
-        dropped = ", ".join(f"{k}={v}" for k, v in (summary.get("dropped") or {}).items()) or "none recorded"
-        return f"no task was generated (drops: {dropped})"
+        return f"no task was generated; top drop reasons: {reasons}"
+    funnel = summary.get("funnel") or {}
+    if funnel.get("kept", 0) > 0 or (summary.get("exports") or {}).get("sft"):
+        return ""
     trajectories = summary.get("trajectories") or 0
+    why = ""
     if trajectories and summary.get("infra_errors") == trajectories:
-        return f"all {trajectories} rollouts failed for infrastructure reasons (is the model server up?)"
-    return ""
+        why = f"all {trajectories} rollouts failed for infrastructure reasons (is the model server up?); "
+    return f"{why}the run kept 0 of {summary['tasks']} tasks; top drop reasons: {reasons}"
 
 
 class _Progress:
@@ -334,6 +369,19 @@ def _funnel_text(f: dict[str, Any]) -> str:
     return f"{f.get('slots', 0)} slots -> {f.get('kept', 0)} kept; dropped: {dropped}"
 
 
+def _rate_text(r: dict[str, Any] | None, what: str) -> str:
+    """``0.78 (39/50 slots)``."""
+    if not r:
+        return "-"
+    return f"{'-' if r.get('rate') is None else r['rate']} ({r.get('succeeded', 0)}/{r.get('of', 0)} {what})"
+
+
+def _requests_text(figures: dict[str, dict[str, int]]) -> str:
+    """``llm: 120 requests, 3 faults, 3 retries, 0 gave up`` per component that counts its requests."""
+    return "; ".join(f"{name}: {f['requests']} requests, {f['faults']} faults, {f['retries']} retries, "
+                     f"{f['gave_up']} gave up" for name, f in figures.items()) or "none counted"
+
+
 def _print_summary(summary: dict[str, Any], root: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -346,13 +394,19 @@ def _print_summary(summary: dict[str, Any], root: Path) -> None:
         ("trajectories", summary["trajectories"]),
         ("scores", summary["scores"]),
         ("mean score", summary["score_mean"]),
-        ("success rate", summary["success_rate"]),
+        ("success rate (rollouts scored)", summary["success_rate"]),
+        ("tasks succeeded / kept", _rate_text((summary.get("success") or {}).get("kept"), "kept tasks")),
+        ("tasks succeeded / slots", _rate_text((summary.get("success") or {}).get("slots"), "slots")),
         ("tool calls / task", summary["tool_calls_per_task"]),
         ("hidden facts / task", summary["hidden_facts_per_task"]),
         ("terminations", ", ".join(f"{k}={v}" for k, v in summary["terminations"].items())),
         ("infra errors", summary["infra_errors"]),
-        ("dropped at generation", ", ".join(f"{k}={v}" for k, v in summary["dropped"].items()) or "0"),
         ("funnel (slots -> kept)", _funnel_text(summary.get("funnel") or {})),
+        ("drop reasons", _reasons_text(summary.get("drop_reasons") or {}, top=6)
+         if summary.get("drop_reasons") or not summary["tasks"] else "none"),
+        ("redrawn at generation (no slot lost)",
+         ", ".join(f"{k}={v}" for k, v in (summary.get("redrawn") or {}).items()) or "none"),
+        ("model requests", _requests_text(summary.get("requests") or {})),
         ("SFT rows / RL rows", f"{summary['exports']['sft']} / {summary['exports']['rl']}"),
         ("time (s)", ", ".join(f"{k}={v}" for k, v in summary["timings_s"].items())),
     ]
@@ -402,8 +456,8 @@ def show_cmd(run: Path, as_json: bool) -> None:
         summary = summarize(store)
     finally:
         store.close()
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
+    if as_json:  # strict JSON: the summary holds no NaN or Infinity (records are checked when read)
+        click.echo(json.dumps(summary, indent=2, allow_nan=False))
     else:
         _print_summary(summary, run)
 
@@ -647,8 +701,11 @@ async def _evaluate(policy_name: str, run_dir: Path | None, bench: str | None, o
     if "setup" in policy_caps:
         policy.setup(RunContext(llm=policy, mapping=runtime.components.mapping, run_dir=str(root), seed=config.seed))
     if not resume:
-        store = RunStore.create(out_dir, root.name, {
-            "kind": "eval", "eval_id": eval_id(spec), "spec": attrs.asdict(spec), "config": config.to_dict(),
+        from synthagent.core.redact import redact_config
+
+        store = RunStore.create(out_dir, root.name, {  # no secret written (policy URLs, keys)
+            "kind": "eval", "eval_id": eval_id(spec), "spec": redact_config(attrs.asdict(spec)),
+            "config": redact_config(config.to_dict()),
             "heldout": heldout, "plugins": loaded.loaded, "created": datetime.now().isoformat(timespec="seconds")})
         for task in eval_tasks:
             store.tasks.append(task)

@@ -32,6 +32,7 @@ import attrs
 
 from synthagent.core.errors import ConfigError, close_matches
 from synthagent.core.models import canonical_json
+from synthagent.core.redact import redact_text
 
 __all__ = ["LLMConfig", "SimulateConfig", "ExportConfig", "RunConfig", "load_config", "config_from_dict", "parse_set", "set_path",
            "STAGES"]
@@ -302,8 +303,8 @@ def load_config(
         mark(data, "")
     for item in overrides:
         keys, value = parse_set(item)
-        set_path(data, keys, value, what=f"--set {item!r}")
-        origins[".".join(keys)] = f"--set {item}"
+        set_path(data, keys, value, what=f"--set {redact_text(item)!r}")
+        origins[".".join(keys)] = f"--set {redact_text(item)}"  # never echo a key (llm.api_key=..., URLs)
     for key, value in (extra or {}).items():
         if value is not None:
             data[key] = value

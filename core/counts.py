@@ -3,14 +3,16 @@
 Counters (LLM requests, faults by kind, guard firings, mapping hits, generator drops) live in the components
 of one process, and a kill or a resume starts them again. So each stage appends the *delta* of
 :meth:`~synthagent.core.runtime.Runtime.stats` (the executor's workers' counters included) to ``counts.jsonl``
-as it writes records (every :data:`FLUSH_RECORDS` records or :data:`FLUSH_SECONDS` seconds, at stage end and
-when the run is interrupted). Each line is ``{"id": "<session>-<n>", "stage": ..., "counts": {kind: {key: n}}}``;
+as it writes records (after every record: :data:`FLUSH_RECORDS` is 1; at stage end and when the run is
+interrupted). A line is written only when something was counted since the last one. Each line is ``{"id": "<session>-<n>", "stage": ..., "counts": {kind: {key: n}}}``;
 the id is unique per process and line, so a line is counted once however often the run resumes. The summary
 sums them per stage and in total (:func:`read_counts`).
 
-What a SIGKILL can lose: the counts of the work done since the last line (at most
-:data:`FLUSH_RECORDS` records' worth, plus the requests of rollouts in flight, which the resume redoes and
-counts again); with ``executor=process`` the workers' counters reach the driver at the end of each stage.
+What a SIGKILL can lose: the requests of the rollouts in flight (at most ``simulate.concurrency`` of them:
+their records were not written yet, the resume redoes them and counts them again), since every written record
+is followed by its count line; with ``executor=process`` the workers' counters reach the driver at the end of
+each stage (a kill loses the interrupted stage's worker counts), and a resume says in ``run.log`` how many
+model calls its trajectories record beyond the requests ``counts.jsonl`` holds (:func:`unaccounted_calls`).
 An interrupt (Ctrl-C, SIGINT) loses nothing.
 """
 
@@ -27,12 +29,13 @@ from typing import Any
 
 from synthagent.core.store import strict_json_line
 
-__all__ = ["COUNTS", "CountLog", "read_counts", "total_counts", "FLUSH_RECORDS", "FLUSH_SECONDS"]
+__all__ = ["COUNTS", "CountLog", "read_counts", "total_counts", "unaccounted_calls", "FLUSH_RECORDS", "FLUSH_SECONDS"]
 
 #: The file name of a run directory's count log.
 COUNTS = "counts.jsonl"
-#: A stage appends its counts at least every this many records ...
-FLUSH_RECORDS = 20
+#: A stage appends its counts after this many records (1: every record, so a kill loses only the rollouts in
+#: flight; a line is one small ``write`` of what changed) ...
+FLUSH_RECORDS = 1
 #: ... or every this many seconds, whichever comes first.
 FLUSH_SECONDS = 1.0
 
@@ -142,3 +145,16 @@ def total_counts(by_stage: Mapping[str, Counts]) -> Counts:
             for key, n in values.items():
                 bucket[key] = bucket.get(key, 0) + n
     return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
+
+
+def unaccounted_calls(by_stage: Mapping[str, Counts], recorded: Mapping[str, int]) -> dict[str, int]:
+    """Model requests a killed process made but never wrote to ``counts.jsonl``, as far as the records tell:
+    ``{stage: n}`` where the stage's records hold ``n`` more model calls (``Trajectory.usage.calls``, one per
+    answered request) than the stage's counted ``llm.requests``. A lower bound: requests of rollouts that were
+    in flight at the kill, or that failed, are in no record."""
+    out: dict[str, int] = {}
+    for stage, calls in recorded.items():
+        counted = int(by_stage.get(stage, {}).get("llm", {}).get("requests", 0))
+        if calls > counted:
+            out[stage] = calls - counted
+    return out

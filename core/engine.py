@@ -14,7 +14,9 @@ Rules every job keeps, whatever runs it:
   would run sync ones in a thread pool), SQLite mapping stores run on their own thread;
 * **partial failures are isolated**: an exception in one rollout is retried with a fresh environment (new tool
   and user sessions) up to ``simulate.retries`` times, then returned as that item's error, which the pipeline
-  records as an ``infra_error`` trajectory; it never cancels the other items;
+  records as an ``infra_error`` trajectory; it never cancels the other items. A
+  :class:`~synthagent.core.errors.FatalRunError` (a plugin's programming error, refused credentials) is not
+  retried and stops the stage instead of being recorded as an infrastructure failure;
 * **per-rollout seeds differ** (:func:`~synthagent.core.agent_loop.episode_seed` of task id, sample and run
   seed), so records are identical whichever process ran them.
 """
@@ -28,7 +30,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from synthagent.core.errors import SynthError
+from synthagent.core.errors import FatalRunError, SynthError
 from synthagent.core.models import Rubric, Score, Task, Trajectory, from_json_dict, to_json_dict
 from synthagent.core.runtime import Runtime, WorkerSpec
 
@@ -203,6 +205,9 @@ class JobRunner:
                 stats["rollout_retries"] += 1
             try:
                 trajectory = await runtime.rollout(task, sample)
+            except FatalRunError:  # a plugin bug, refused credentials: no retry can mend it
+                stats["rollout_failures"] += 1
+                raise
             except Exception:
                 if attempt == retries:
                     stats["rollout_failures"] += 1

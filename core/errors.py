@@ -1,7 +1,8 @@
 """Typed errors. Each says what went wrong and what to do next.
 
 The CLI maps :class:`UsageError` (and subclasses) to exit code 2 and every other :class:`SynthError` to
-exit code 1.
+exit code 1, except errors with their own ``exit_code``: :class:`NothingKeptError` (3: the run finished but kept
+no task) and :class:`AuthenticationError` (4: the model server refused the API key).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 
 __all__ = [
     "SynthError", "UsageError", "ConfigError", "UnknownImplementationError", "PluginLoadError",
-    "RunDirectoryError", "DomainError", "StageError", "close_matches", "require_non_negative_int",
+    "RunDirectoryError", "DomainError", "StageError", "FatalRunError", "PluginError", "PluginWarning", "AuthenticationError",
+    "NothingKeptError", "exit_code", "close_matches", "require_non_negative_int",
 ]
 
 
@@ -46,6 +48,54 @@ class DomainError(UsageError):
 
 class StageError(SynthError):
     """A pipeline stage failed at run time (exit code 1); records written so far are kept for ``--resume``."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin did something that is probably a mistake but not unambiguously one (a hook that returned a
+    value besides registering, a ``synth_*`` function that looks like a misspelled hook without ``@hookimpl``)."""
+
+
+class FatalRunError(StageError):
+    """A failure no retry can mend: the run stops at once (exit code 1 unless the subclass says otherwise).
+
+    Never retried by the rollout engine, never recorded as an infrastructure failure (so ``--resume`` does not
+    retry it on every resume); the message says what to fix."""
+
+    exit_code = 1
+
+
+class PluginError(FatalRunError):
+    """A plugin raised an unexpected exception during a stage, or handed the pipeline something of the wrong
+    type. The message names the kind, the implementation, its plugin and the record; :attr:`details` holds
+    the plugin's traceback (written to ``run.log``)."""
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+    def __reduce__(self) -> Any:  # travels back from worker processes with its traceback text
+        return (type(self), (str(self), self.details))
+
+
+class AuthenticationError(FatalRunError):
+    """A model server refused the credentials (HTTP 401 or 403): retrying cannot help (exit code 4)."""
+
+    exit_code = 4
+
+
+class NothingKeptError(SynthError):
+    """The run finished but kept no task: nothing to train on (exit code 3). The message lists the top drop
+    reasons with their counts; the records are kept."""
+
+    exit_code = 3
+
+
+def exit_code(exc: BaseException) -> int:
+    """The ``synth`` exit code of ``exc``: its ``exit_code``, else 2 for a :class:`UsageError`, else 1."""
+    code = getattr(type(exc), "exit_code", None)
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code
+    return 2 if isinstance(exc, UsageError) else 1
 
 
 def close_matches(name: str, known: Iterable[str]) -> str:

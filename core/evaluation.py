@@ -255,7 +255,7 @@ async def evaluate(runtime: Any, policy: Any, store: RunStore, tasks: Sequence[T
     """
     import asyncio
 
-    episodes = JsonlFile(store.root / "episodes.jsonl", Episode)
+    episodes = JsonlFile(store.root / "episodes.jsonl", Episode, readonly=False)
     done_traj = {t.id: t for t in store.trajectories} if len(store.trajectories) else {}
     done_scores = {s.trajectory_id: s for s in store.scores} if len(store.scores) else {}
     jobs = [(t, k) for t in tasks if t.id in rubrics and not rubrics[t.id].dropped for k in range(spec.repeats)]

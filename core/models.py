@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -45,6 +46,8 @@ __all__ = [
     "from_json_dict",
     "RecordError",
     "RECORD_TYPES",
+    "MAX_DEPTH",
+    "nesting_problem",
 ]
 
 EffectKind = Literal["read", "insert", "update", "delete"]
@@ -455,9 +458,61 @@ _converter.register_unstructure_hook(
 
 T = TypeVar("T")
 
+#: The deepest JSON nesting a record may hold (objects and arrays; the record itself is level 1). Model output
+#: (tool-call arguments, a generated task's values) deeper than this cannot be stored: the stage that made it
+#: drops it with a named reason (``unstorable_trajectory``, ``invalid_task``) instead of the run failing on a
+#: ``RecursionError`` while the record is converted. Real records nest less than 15 levels.
+MAX_DEPTH = 64
+
+_LEAVES = (str, int, float, bool, type(None))
+
+
+def _path_text(node: Any, limit: int = 12) -> str:
+    parts: list[str] = []
+    while node is not None:
+        node, key = node
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    parts.reverse()
+    if len(parts) > limit:
+        parts = [*parts[: limit - 2], f"...({len(parts) - limit + 2} more levels)", *parts[-2:]]
+    return "$" + "".join(parts)
+
+
+def nesting_problem(value: Any, limit: int = MAX_DEPTH) -> str | None:
+    """Why ``value`` (an attrs record or plain JSON data) cannot be stored for its nesting, or None.
+
+    Iterative (never a ``RecursionError``, however deep ``value`` is): ``"nested deeper than 64 levels at
+    $.messages[1].tool_calls[0].arguments.a.a..."``."""
+    stack: list[tuple[Any, int, Any]] = [(value, 1, None)]
+    while stack:
+        obj, depth, where = stack.pop()
+        fields = getattr(type(obj), "__attrs_attrs__", None)
+        items: Any
+        if fields is not None:
+            items = ((f.name, getattr(obj, f.name)) for f in fields)
+        elif isinstance(obj, Mapping):
+            items = obj.items()
+        elif isinstance(obj, (list, tuple)):
+            items = enumerate(obj)
+        else:
+            continue
+        if depth > limit:
+            return f"nested deeper than {limit} levels at {_path_text(where)}"
+        for key, child in items:
+            if not isinstance(child, _LEAVES):
+                stack.append((child, depth + 1, (where, key)))
+    return None
+
 
 def to_json_dict(record: Any) -> dict[str, Any]:
-    """Unstructure an attrs record into plain JSON-compatible data."""
+    """Unstructure an attrs record into plain JSON-compatible data.
+
+    :raises RecordError: the record nests deeper than :data:`MAX_DEPTH` (checked first, so a hostile value
+        never reaches the recursive converter).
+    """
+    problem = nesting_problem(record)
+    if problem is not None:
+        raise RecordError(f"{type(record).__name__} record {getattr(record, 'id', '')!r} is {problem}")
     data: dict[str, Any] = _converter.unstructure(record)
     return data
 
@@ -466,18 +521,100 @@ class RecordError(ValueError):
     """A JSON record does not fit its type; the message names the fields (``$.messages[0].role``), one line."""
 
 
-def from_json_dict(cls: type[T], data: Mapping[str, Any]) -> T:
-    """Structure plain JSON data into ``cls``.
+class _FieldError(TypeError):
+    """A JSON value of the wrong type (raised by the strict structure hooks; the message is the problem)."""
 
-    :raises RecordError: one line naming the record type and the first problems with their JSON paths.
+
+def _strict_str(value: Any, _tp: Any) -> str:
+    if type(value) is not str:
+        raise _FieldError(f"must be a string, got {_shown(value)}")
+    return value
+
+
+def _strict_int(value: Any, _tp: Any) -> int:
+    if type(value) is not int:
+        raise _FieldError(f"must be an integer, got {_shown(value)}")
+    return value
+
+
+def _strict_float(value: Any, _tp: Any) -> float:
+    if type(value) not in (int, float):
+        raise _FieldError(f"must be a number, got {_shown(value)}")
+    if not math.isfinite(value):
+        raise _FieldError(f"must be a finite number, got {_shown(value)}")
+    return float(value)
+
+
+def _strict_bool(value: Any, _tp: Any) -> bool:
+    if type(value) is not bool:
+        raise _FieldError(f"must be true or false, got {_shown(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str) if isinstance(value, _LEAVES) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+#: Reads records strictly: a JSON value of the wrong type (``"false"`` for a bool, ``"1.0"`` for a number,
+#: ``5`` for a string), NaN or infinity, and keys the record type does not have are refused with the field's
+#: path, never coerced (``cattrs``' default converter would make ``"false"`` true).
+_reader = cattrs.Converter(forbid_extra_keys=True)
+_reader.register_structure_hook(str, _strict_str)
+_reader.register_structure_hook(int, _strict_int)
+_reader.register_structure_hook(float, _strict_float)
+_reader.register_structure_hook(bool, _strict_bool)
+
+
+def _non_finite(data: Any) -> str | None:
+    """The path of the first NaN or infinity in plain JSON data (in fields of any type), or None."""
+    stack: list[tuple[Any, Any]] = [(data, None)]
+    while stack:
+        obj, where = stack.pop()
+        if isinstance(obj, Mapping):
+            items: Any = obj.items()
+        elif isinstance(obj, (list, tuple)):
+            items = enumerate(obj)
+        else:
+            continue
+        for key, child in items:
+            if type(child) is float and not math.isfinite(child):
+                return f"must be a finite number, got {child!r} @ {_path_text((where, key))}"
+            if not isinstance(child, _LEAVES):
+                stack.append((child, (where, key)))
+    return None
+
+
+def _format(exc: BaseException, tp: Any) -> str:
+    if isinstance(exc, _FieldError):
+        return str(exc)
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        return f"unknown field(s) {', '.join(sorted(map(repr, exc.extra_fields)))}"
+    if typing.get_origin(tp) is Literal:
+        got = str(exc).split(" not in literal", 1)[0]
+        return f"must be one of {', '.join(map(repr, typing.get_args(tp)))}, got {got[:40]}"
+    return cattrs.v.format_exception(exc, tp)
+
+
+def from_json_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+    """Structure plain JSON data into ``cls``, strictly: every field must have its declared type (no coercion),
+    numbers must be finite (anywhere in the record), and keys the type does not have are refused.
+
+    :raises RecordError: one line naming the record type and the first problems with their JSON paths
+        (``not a valid Score record: must be true or false, got "false" @ $.success``).
     """
     if not isinstance(data, Mapping):
         raise RecordError(f"a {cls.__name__} record must be a JSON object, got {type(data).__name__}")
+    bad = _non_finite(data)
+    if bad is not None:
+        raise RecordError(f"not a valid {cls.__name__} record: {bad}")
     try:
-        return _converter.structure(dict(data), cls)
+        return _reader.structure(dict(data), cls)
+    except RecursionError:
+        raise RecordError(f"not a valid {cls.__name__} record: nested too deep to read") from None
     except Exception as exc:  # cattrs raises exception groups of type errors, key errors, ...
         try:
-            problems = cattrs.transform_error(exc)
+            problems = cattrs.transform_error(exc, format_exception=_format)
         except Exception:  # pragma: no cover - transform_error handles every cattrs error
             problems = [f"{type(exc).__name__}: {exc}"]
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""

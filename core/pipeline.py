@@ -17,28 +17,57 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from synthagent.core import __version__
 from synthagent.core.config import STAGES, RunConfig
-from synthagent.core.counts import CountLog
-from synthagent.core.errors import RunDirectoryError, StageError, UsageError
+from synthagent.core.counts import CountLog, read_counts, unaccounted_calls
+from synthagent.core.errors import RunDirectoryError, StageError, SynthError, UsageError
 from synthagent.core.registry import Plugins
-from synthagent.core.resume import retry_infra_failures
+from synthagent.core.redact import redact_config
+from synthagent.core.resume import INFRA_DROP, retry_infra_failures
 from synthagent.core.runtime import Components, Runtime, WorkerSpec
 from synthagent.core.stages import PIPELINE, StageContext
 from synthagent.core.stages.base import ProgressHook
-from synthagent.core.store import RunStore
+from synthagent.core.store import RERUN, RunStore
 from synthagent.core.summary import summarize
 
-__all__ = ["Pipeline", "config_digest"]
+__all__ = ["Pipeline", "config_digest", "rerun_failures"]
 
 log = logging.getLogger("synthagent")
 
 
 def config_digest(config: RunConfig) -> str:
-    """The sha256 of the configuration's fingerprint (what ``--resume`` compares)."""
-    return hashlib.sha256(config.fingerprint().encode()).hexdigest()
+    """The sha256 of the configuration's fingerprint (what ``--resume`` compares), secrets redacted
+    (:func:`~synthagent.core.redact.redact_config`): the manifest stores the redacted configuration, and the
+    digest of a run given its secret again equals the stored one."""
+    from synthagent.core.config import config_from_dict
+
+    redacted = config_from_dict(redact_config(config.to_dict()))  # equal to ``config`` when it holds no secret
+    return hashlib.sha256(redacted.fingerprint().encode()).hexdigest()
+
+
+def rerun_failures(store: RunStore, stages: list[str]) -> str:
+    """Why a ``--from`` rerun of ``stages`` did not succeed although every stage finished: the new records
+    hold infrastructure failures (rollouts or demonstrations that failed, rubrics dropped because the teacher
+    was unavailable, scores with status ``infra_error``), which must not replace the previous outputs. Empty
+    when there are none."""
+    found: list[str] = []
+    if "simulate" in stages:
+        n = sum(1 for t in store.trajectories if t.error is not None)
+        if n:
+            found.append(f"{n} of {len(store.trajectories)} rollouts failed for infrastructure reasons "
+                         "(is the model server up?)")
+    if "rubric" in stages:
+        n = sum(1 for r in store.rubrics if str(r.dropped or "").startswith(INFRA_DROP))
+        if n:
+            found.append(f"{n} rubrics were dropped because the teacher was unavailable")
+    if "score" in stages:
+        n = sum(1 for sc in store.scores if sc.status == "infra_error")
+        if n:
+            found.append(f"{n} scores failed for infrastructure reasons")
+    return "; ".join(found)
 
 
 class Pipeline:
@@ -57,6 +86,7 @@ class Pipeline:
         self.progress: ProgressHook = progress or (lambda stage, advance, total: None)
         self.runtime = runtime or Runtime(config, plugins)  # builds every implementation: fails early
         self.store: RunStore | None = None
+        self._resumed = False  # open_store(resume=True): run() reports uncounted requests
 
     @property
     def components(self) -> Components:
@@ -71,7 +101,7 @@ class Pipeline:
             "synthagent": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seed": self.config.seed,
-            "config": self.config.to_dict(),
+            "config": redact_config(self.config.to_dict()),  # no secret is written (URL passwords, keys)
             "fingerprint": config_digest(self.config),
             "plugins": self.plugins.loaded,
             "implementations": {
@@ -89,9 +119,12 @@ class Pipeline:
         """Set the components up, then create (or, with ``resume``, reopen) the run directory; a resumed run
         retries what failed for infrastructure reasons (:func:`~synthagent.core.resume.retry_infra_failures`)."""
         self.runtime.setup(str(root))  # before the directory exists: a setup error leaves nothing behind
+        self._resumed = resume
         if resume:
             store = RunStore.open(root)
-            if store.manifest.get("fingerprint") != config_digest(self.config):
+            stored = store.manifest.get("fingerprint")
+            legacy = hashlib.sha256(self.config.fingerprint().encode()).hexdigest()  # runs made before redaction
+            if stored not in (config_digest(self.config), legacy):
                 store.close()
                 raise RunDirectoryError(
                     f"{str(root)!r} was started with a different configuration; resume it with the same config, "
@@ -108,15 +141,28 @@ class Pipeline:
 
     # -- stages ----------------------------------------------------------------------------------
     async def run(self, *, from_stage: str | None = None) -> dict[str, Any]:
-        """Run every stage not yet done (from ``from_stage`` on when given) and write the summary."""
+        """Run every stage not yet done (from ``from_stage`` on when given) and write the summary.
+
+        ``from_stage``: that stage and every later one run again, their previous outputs set aside in
+        ``<run>/.rerun/`` (:meth:`~synthagent.core.store.RunStore.begin_rerun`). They are replaced only when the
+        rerun succeeds; a rerun that raises, is interrupted, or records infrastructure failures
+        (:func:`rerun_failures`) puts them back and the error says so."""
         store = self._store()
         names = [stage.name for stage in PIPELINE]
+        if store.recovered:
+            log.warning("%s", store.recovered)
+        rerun: tuple[Any, ...] = ()
         if from_stage is not None:
             if from_stage not in names:
                 raise UsageError(f"unknown stage {from_stage!r}; stages: {', '.join(STAGES)}")
-            for stage in PIPELINE[names.index(from_stage):]:
+            rerun = PIPELINE[names.index(from_stage):]
+            store.begin_rerun([stage.name for stage in rerun], [p for stage in rerun for p in stage.outputs(store)])
+            for stage in rerun:
                 stage.reset(store)
-                store.mark_stage(stage.name, "pending")
+            log.info("--from %s: the previous outputs are set aside in %s until the rerun succeeds", from_stage,
+                     store.root / RERUN)
+        if self._resumed:
+            self._report_unaccounted(store)
         counts = CountLog(store.root, self.runtime.stats)  # counts.jsonl: what this process counts, by stage
 
         def progress(stage: str, advance: int, total: int | None) -> None:
@@ -127,28 +173,65 @@ class Pipeline:
         ctx = StageContext(self.runtime, store, progress, counts)
         timings: dict[str, float] = dict(store.manifest.get("timings", {}))
         try:
-            for stage in PIPELINE:
-                if store.stage_done(stage.name):
-                    continue
-                store.mark_stage(stage.name, "running")
-                log.info("stage %s started", stage.name)
-                start = time.perf_counter()
-                try:
-                    info = await stage.run(ctx)
-                finally:  # also when interrupted: the work done so far stays counted
-                    counts.flush(stage.name)
-                timings[stage.name] = round(time.perf_counter() - start, 3)
-                log.info("stage %s done in %.3f s: %s", stage.name, timings[stage.name], info)
-                if stage.file is not None:
-                    store.files[stage.file].touch()  # present even when the stage produced nothing
-                    store.files[stage.file].sync()
-                store.mark_stage(stage.name, "done", **info)
-            store.manifest["timings"] = timings
-            store.save_manifest()
-            return self.write_summary()
+            try:
+                for stage in PIPELINE:
+                    if store.stage_done(stage.name):
+                        continue
+                    store.mark_stage(stage.name, "running")
+                    log.info("stage %s started", stage.name)
+                    start = time.perf_counter()
+                    try:
+                        info = await stage.run(ctx)
+                    finally:  # also when interrupted: the work done so far stays counted
+                        counts.flush(stage.name)
+                    timings[stage.name] = round(time.perf_counter() - start, 3)
+                    log.info("stage %s done in %.3f s: %s", stage.name, timings[stage.name], info)
+                    if stage.file is not None:
+                        store.files[stage.file].touch()  # present even when the stage produced nothing
+                        store.files[stage.file].sync()
+                    store.mark_stage(stage.name, "done", **info)
+                failed = rerun_failures(store, [stage.name for stage in rerun]) if store.rerunning else ""
+                if failed:
+                    raise StageError(f"--from {from_stage}: {failed}")
+                store.manifest["timings"] = timings
+                store.save_manifest()
+                summary = self.write_summary()
+            except BaseException as exc:
+                if not store.rerunning:
+                    raise
+                restored = store.undo_rerun()
+                kept = (f"the previous outputs of --from {from_stage} were kept ({', '.join(restored) or 'none'}); "
+                        "fix the cause and run it again")
+                log.error("rerun --from %s failed (%s: %s); %s", from_stage, type(exc).__name__, exc, kept)
+                if isinstance(exc, SynthError):
+                    try:
+                        again = type(exc)(f"{exc}; {kept}")
+                    except TypeError:  # pragma: no cover - a SynthError subclass with another signature
+                        raise exc from None
+                    raise again from exc
+                raise
+            store.finish_rerun()
+            return summary
         finally:
             store.close()
             await self.runtime.aclose()
+
+    def _report_unaccounted(self, store: RunStore) -> None:
+        """On resume, say in run.log how many model requests earlier processes made but never counted (a kill
+        before their count line; with worker processes, the interrupted stage's workers' counts), as far as
+        the records tell (:func:`~synthagent.core.counts.unaccounted_calls`). Only for a backend that counts
+        its requests (``llm.requests``)."""
+        llm = self.runtime.components.llm
+        if not isinstance(getattr(llm, "stats", None), Mapping):
+            return
+        recorded = {"simulate": sum(t.usage.calls for t in store.trajectories if t.policy == llm.name)}
+        if self.runtime.demonstrator is llm:
+            simulated = store.trajectories.ids
+            recorded["rubric"] = sum(t.usage.calls for t in store.demonstrations if t.id not in simulated)
+        for stage, n in unaccounted_calls(read_counts(store.root), recorded).items():
+            log.warning("resume: at least %d model requests of the %s stage are not in counts.jsonl (its records "
+                        "hold %d model calls): a process was killed before it wrote their counts; the summary's "
+                        "stats leave them out", n, stage, recorded[stage])
 
     def _store(self) -> RunStore:
         if self.store is None:

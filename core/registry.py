@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import os
+import types
+import typing
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -21,7 +25,14 @@ import attrs
 import pluggy
 
 from synthagent.core import hookspecs
-from synthagent.core.errors import ConfigError, PluginLoadError, SynthError, UnknownImplementationError, close_matches
+from synthagent.core.errors import (
+    ConfigError,
+    PluginLoadError,
+    PluginWarning,
+    SynthError,
+    UnknownImplementationError,
+    close_matches,
+)
 
 __all__ = [
     "builtin_modules",
@@ -31,6 +42,7 @@ __all__ = [
     "Registry",
     "Plugins",
     "load_plugins",
+    "check_option_values",
 ]
 
 if TYPE_CHECKING:
@@ -103,6 +115,133 @@ def resolve_import_string(target: str, *, what: str) -> Any:
             raise PluginLoadError(f"{what}: {target!r} does not resolve: {module_name!r} has no attribute {attr!r}") from None
     return value
 
+#: Bounds a factory may declare for its numeric options (``option_bounds = {"max_retries": "non_negative"}``);
+#: options named like a timeout (``timeout_s``, ``*_timeout_s``, ``timeout``) are positive without declaring it,
+#: and other durations (``*_s``) are at least 0.
+OPTION_BOUNDS = ("positive", "non_negative")
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _bound_of(name: str, declared: Mapping[str, str]) -> str | None:
+    if name in declared:
+        return declared[name]
+    if name == "timeout" or name.endswith("timeout_s") or name.endswith("_timeout"):
+        return "positive"
+    if name.endswith("_s"):
+        return "non_negative"
+    return None
+
+
+def _option_hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The declared type of each keyword parameter of ``factory`` (a class: its ``__init__``; an attrs class:
+    its fields), as far as it can be resolved; an unresolvable annotation is left out (not checked)."""
+    target: Any = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    for candidate in ((target, factory) if inspect.isclass(factory) else (target,)):
+        try:
+            hints = typing.get_type_hints(candidate, include_extras=False)
+        except Exception:  # noqa: BLE001 - a forward reference that does not resolve: try one by one below
+            continue
+        if hints:
+            return hints
+    raw = getattr(target, "__annotations__", {}) or {}
+    module = importlib.import_module(getattr(factory, "__module__", "builtins") or "builtins")
+    hints = {}
+    for name, annotation in raw.items():
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, dict(vars(module)), {})  # noqa: S307 - the plugin's own annotation
+            except Exception:  # noqa: BLE001 - not resolvable here: the option is not type-checked
+                continue
+        hints[name] = annotation
+    return hints
+
+
+def _expected(tp: Any, value: Any) -> str | None:
+    """What ``value`` should have been for annotation ``tp`` (None when it conforms or ``tp`` is not checked)."""
+    if tp is Any or tp is inspect.Parameter.empty or tp is object:
+        return None
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or isinstance(tp, types.UnionType):
+        members = typing.get_args(tp)
+        if value is None and type(None) in members:
+            return None
+        wanted = [w for w in (_expected(m, value) for m in members if m is not type(None)) if w is not None]
+        if len(wanted) < len([m for m in members if m is not type(None)]):
+            return None
+        return " or ".join(dict.fromkeys(wanted))
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        return None if value in choices else "one of " + ", ".join(repr(c) for c in choices)
+    if origin is typing.Annotated:
+        return _expected(typing.get_args(tp)[0], value)
+    if tp is bool:
+        return None if isinstance(value, bool) else _TYPE_WORDS[bool]
+    if tp is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else _TYPE_WORDS[int]
+    if tp is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else _TYPE_WORDS[float]
+    if tp is str:
+        return None if isinstance(value, str) else _TYPE_WORDS[str]
+    import collections.abc as cabc
+
+    if origin in (list, tuple, set, frozenset, cabc.Sequence, cabc.Iterable, cabc.Collection, cabc.Set) or tp in (
+            list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
+            return "a list"
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        if len(args) == 1 and any(_expected(args[0], v) is not None for v in value):
+            return "a list of " + _describe(args[0])
+        return None
+    if origin in (dict, cabc.Mapping, cabc.MutableMapping) or tp in (dict,):
+        return None if isinstance(value, Mapping) else "a table"
+    return None
+
+
+def _describe(tp: Any) -> str:
+    return {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}.get(tp, "values")
+
+
+def check_option_values(factory: Callable[..., Any], options: Mapping[str, Any], *, path: Callable[[str], str],
+                        owner: str) -> None:
+    """Check ``options`` against what ``factory`` declares: each value's type (its annotation, else the type
+    of its default), finiteness of numbers, and positivity where declared (``option_bounds``) or obviously
+    required (timeouts).
+
+    :param path: the config path of an option (``plugins.sqlite.tools.timeout_s``).
+    :param owner: names the implementation and its plugin in the message.
+    :raises ConfigError: ``plugin option plugins.sqlite.tools.timeout_s: must be a positive finite number, got
+        nan (tools 'sqlite', plugin 'simulators.tools.sqlite')``.
+    """
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    hints = _option_hints(factory) if params else {}
+    declared = getattr(factory, "option_bounds", None)
+    declared = dict(declared) if isinstance(declared, Mapping) else {}
+
+    def fail(key: str, what: str, value: Any) -> None:
+        raise ConfigError(f"plugin option {path(key)}: must be {what}, got {value!r} ({owner})")
+
+    for key, value in options.items():
+        param = params.get(key)
+        tp: Any = hints.get(key, inspect.Parameter.empty)
+        if tp is inspect.Parameter.empty and param is not None and param.default is not inspect.Parameter.empty:
+            default = param.default
+            tp = {bool: bool, float: float, int: float, str: str}.get(type(default), inspect.Parameter.empty)
+        wanted = _expected(tp, value)
+        if wanted is not None:
+            fail(key, wanted, value)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        bound = _bound_of(key, declared)
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(key, {"positive": "a positive finite number", "non_negative": "a finite number >= 0"}.get(
+                bound or "", "a finite number"), value)
+        if numeric and bound == "positive" and value <= 0:
+            fail(key, "a positive finite number", value)
+        if numeric and bound == "non_negative" and value < 0:
+            fail(key, "a finite number >= 0", value)
+
 
 @attrs.frozen
 class Implementation(Generic[T]):
@@ -154,11 +293,13 @@ class Implementation(Generic[T]):
             return None
         return [n for n, p in sig.parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
-    def create(self, options: Mapping[str, Any] | None = None) -> T:
-        """Build the implementation from its options, checking option names against the factory.
+    def create(self, options: Mapping[str, Any] | None = None, *, paths: Mapping[str, str] | None = None) -> T:
+        """Build the implementation from its options, checking option names against the factory and option
+        values against what it declares (:func:`check_option_values`: types, finite numbers, positive timeouts).
 
-        Raises :class:`ConfigError` naming an unknown option and listing the accepted ones, and
-        :class:`PluginLoadError` when a lazy factory does not resolve.
+        :param paths: the config path of an option, by name, for messages (default ``plugins.NAME.KEY``).
+        Raises :class:`ConfigError` naming an unknown option and listing the accepted ones, or naming an option
+        of the wrong type or range, and :class:`PluginLoadError` when a lazy factory does not resolve.
         """
         options = dict(options or {})
         factory = self.resolve()
@@ -170,6 +311,9 @@ class Implementation(Generic[T]):
                         f"unknown option {key!r} for {self.kind} {self.name!r}; it accepts {accepted or 'no options'}."
                         + close_matches(key, accepted)
                     )
+        where = dict(paths or {})
+        check_option_values(factory, options, path=lambda key: where.get(key, f"plugins.{self.name}.{key}"),
+                            owner=f"{self.kind} {self.name!r}, plugin {self.plugin!r}")
         try:
             return factory(**options)
         except SynthError:
@@ -310,6 +454,7 @@ def load_plugins(extra: Iterable[str] = (), *, environ: Mapping[str, str] | None
         except Exception as exc:  # noqa: BLE001
             raise PluginLoadError(f"plugin {label!r} could not be registered: {type(exc).__name__}: {exc}") from exc
         names_seen.add(label)
+        _check_undecorated(module, label)
         loaded.append({"name": label, "module": getattr(module, "__name__", repr(module)), "version": version,
                        "source": source})
 
@@ -372,12 +517,58 @@ def load_plugins(extra: Iterable[str] = (), *, environ: Mapping[str, str] | None
                 _register(name, command, description)
 
             given = register_command if kind == hookspecs.COMMAND_KIND else register
+            before = len(registries[kind].names())
             try:
-                hookimpl.function(**({"register": given} if "register" in hookimpl.argnames else {}))
+                returned = hookimpl.function(**({"register": given} if "register" in hookimpl.argnames else {}))
             except PluginLoadError:
                 raise
             except Exception as exc:  # noqa: BLE001
                 raise PluginLoadError(
                     f"plugin {plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}"
                 ) from exc
+            _check_hook_result(plugin_name, hook_name, hookimpl.argnames, returned,
+                               len(registries[kind].names()) - before)
     return Plugins(pm=pm, registries=registries, loaded=loaded)
+
+
+def _check_hook_result(plugin: str, hook_name: str, argnames: Iterable[str], returned: Any, registered: int) -> None:
+    """A hook registers by calling ``register``; what it returns is ignored. A hook that returned something
+    and registered nothing (``return [("name", Factory)]``) is a :class:`PluginLoadError`; one that returned
+    something besides registering, or takes no ``register`` argument, a :class:`PluginWarning`."""
+    if "register" not in argnames:
+        warnings.warn(f"plugin {plugin!r}: {hook_name} takes no `register` argument, so it registers nothing; "
+                      f"define it as `def {hook_name}(register)` and call register(name, factory)",
+                      PluginWarning, stacklevel=3)
+    if returned is None:
+        return
+    what = type(returned).__name__
+    if not registered:
+        raise PluginLoadError(
+            f"plugin {plugin!r}: {hook_name} returned a {what} and registered nothing; a hook does not return its "
+            "implementations: call register(name, factory, description=...) for each one")
+    warnings.warn(f"plugin {plugin!r}: {hook_name} returned a {what}, which is ignored (only register(...) calls "
+                  "register implementations)", PluginWarning, stacklevel=3)
+
+
+def _check_undecorated(module: Any, plugin: str) -> None:
+    """A plugin function named like a hook but without ``@hookimpl`` is invisible to pluggy: it registers
+    nothing without a word. Named exactly like a hook: :class:`PluginLoadError`; like a misspelled one
+    (``synth_register_generators``): :class:`PluginWarning` naming the close hook."""
+    marker = f"{hookspecs.PROJECT}_impl"
+    hooks = list(hookspecs.HOOK_KINDS.values())
+    for attr in sorted(getattr(module, "__dict__", {})):
+        if not attr.startswith("synth_"):
+            continue
+        value = getattr(module, attr, None)
+        if not callable(value) or hasattr(value, marker) or hasattr(value, "synth_hook"):
+            continue
+        if getattr(value, "__module__", None) not in (None, getattr(module, "__name__", None)):
+            continue  # imported from elsewhere (a helper named synth_*), not this plugin's own definition
+        if attr in hooks:
+            raise PluginLoadError(
+                f"plugin {plugin!r}: function {attr} is not decorated with @hookimpl (from "
+                "synthagent.core.hookspecs import hookimpl), so pluggy never calls it and it registers nothing")
+        hint = close_matches(attr, hooks)
+        if hint:
+            warnings.warn(f"plugin {plugin!r}: function {attr} is not a hook and is never called (no @hookimpl)."
+                          f"{hint}", PluginWarning, stacklevel=3)

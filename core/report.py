@@ -185,7 +185,10 @@ def write_report(run: Path, out: Path | None = None) -> Path:
         for line in rejected_file.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 row = json.loads(line)
-                rejected[str(row["trajectory_id"])] = str(row.get("reason") or "rejected")
+                reason = str(row.get("reason") or "rejected")
+                if reason == "task_dropped" and row.get("detail"):  # say why the task was dropped, not only that
+                    reason = f"task_dropped: {str(row['detail']).split(':')[0].strip()}"
+                rejected[str(row["trajectory_id"])] = reason
             except (ValueError, KeyError, TypeError):
                 continue
     write_data_pages(out / "data", tasks, trajectories, scores, rubrics, rejected, title=run.name)
@@ -207,8 +210,12 @@ def write_report(run: Path, out: Path | None = None) -> Path:
     for s in scores:
         if s.status != "ok":
             failures[f"score: {s.status}"] += 1
+    redrawn = summary.get("redrawn") or {}
     for reason, count in (summary.get("dropped") or {}).items():
-        failures[f"dropped at generation: {reason}"] += int(count)
+        if reason.startswith("funnel:") or reason == "kept":
+            continue
+        label = "redrawn at generation" if reason in redrawn else "dropped at generation"
+        failures[f"{label}: {reason}"] += int(count)
     for checker, count in (summary.get("criteria_failed") or {}).items():
         failures[f"criterion failed: {checker}"] += int(count)
     if summary.get("tool_errors"):
@@ -229,7 +236,20 @@ def write_report(run: Path, out: Path | None = None) -> Path:
     fun = summary.get("funnel") or {}
     funnel_rows = f"<tr><th>slots</th><td>{esc(str(fun.get('slots', 0)))}</td></tr>" + "".join(
         f"<tr><th>dropped: {esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in (fun.get("dropped") or {}).items()
-    ) + f"<tr><th>kept (exported)</th><td>{esc(str(fun.get('kept', 0)))}</td></tr>"
+    ) + f"<tr><th>kept (exported)</th><td>{esc(str(fun.get('kept', 0)))}</td></tr>" + "".join(
+        f"<tr><th>drop reason: {esc(k)}</th><td>{esc(str(v))}</td></tr>"
+        for k, v in (summary.get("drop_reasons") or {}).items()
+    ) + "".join(
+        f"<tr><th>redrawn at generation (no slot lost): {esc(k)}</th><td>{esc(str(v))}</td></tr>"
+        for k, v in (summary.get("redrawn") or {}).items()
+    ) + "".join(
+        f"<tr><th>tasks succeeded / {esc(of)}</th><td>{esc(str(r.get('rate')))} "
+        f"({esc(str(r.get('succeeded')))}/{esc(str(r.get('of')))})</td></tr>"
+        for of, r in (summary.get("success") or {}).items()
+    ) + "".join(
+        f"<tr><th>model requests: {esc(name)}</th><td>{f['requests']} requests, {f['faults']} faults, "
+        f"{f['retries']} retries, {f['gave_up']} gave up</td></tr>"
+        for name, f in (summary.get("requests") or {}).items())
     figures = [
         ("reward.png", "Reward distribution", f"{len(rewards)} scored trajectories"),
         ("tool_calls.png", "Tool calls per trajectory", f"mean {summary.get('tool_calls_per_task')} per task"),
@@ -268,7 +288,8 @@ pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 85%; }}
 <p><a href="data/index.html">Browse the data</a>: every task with its instruction, hidden facts, conversation
 and the rubric's verdict per criterion, filterable by domain, score and drop reason.</p>
 <h2>Funnel</h2>
-<p class="note">Where every generation slot ended: kept, or dropped at a named stage.</p>
+<p class="note">Where every generation slot ended: kept, or dropped at a named stage and for a named reason;
+task success over the kept tasks and over every slot.</p>
 <table id="funnel">{funnel_rows}</table>
 <h2>Summary</h2>
 <table>{rows}</table>

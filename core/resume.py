@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from synthagent.core.errors import ConfigError, RunDirectoryError, UsageError
+from synthagent.core.redact import has_redaction, redact_config
 
 __all__ = ["check_run_name", "explicit_keys", "resume_config", "retry_infra_failures", "OPERATIONAL_KEYS", "INFRA_DROP"]
 
@@ -78,6 +79,13 @@ def _same(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
+def _put(data: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    node = data
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+
+
 def _show(value: Any) -> str:
     return "(not set)" if value is _MISSING else json.dumps(value, default=str, ensure_ascii=False)
 
@@ -107,18 +115,25 @@ def resume_config(manifest: Mapping[str, Any], given: Any, explicit: Sequence[tu
         if value is _MISSING:
             continue
         if path in OPERATIONAL_KEYS:
-            node = data
-            for key in path[:-1]:
-                node = node.setdefault(key, {})
-            node[path[-1]] = value
+            _put(data, path, value)
             continue
         old = _get(stored, path)
-        if not _same(old, value):
-            differing.append(f"{'.'.join(path)}: stored {_show(old)}, given {_show(value)}")
+        shown = redact_config(value, path[-1])  # the manifest holds secrets redacted: compare redacted forms
+        old_shown = old if old is _MISSING else redact_config(old, path[-1])  # (a run made before redaction)
+        if not _same(old_shown, shown):
+            differing.append(f"{'.'.join(path)}: stored {_show(old_shown)}, given {_show(shown)}")
+        elif has_redaction(old):
+            _put(data, path, value)  # the secret the manifest does not hold, given again
     if differing:
         raise RunDirectoryError(
             f"--resume: {str(root)!r} was started with a different configuration ({'; '.join(differing)}); leave "
             "these options out (the stored configuration is reused), or start a new run with another --name")
+    missing = [".".join(p) for p in _leaves(data) if has_redaction(_get(data, p))]
+    if missing:
+        raise RunDirectoryError(
+            f"--resume: {str(root)!r} was started with a secret in {', '.join(missing)}, which manifest.json does not "
+            f"hold (stored {_show(_get(data, tuple(missing[0].split('.'))))}); give it again with the same config "
+            f"file or --set {missing[0]}=..., or keep keys out of URLs (llm.api_key_env names an environment variable)")
     try:
         config = config_from_dict(data)
     except ConfigError as exc:

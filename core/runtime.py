@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import inspect
 import os
+import traceback
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from synthagent.core.capabilities import capabilities
+from synthagent.core.capabilities import capabilities, check_compatible, check_protocol
 from synthagent.core.config import RunConfig, config_from_dict
-from synthagent.core.errors import RunDirectoryError
+from synthagent.core.errors import ConfigError, FatalRunError, PluginError, RunDirectoryError
 from synthagent.core.models import Rubric, Score, Task, Trajectory, trajectory_id
 from synthagent.core.protocols import (
     Executor,
@@ -49,8 +50,8 @@ from synthagent.core.protocols import (
 )
 from synthagent.core.registry import Plugins
 
-__all__ = ["Components", "Runtime", "WorkerSpec", "build_components", "resolve_concurrency", "DEFAULT_CONCURRENCY",
-           "COMPONENT_KINDS"]
+__all__ = ["Components", "Runtime", "WorkerSpec", "build_components", "check_plugin_tables", "resolve_concurrency",
+           "plugin_bug", "DEFAULT_CONCURRENCY", "COMPONENT_KINDS"]
 
 #: Rollouts in flight when neither ``simulate.concurrency`` nor the backend says (``max_concurrency``).
 DEFAULT_CONCURRENCY = 32
@@ -101,18 +102,52 @@ class WorkerSpec:
         return f"{self.config.fingerprint()}|{self.plugins}|{self.environ}|{self.run_dir}"
 
 
+def check_plugin_tables(config: RunConfig, plugins: Plugins) -> None:
+    """Every ``[plugins.NAME]`` table must name an implementation some loaded plugin registers, and every
+    ``[plugins.NAME.KIND]`` sub-table one of that kind: a misspelled table would be ignored without a word.
+
+    :raises ConfigError: ``unknown plugin table 'csv-gaols'; did you mean 'csv-goals'? ...``
+    """
+    import difflib
+
+    from synthagent.core.hookspecs import HOOK_KINDS
+
+    known: dict[str, list[str]] = {}
+    for kind in HOOK_KINDS:
+        for name in plugins.registry(kind).names():
+            known.setdefault(name, []).append(kind)
+    for table, options in config.plugins.items():
+        if table not in known:
+            close = difflib.get_close_matches(table, list(known), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown plugin table {table!r}{hint} (config [plugins.{table}]: no loaded plugin "
+                              f"registers an implementation of that name; known: {', '.join(sorted(known))})")
+        for sub, value in options.items():
+            if sub in HOOK_KINDS and isinstance(value, Mapping) and sub not in known[table]:
+                raise ConfigError(f"unknown plugin table 'plugins.{table}.{sub}': {table!r} is not a {sub} "
+                                  f"implementation (it is a {', '.join(known[table])})")
+
+
 def build_components(config: RunConfig, plugins: Plugins) -> Components:
-    """Look up and build every implementation the config names (unknown names and options fail here)."""
+    """Look up and build every implementation the config names (unknown names, tables and options, and option
+    values of the wrong type or range, fail here)."""
+    check_plugin_tables(config, plugins)
 
     def make(kind: str, name: str, base: Mapping[str, Any] | None = None) -> Any:
         impl = plugins.registry(kind).get(name)
         options = dict(base or {})
+        paths: dict[str, str] = {}
         if options:  # generic settings ([llm]) are offered; an implementation takes what it knows
             accepted = impl.accepted_options()
             if accepted is not None:
                 options = {k: v for k, v in options.items() if k in accepted}
-        options.update(config.options_for(name, kind))
-        return impl.create(options)
+            paths.update({k: f"{kind}.{k}" for k in options})
+        own = config.options_for(name, kind)
+        table = config.plugins.get(name, {})
+        prefix = f"plugins.{name}.{kind}" if isinstance(table.get(kind), Mapping) else f"plugins.{name}"
+        paths.update({k: f"{prefix}.{k}" for k in own})
+        options.update(own)
+        return impl.create(options, paths=paths)
 
     llm_base = attrs.asdict(config.llm)
     llm_base.pop("backend")
@@ -150,6 +185,7 @@ class Runtime:
 
     def __init__(self, config: RunConfig, plugins: Plugins | None = None, *, components: Components | None = None,
                  extra_plugins: tuple[str, ...] | None = None) -> None:
+        built = components is None
         if components is None:
             if plugins is None:
                 raise TypeError("Runtime needs plugins or components")
@@ -158,9 +194,13 @@ class Runtime:
         self.plugins = plugins
         self.components = components
         self._extra_plugins = extra_plugins
+        if built:  # what a plugin built must be what its kind promises, before anything is written
+            for kind, comp in components.items():
+                check_protocol(comp, kind, self._selected().get(kind, kind), self.plugin_of(kind))
         #: checked optional capabilities of each component, by kind
         self.capabilities: dict[str, frozenset[str]] = {
             kind: capabilities(comp, kind, self._selected().get(kind, kind)) for kind, comp in components.items()}
+        check_compatible(self._selected(), dict(components.items()))  # impossible combinations: refused now
         self.run_dir = ""
         self._set_up: set[int] = set()
         self._closed = False
@@ -171,7 +211,9 @@ class Runtime:
             if plugins is None:
                 raise TypeError(f"rubric builder asks for demonstrator {name!r}: the Runtime needs plugins")
             options = dict(getattr(builder, "demonstrator_options", {}) or {})
-            self._demonstrator = plugins.registry("llm").get(name).create(options)
+            where = f"plugins.{config.rubric}.demonstrator_options"
+            self._demonstrator = plugins.registry("llm").get(name).create(
+                options, paths={k: f"{where}.{k}" for k in options})
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -220,6 +262,24 @@ class Runtime:
     def selected(self) -> dict[str, str]:
         """The implementation name chosen for each kind."""
         return self._selected()
+
+    def plugin_of(self, kind: str) -> str:
+        """The plugin that registered the run's implementation of ``kind`` (``"?"`` when unknown)."""
+        name = self._selected().get(kind, "")
+        if self.plugins is None or name not in self.plugins.registry(kind):
+            return "?"
+        return self.plugins.registry(kind).get(name).plugin
+
+    def who(self, kind: str) -> str:
+        """``tools 'sqlite' (plugin 'simulators.tools.sqlite')``: names a component in messages."""
+        return f"{kind} {self._selected().get(kind, kind)!r} (plugin {self.plugin_of(kind)!r})"
+
+    def plugin_error(self, kind: str, exc: BaseException, doing: str) -> PluginError:
+        """The :class:`~synthagent.core.errors.PluginError` for ``exc``, raised by the run's ``kind`` while
+        ``doing`` (``"the rollout of task T sample 0"``), with its traceback as details."""
+        details = "".join(traceback.format_exception(exc))
+        return PluginError(f"{self.who(kind)} raised {type(exc).__name__}: {exc} during {doing}; this is a bug in "
+                           "the plugin, not an infrastructure failure (its traceback is in run.log)", details)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def setup(self, run_dir: str | Path = "", *, worker: bool = False, kinds: tuple[str, ...] | None = None) -> None:
@@ -331,7 +391,12 @@ class Runtime:
                              self.config.seed if seed is None else seed)
 
     def infra_failure(self, task_id: str, sample: int, error: BaseException, policy: str | None = None) -> Trajectory:
-        """The record of a rollout that failed for infrastructure reasons (never scored as 0)."""
+        """The record of a rollout that failed for infrastructure reasons (never scored as 0).
+
+        :raises FatalRunError: ``error`` is one (a plugin error, refused credentials): no record, the run stops.
+        """
+        if isinstance(error, FatalRunError):
+            raise error
         policy = policy or self.components.llm.name
         return Trajectory(
             id=self.trajectory_id(task_id, sample, policy), task_id=task_id,
@@ -350,6 +415,9 @@ class Runtime:
         :param max_turns: agent turns (default ``simulate.max_turns``).
         :param params: sampling parameters (default: the config's temperature and max_tokens).
         :param wrap_user: decorates the user session (e.g. to stop when a token budget is spent).
+        :raises PluginError: the tool or user simulator raised a programming error (:func:`plugin_bug`).
+        :raises FatalRunError: the policy raised one (refused credentials: the agent loop alone would record
+            it as an infrastructure failure, retried on every resume).
         """
         from synthagent.core.agent_loop import episode_seed, run_episode
 
@@ -358,35 +426,138 @@ class Runtime:
         ep_seed = episode_seed(task.id, sample, run_seed)
         if params is None:
             params = {"temperature": self.config.llm.temperature, "max_tokens": self.config.llm.max_tokens}
-        tool_session = await c.tools.start(task, ep_seed)
+        doing = f"the rollout of task {task.id} sample {sample}"
+        watched = _FatalWatch(policy or c.llm, None if policy is not None else (
+            lambda exc: self.plugin_error("llm", exc, doing)))
+        owners: dict[str, tuple[str, ...]] = {"tools": (type(c.tools).__module__,), "user": (type(c.user).__module__,)}
+        try:
+            tool_session = await c.tools.start(task, ep_seed)
+        except Exception as exc:
+            raise self._as_plugin_error(exc, {"tools": owners["tools"]}, doing, default="tools") from exc
+        owners["tools"] += (type(tool_session).__module__,)
         try:
             user = await c.user.start(task, ep_seed)
+            owners["user"] += (type(user).__module__,)
             if wrap_user is not None:
                 user = wrap_user(user)
-            return await run_episode(
-                task, policy=policy or c.llm, tools=tool_session, user=user,
+            trajectory = await run_episode(
+                task, policy=watched, tools=tool_session, user=user,  # type: ignore[arg-type]
                 max_turns=max_turns or self.config.simulate.max_turns, sample=sample, seed=run_seed,
                 params=params,
             )
+        except Exception as exc:
+            if watched.fatal is not None:
+                raise watched.fatal from exc
+            raise self._as_plugin_error(exc, owners, doing) from exc
         finally:
             await tool_session.aclose()
+        if watched.fatal is not None:
+            raise watched.fatal
+        return trajectory
+
+    def _as_plugin_error(self, exc: BaseException, owners: Mapping[str, tuple[str, ...]], doing: str,
+                         default: str | None = None) -> BaseException:
+        """``exc`` as a :class:`PluginError` of the component whose module raised it (the deepest frame of the
+        traceback in a component's module), when it is a programming error (:func:`plugin_bug`); else ``exc``."""
+        if isinstance(exc, FatalRunError) or not plugin_bug(exc):
+            return exc
+        kind = _raised_in(exc, owners) or default
+        if kind is None:
+            return exc  # not attributable to a plugin: leave it as it was
+        return self.plugin_error(kind, exc, doing)
 
     async def score(self, task: Task, rubric: Rubric, trajectory: Trajectory) -> Score:
-        """Score one trajectory against its task's rubric with the run's scorer."""
-        return await self.components.scorer.score(task, rubric, trajectory)
+        """Score one trajectory against its task's rubric with the run's scorer.
+
+        :raises PluginError: the scorer raised a programming error or returned something other than a Score.
+        """
+        doing = f"scoring trajectory {trajectory.id} (task {task.id})"
+        try:
+            score = await self.components.scorer.score(task, rubric, trajectory)
+        except Exception as exc:
+            raise self._as_plugin_error(exc, {}, doing, default="scorer") from exc
+        if not isinstance(score, Score):
+            raise PluginError(f"{self.who('scorer')} returned a {type(score).__name__} ({_short(score)}) when "
+                              f"{doing}, not a synthagent.core.models.Score")
+        return score
+
+    async def generate(self, ctx: Any) -> AsyncIterator[Task]:
+        """The generator's tasks for ``ctx`` (:class:`~synthagent.core.protocols.GenerationContext`), each
+        checked to be a :class:`~synthagent.core.models.Task`.
+
+        :raises PluginError: the generator's ``generate`` is not an async iterator, yields something that is
+            not a Task, or raises a programming error.
+        """
+        who = self.who("generator")
+        try:
+            stream: Any = self.components.generator.generate(ctx)
+        except Exception as exc:
+            raise self._as_plugin_error(exc, {}, "generation", default="generator") from exc
+        if not hasattr(stream, "__anext__"):
+            raise PluginError(f"{who}: generate(ctx) returned a {type(stream).__name__}, not an async iterator of "
+                              "Tasks (write it as `async def generate(self, ctx): ... yield task`)")
+        index = 0
+        try:
+            while True:
+                try:
+                    item = await stream.__anext__()
+                except StopAsyncIteration:
+                    return
+                except Exception as exc:
+                    raise self._as_plugin_error(exc, {}, f"generation (after {index} tasks)",
+                                                default="generator") from exc
+                if not isinstance(item, Task):
+                    raise PluginError(f"{who} yielded a {type(item).__name__} ({_short(item)}) as item {index} of "
+                                      "the generation, not a synthagent.core.models.Task")
+                index += 1
+                yield item
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
 
     async def synthesize(self, slot: Any) -> Task | None:
-        """The task of one generation slot (slot-by-slot generators), or None when the slot was dropped."""
-        task: Task | None = await self.components.generator.synthesize(  # type: ignore[attr-defined]
-            self.components.llm, slot, self.config.seed)
-        return task
+        """The task of one generation slot (slot-by-slot generators), or None when the slot was dropped.
+
+        :raises PluginError: the generator returned something other than a Task or None, or raised a
+            programming error."""
+        try:
+            task: Any = await self.components.generator.synthesize(  # type: ignore[attr-defined]
+                self.components.llm, slot, self.config.seed)
+        except Exception as exc:
+            raise self._as_plugin_error(exc, {}, f"generation slot {slot!r}", default="generator") from exc
+        if task is not None and not isinstance(task, Task):
+            raise PluginError(f"{self.who('generator')} returned a {type(task).__name__} ({_short(task)}) for "
+                              f"generation slot {slot!r}, not a synthagent.core.models.Task or None")
+        return task  # type: ignore[no-any-return]
 
     async def build_rubric(self, task: Task, demonstrations: list[Trajectory]) -> Rubric:
-        """The task's rubric from its demonstrations (awaiting a builder that asks a teacher)."""
-        rubric = self.components.rubric.build(task, demonstrations)
-        if inspect.isawaitable(rubric):
-            rubric = await rubric
-        return rubric  # type: ignore[return-value]
+        """The task's rubric from its demonstrations (awaiting a builder that asks a teacher).
+
+        :raises PluginError: the builder returned something other than a Rubric or raised a programming error.
+        """
+        try:
+            rubric = self.components.rubric.build(task, demonstrations)
+            if inspect.isawaitable(rubric):
+                rubric = await rubric
+        except Exception as exc:
+            raise self.rubric_error(task, exc) from exc
+        return self.checked_rubric(task, rubric)
+
+    def rubric_error(self, task: Task, exc: BaseException) -> BaseException:
+        """What the rubric stage raises for an exception of the run's rubric builder on ``task``: a
+        :class:`PluginError` for a programming error, else ``exc`` itself."""
+        return self._as_plugin_error(exc, {}, f"building the rubric of task {task.id}", default="rubric")
+
+    def checked_rubric(self, task: Task, rubric: Any) -> Rubric:
+        """``rubric``, checked to be the :class:`Rubric` the run's builder must return for ``task``.
+
+        :raises PluginError: it is something else (named, with the builder and its plugin).
+        """
+        if not isinstance(rubric, Rubric):
+            raise PluginError(f"{self.who('rubric')} returned a {type(rubric).__name__} ({_short(rubric)}) when "
+                              f"building the rubric of task {task.id}, not a synthagent.core.models.Rubric")
+        return rubric
 
     # -- workers ---------------------------------------------------------------------------------
     def worker_spec(self) -> WorkerSpec:
@@ -398,3 +569,68 @@ class Runtime:
             extra = tuple(p["name"] for p in loaded if p.get("source") != "builtin")
         environ = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("SYNTHAGENT_")))
         return WorkerSpec(self.config, extra, environ, self.run_dir)
+
+
+#: Exception types that mean a bug in the code that raised them, not a server or network failure.
+_BUG_TYPES: tuple[type[BaseException], ...] = (TypeError, AttributeError, LookupError, NameError, AssertionError,
+                                               ArithmeticError, NotImplementedError, ValueError)
+
+
+def plugin_bug(exc: BaseException) -> bool:
+    """Whether ``exc`` is a programming error of the code that raised it (``TypeError``, ``KeyError``,
+    ``AttributeError``, ``ValueError``, a ``UsageError`` raised mid-run, ...), as opposed to an infrastructure
+    failure (``OSError`` and its connection and timeout errors, a backend that gave up, a lost worker, or an
+    exception whose class says ``infrastructure = True``), which ``--resume`` retries."""
+    from synthagent.core.errors import SynthError, UsageError
+
+    if getattr(exc, "infrastructure", False) or isinstance(exc, (OSError, UnicodeError, FatalRunError)):
+        return False
+    if isinstance(exc, SynthError):
+        return isinstance(exc, UsageError)
+    return isinstance(exc, _BUG_TYPES)
+
+
+def _raised_in(exc: BaseException, owners: Mapping[str, tuple[str, ...]]) -> str | None:
+    """The kind whose modules (``owners``: kind -> the modules of its simulator and session classes) hold the
+    deepest frame of ``exc``'s traceback (None: no frame of theirs, e.g. a failure in the core)."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        for kind, modules in owners.items():
+            if any(owner and (module == owner or module.startswith(owner + ".")) for owner in modules):
+                found = kind
+        tb = tb.tb_next
+    return found
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _FatalWatch:
+    """The policy of one rollout, remembering a :class:`FatalRunError` it raised (the agent loop records any
+    backend exception as an infrastructure failure; the rollout re-raises a fatal one instead). With ``bug``,
+    a programming error of the policy (:func:`plugin_bug`) becomes the :class:`PluginError` ``bug(exc)`` gives:
+    used for the run's configured LLM backend, a plugin whose bug would otherwise be retried on every resume."""
+
+    def __init__(self, policy: LLMBackend, bug: Callable[[BaseException], PluginError] | None = None) -> None:
+        self._policy = policy
+        self.name = policy.name
+        self.fatal: FatalRunError | None = None
+        self._bug = bug
+
+    async def chat(self, request: Any) -> Any:
+        try:
+            return await self._policy.chat(request)
+        except FatalRunError as exc:
+            self.fatal = exc
+            raise
+        except Exception as exc:
+            if self._bug is not None and plugin_bug(exc):
+                self.fatal = self._bug(exc)
+            raise
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._policy, attr)

@@ -30,8 +30,15 @@ lock). A second writer fails at once with :class:`RunDirectoryError` naming the 
 lock and never modify a file: they read complete lines only, so a record being appended is simply not seen yet.
 
 Storable records: a record is written only if a strict JSON reader can read it back (no NaN/Infinity, no lone
-UTF-16 surrogate); otherwise :class:`StageError` names the record. Model output is cleaned where it enters
-(:mod:`synthagent.core.toolcalls`), so this is a guard, not a filter.
+UTF-16 surrogate, nesting at most :data:`~synthagent.core.models.MAX_DEPTH` deep); otherwise
+:class:`UnstorableRecord` names the record and nothing is written. Model output is cleaned where it enters
+(:mod:`synthagent.core.toolcalls`); a rollout that still cannot be stored is dropped by its stage with a named
+reason (``unstorable_trajectory``). Records are read strictly (:func:`~synthagent.core.models.from_json_dict`):
+a wrong type, NaN or an unknown key is a :class:`RunDirectoryError` naming the file, the line and the field.
+
+``--from STAGE``: the outputs of that stage and every later one are moved to ``<run>/.rerun/`` and put back if
+the rerun fails or is killed (:meth:`RunStore.begin_rerun`); a :class:`JsonlFile` is read-only unless opened
+with ``readonly=False``.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -51,7 +59,7 @@ from synthagent.core.errors import RunDirectoryError, StageError
 from synthagent.core.models import RECORD_TYPES, RecordError, from_json_dict, to_json_dict
 
 __all__ = ["JsonlFile", "RunStore", "write_json_atomic", "write_jsonl_atomic", "strict_json_line", "MANIFEST",
-           "LOCK", "FILE_STAGES"]
+           "LOCK", "FILE_STAGES", "RERUN", "UnstorableRecord"]
 
 T = TypeVar("T")
 #: The file name of a run directory's manifest (config, plugins, stage status).
@@ -62,6 +70,15 @@ LOCK = ".lock"
 FILE_STAGES = {"tasks": "generate", "trajectories": "simulate", "demonstrations": "rubric", "rubrics": "rubric",
                "scores": "score"}
 _STAGE_ORDER = ("generate", "simulate", "rubric", "score", "export")
+#: The folder inside a run directory that holds the outputs a ``--from STAGE`` rerun replaces, until the rerun
+#: succeeds (then it is deleted) or fails (then they are put back): :meth:`RunStore.begin_rerun`.
+RERUN = ".rerun"
+
+
+class UnstorableRecord(StageError):
+    """A record a strict JSON reader could not read back (NaN, a lone surrogate, nesting deeper than
+    :data:`~synthagent.core.models.MAX_DEPTH`): nothing was written. A stage storing model output drops the
+    record with a named reason; anywhere else it stops the stage."""
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
@@ -79,12 +96,24 @@ def strict_json_line(data: Any, what: str) -> bytes:
     try:
         text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
     except ValueError as exc:
-        raise StageError(f"{what} cannot be stored: {exc} (a strict JSON reader could not read it back)") from exc
+        raise UnstorableRecord(f"{what} cannot be stored: {exc} (a strict JSON reader could not read it back)") from exc
+    except RecursionError:
+        raise UnstorableRecord(f"{what} cannot be stored: it is nested too deep") from None
     try:
         return (text + "\n").encode("utf-8", errors="strict")
     except UnicodeEncodeError as exc:
-        raise StageError(f"{what} cannot be stored: it holds a lone UTF-16 surrogate ({exc.reason} at character "
+        raise UnstorableRecord(f"{what} cannot be stored: it holds a lone UTF-16 surrogate ({exc.reason} at character "
                          f"{exc.start})") from exc
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make renames in folder ``path`` durable (best effort)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -142,11 +171,15 @@ def write_jsonl_atomic(path: Path, rows: list[Mapping[str, Any]]) -> None:
 class JsonlFile(Generic[T]):
     """An append-only JSONL file of one record type, with a set of the ids it holds.
 
-    :param readonly: read without modifying anything: a cut last line (a killed write, or a record being
-        appended right now by the writer) is ignored, not truncated, and :meth:`append` refuses.
+    Read-only unless asked: ``JsonlFile(path, cls)`` never modifies the file (a script reading a live run
+    cannot truncate the record being appended); the run store's writer passes ``readonly=False``.
+
+    :param readonly: read without modifying anything (the default): a cut last line (a killed write, or a
+        record being appended right now by the writer) is ignored, not truncated, and :meth:`append` refuses.
+        ``readonly=False``: the writer, who drops a cut last line and appends.
     """
 
-    def __init__(self, path: Path, cls: type[T], *, readonly: bool = False) -> None:
+    def __init__(self, path: Path, cls: type[T], *, readonly: bool = True) -> None:
         self.path = path
         self.cls = cls
         self.readonly = readonly
@@ -172,7 +205,7 @@ class JsonlFile(Generic[T]):
                 continue
             try:
                 self._ids.add(json.loads(line)["id"])
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:
                 raise StageError(
                     f"{self.path} line {lineno} is corrupted ({exc}); remove that line and run with --resume"
                 ) from exc
@@ -191,12 +224,17 @@ class JsonlFile(Generic[T]):
     def append(self, record: T) -> bool:
         """Write ``record`` unless its id is present; return True when written.
 
-        :raises StageError: the record is not storable (:func:`strict_json_line`), the disk is full, or the
-            file was opened read-only. A failed write leaves the file as it was.
+        :raises UnstorableRecord: the record is not storable (:func:`strict_json_line`, or nested deeper than
+            :data:`~synthagent.core.models.MAX_DEPTH`); nothing was written.
+        :raises StageError: the disk is full, or the file was opened read-only. A failed write leaves the file
+            as it was.
         """
         if self.readonly:
             raise StageError(f"{self.path} was opened read-only")
-        data = to_json_dict(record)
+        try:
+            data = to_json_dict(record)
+        except RecordError as exc:  # nested deeper than MAX_DEPTH: checked before the recursive converter
+            raise UnstorableRecord(f"cannot be stored in {self.path.name}: {exc}") from None
         record_id = data["id"]
         if record_id in self._ids:
             return False
@@ -236,6 +274,8 @@ class JsonlFile(Generic[T]):
                         record = from_json_dict(self.cls, json.loads(line.decode("utf-8")))
                     except (ValueError, RecordError) as exc:  # json and decode errors are ValueErrors too
                         raise RunDirectoryError(f"{self.path}:{lineno}: {exc}") from None
+                    except RecursionError:  # json.loads of a line nested ~1000 deep
+                        raise RunDirectoryError(f"{self.path}:{lineno}: nested too deep to read") from None
                     yield record
 
     def touch(self) -> None:
@@ -280,38 +320,78 @@ class JsonlFile(Generic[T]):
         self._ids.clear()
 
 
-def _lock_holder(path: Path) -> str:
+def _pid_alive(pid: int) -> bool:
     try:
-        text = path.read_text(encoding="utf-8").strip()
-    except OSError:
-        return "unknown"
-    return text if text.isdigit() else "unknown"
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def _lock_holder(path: Path, *, wait_s: float = 2.0) -> str:
+    """The pid written in the lock file by its holder. A new holder writes its pid just after it takes the lock, so
+    for a moment the file can still name the process that held it before (a killed run) or nothing: read again until
+    the pid is a live process or ``wait_s`` has passed."""
+    deadline = time.monotonic() + wait_s
+    text = ""
+    while True:
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except OSError:
+            text = ""
+        if text.isdigit() and _pid_alive(int(text)):
+            return text
+        if time.monotonic() >= deadline:
+            return f"{text}, not running" if text.isdigit() else "unknown"
+        time.sleep(0.02)
 
 
 def acquire_lock(root: Path) -> int:
     """Take the writer's lock on run directory ``root`` (``flock`` on ``root/.lock``, our pid written in it) and
-    return its descriptor; it is released by closing the descriptor or when the process dies.
+    return its descriptor; it is released by :func:`release_lock` (which removes the file, so a finished run
+    keeps no stale ``.lock``) or when the process dies.
+
+    The file can be removed by the holder between another process's ``open`` and its ``flock``: a lock taken on
+    a file that is no longer at ``root/.lock`` is dropped and taken again, so two writers never both hold it.
 
     :raises RunDirectoryError: another process holds it (the message names its pid), or it cannot be taken.
     """
     path = root / LOCK
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise RunDirectoryError(f"cannot lock run directory {str(root)!r}: {exc.strerror or exc}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise RunDirectoryError(
-                f"run directory {str(root)!r} is in use by another synth run (pid {_lock_holder(path)} holds "
-                f"{str(path)!r}); wait for it to finish (one writer per run directory)") from exc
-        raise RunDirectoryError(f"cannot lock run directory {str(root)!r}: {exc.strerror or exc}") from exc
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RunDirectoryError(f"cannot lock run directory {str(root)!r}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunDirectoryError(
+                    f"run directory {str(root)!r} is in use by another synth run (pid {_lock_holder(path)} holds "
+                    f"{str(path)!r}); wait for it to finish (one writer per run directory)") from exc
+            raise RunDirectoryError(f"cannot lock run directory {str(root)!r}: {exc.strerror or exc}") from exc
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            return fd
+        os.close(fd)  # the holder removed the file as we took it: take the new one
+    raise RunDirectoryError(f"cannot lock run directory {str(root)!r}: its lock file keeps being replaced")
+
+
+def release_lock(root: Path, fd: int) -> None:
+    """Remove ``root/.lock`` while still holding it, then release it (see :func:`acquire_lock`)."""
     with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+        if os.fstat(fd).st_ino == os.stat(root / LOCK).st_ino:
+            (root / LOCK).unlink()
+    os.close(fd)
 
 
 class RunStore:
@@ -325,6 +405,10 @@ class RunStore:
         #: True for a reader: nothing in the directory is modified.
         self.readonly = readonly
         self._lock_fd = lock_fd
+        #: What the writer found of an earlier ``--from`` rerun that did not finish (a kill), and did about it.
+        self.recovered: str = ""
+        if not readonly:
+            self.recovered = self._recover_rerun()
         self.files: dict[str, JsonlFile[Any]] = {
             stage: JsonlFile(root / f"{stage}.jsonl", cls, readonly=readonly) for stage, cls in RECORD_TYPES.items()
         }
@@ -347,6 +431,105 @@ class RunStore:
                 self.reopened.append(stage)
         if self.reopened:
             self.save_manifest()
+
+    # -- --from STAGE: the new outputs replace the old ones only when the rerun succeeds ----------------------
+    def begin_rerun(self, stages: list[str], paths: list[Path]) -> None:
+        """Set aside the outputs ``paths`` of ``stages`` (a ``--from`` rerun) in ``<run>/.rerun/`` and mark the
+        stages pending. :meth:`finish_rerun` deletes them once the rerun succeeded; :meth:`undo_rerun` puts them
+        back when it fails. Kill safety: the manifest (``"rerun"``: the stages' previous statuses and the files)
+        is written, atomically, before any file moves; each move is one ``rename``. A writer that opens a run
+        directory whose manifest still names a rerun (the previous one was killed) finishes it when every
+        stage of it is done, and otherwise puts the previous outputs back (:meth:`_recover_rerun`), so a
+        resume always sees either the whole previous run or the whole new one."""
+        if self.readonly:
+            raise StageError(f"{str(self.root)!r} was opened read-only")
+        backup = self.root / RERUN
+        if backup.exists():  # left by a rerun that finished (manifest saved) just before its clean-up
+            shutil.rmtree(backup)
+        for f in self.files.values():
+            f.close()
+        rel = [str(path.relative_to(self.root)) for path in paths]
+        statuses = self.manifest.setdefault("stages", {})
+        self.manifest["rerun"] = {"from": stages[0], "stages": {s: statuses.get(s, {"status": "pending"}) for s in stages},
+                                  "files": rel, "existed": [r for r in rel if (self.root / r).exists()],
+                                  "timings": dict(self.manifest.get("timings", {}))}
+        for stage in stages:
+            statuses[stage] = {"status": "pending"}
+        self.save_manifest()  # before any move: a kill from here on is undone by the next writer
+        try:
+            backup.mkdir()
+            for r in self.manifest["rerun"]["existed"]:
+                dest = backup / r
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.root / r, dest)
+            _fsync_dir(self.root)
+        except OSError as exc:
+            self.undo_rerun()
+            raise _os_problem(exc, f"the previous outputs to {backup}") from exc
+
+    @property
+    def rerunning(self) -> bool:
+        """True between :meth:`begin_rerun` and :meth:`finish_rerun` / :meth:`undo_rerun`."""
+        return isinstance(self.manifest.get("rerun"), dict)
+
+    def finish_rerun(self) -> None:
+        """The rerun succeeded: forget the previous outputs (manifest first, then the folder)."""
+        if not self.rerunning:
+            return
+        self.manifest.pop("rerun", None)
+        self.save_manifest()
+        shutil.rmtree(self.root / RERUN, ignore_errors=True)
+
+    def undo_rerun(self) -> list[str]:
+        """The rerun failed: put the previous outputs back (replacing what the rerun wrote; outputs that did not
+        exist before are removed) and the stages' previous statuses; return the files put back. Idempotent: a
+        kill half-way is finished by the next writer."""
+        rerun = self.manifest.get("rerun")
+        if not isinstance(rerun, dict):
+            return []
+        for f in getattr(self, "files", {}).values():
+            f.close()
+        backup = self.root / RERUN
+        existed = set(rerun.get("existed", []))
+        restored: list[str] = []
+        for r in rerun.get("files", []):
+            target, saved = self.root / r, backup / r
+            if saved.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(saved, target)
+                restored.append(r)
+            elif r in existed:
+                restored.append(r)  # never moved (or already put back): what is there is the previous output
+            elif target.exists():
+                target.unlink()  # written by the rerun, did not exist before
+        _fsync_dir(self.root)
+        statuses = self.manifest.setdefault("stages", {})
+        statuses.update({k: v for k, v in dict(rerun.get("stages", {})).items()})
+        if "timings" in rerun:
+            self.manifest["timings"] = rerun["timings"]
+        self.manifest.pop("rerun", None)
+        self.save_manifest()
+        shutil.rmtree(backup, ignore_errors=True)
+        if hasattr(self, "files"):
+            for f in self.files.values():
+                f._scan()
+        return restored
+
+    def _recover_rerun(self) -> str:
+        """A writer opening the directory: an unfinished ``--from`` rerun (killed) is finished when all its
+        stages are done, else undone; a leftover ``.rerun/`` folder of a finished one is removed."""
+        rerun = self.manifest.get("rerun")
+        if not isinstance(rerun, dict):
+            if (self.root / RERUN).exists():
+                shutil.rmtree(self.root / RERUN, ignore_errors=True)
+            return ""
+        stages = list(dict(rerun.get("stages", {})))
+        if stages and all(self.stage_done(s) for s in stages):
+            self.finish_rerun()
+            return f"an interrupted --from {rerun.get('from')} rerun had finished its stages; its outputs are kept"
+        restored = self.undo_rerun()
+        return (f"an interrupted --from {rerun.get('from')} rerun did not finish; the previous outputs were put back "
+                f"({', '.join(restored) or 'none'})")
 
     @property
     def tasks(self) -> JsonlFile[Any]:
@@ -478,5 +661,5 @@ class RunStore:
         for f in self.files.values():
             f.close()
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
+            release_lock(self.root, self._lock_fd)
             self._lock_fd = None

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
+from synthagent.core.errors import FatalRunError
 from synthagent.core.models import Message
 from synthagent.core.protocols import ChatRequest
 
@@ -89,6 +90,8 @@ async def ask_json(
     for attempt in range(repairs + 1):
         try:
             response = await llm.chat(ChatRequest(messages=tuple(convo), params=dict(params or {}), seed=seed))
+        except FatalRunError:  # a refused API key (AuthenticationError): no retry or resume can mend it
+            raise
         except Exception as exc:  # noqa: BLE001 - any backend failure is infrastructure, not data
             stats[f"{label}_teacher_unavailable"] += 1
             raise TeacherUnavailable(f"{type(exc).__name__}: {exc}") from exc

@@ -84,3 +84,50 @@ def test_core_imports_no_plugin_and_tests_never_import_top_level_folders() -> No
     bad = re.compile(r"^\s*(import|from)\s+(core|plugins)(\.|\s|$)", re.M)
     for path in list((REPO / "tests").rglob("*.py")) + list((REPO / "benchmarks").rglob("*.py")):
         assert not bad.search(path.read_text()), f"{path} imports the top-level core/plugins folder"
+
+
+_PLUGIN = '''
+from collections.abc import AsyncIterator
+
+from synthagent.core.hookspecs import hookimpl
+from synthagent.core.models import Task
+from synthagent.core.protocols import GenerationContext, Register, TaskGenerator
+
+
+class {cls}:
+{body}
+
+
+@hookimpl
+def synth_register_task_generators(register: Register[TaskGenerator]) -> None:
+    register("mine", {cls})
+'''
+
+
+def test_mypy_checks_a_plugins_registrations_under_the_documented_editable_install(tmp_path: Path) -> None:
+    """docs/plugins.md ("Typed registration"): a plugin author's mypy sees synthagent's types after
+    ``pip install -e . --config-settings editable_mode=strict`` (the default editable mode installs an import
+    hook that mypy cannot follow: every synthagent import was 'not found' and nothing was checked)."""
+    import shutil
+
+    src = tmp_path / "synthagent"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", "venv", "build", "dist", "*.egg-info", ".git",
+                                                              "runs", "__pycache__", ".pytest_cache", "docs", "tests"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    result = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "-e", str(src),
+                             "--config-settings", "editable_mode=strict"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    good = tmp_path / "good_plugin.py"
+    good.write_text(_PLUGIN.format(cls="Gen", body="    async def generate(self, ctx: GenerationContext) -> AsyncIterator[Task]:\n"
+                                                  "        tasks: tuple[Task, ...] = ()\n        for task in tasks:\n            yield task"))
+    bad = tmp_path / "bad_plugin.py"
+    bad.write_text(_PLUGIN.format(cls="NotAGenerator", body="    def make(self) -> None: ..."))
+    checks = {}
+    for f in (good, bad):
+        checks[f.name] = subprocess.run([str(py), "-m", "mypy", "--no-incremental", "--ignore-missing-imports",
+                                         str(f)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    out = checks["bad_plugin.py"].stdout
+    assert checks["bad_plugin.py"].returncode == 1 and 'incompatible type "type[NotAGenerator]"' in out, out
+    assert checks["good_plugin.py"].returncode == 0, checks["good_plugin.py"].stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from synthagent.core.errors import StageError
@@ -69,6 +70,10 @@ class ExportStage:
         """Delete the export files."""
         for name in EXPORT_FILES:
             (store.exports / name).unlink(missing_ok=True)
+
+    def outputs(self, store: RunStore) -> list[Path]:
+        """The export files."""
+        return [store.exports / name for name in EXPORT_FILES]
 
     async def run(self, ctx: StageContext) -> dict[str, Any]:
         """Write the exports from the records (atomically, each file whole)."""

@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from synthagent.core.engine import JobRunner
-from synthagent.core.models import Task
+from synthagent.core.models import Task, nesting_problem
 from synthagent.core.protocols import GenerationContext
 from synthagent.core.stages.base import RecordStage, StageContext, log
 from synthagent.core.taskcheck import check_task, needs_a_question
@@ -56,7 +56,8 @@ class GenerateStage(RecordStage):
         invalid: Counter[str] = Counter()
         async with contextlib.aclosing(self._generated(ctx, gen_ctx)) as generated:
             async for task in generated:
-                problems = check_task(task)
+                deep = nesting_problem(task)  # before anything walks it: model output can nest without bound
+                problems = [f"the record is {deep.split(' at ')[0]}"] if deep else check_task(task)
                 if problems:  # whatever plugin made it: dropped with the reason, never stored
                     invalid[f"invalid_task: {problems[0]}"] += 1
                     log.warning("generated task %s dropped: %s", task.id, "; ".join(problems))
@@ -84,7 +85,7 @@ class GenerateStage(RecordStage):
     async def _generated(self, ctx: StageContext, gen_ctx: GenerationContext) -> AsyncGenerator[Task, None]:
         runtime = ctx.runtime
         if not runtime.generates_remotely:
-            async for task in runtime.components.generator.generate(gen_ctx):
+            async for task in runtime.generate(gen_ctx):  # each item checked to be a Task (a PluginError names it)
                 yield task
             return
         runner = JobRunner(runtime.worker_spec(), "generate", runtime=runtime)

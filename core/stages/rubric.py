@@ -7,8 +7,9 @@ from collections import Counter
 from typing import Any
 
 from synthagent.core.engine import JobRunner, local_map
+from synthagent.core.errors import PluginError
 from synthagent.core.models import Task, Trajectory
-from synthagent.core.stages.base import RecordStage, StageContext, collect_rollouts
+from synthagent.core.stages.base import RecordStage, StageContext, collect_rollouts, store_rollout
 
 __all__ = ["RubricStage"]
 
@@ -27,8 +28,9 @@ class RubricStage(RecordStage):
         tasks = store.tasks.load()
         builder = runtime.components.rubric
         k = runtime.demonstrations
+        unstorable: Counter[str] = Counter()  # demonstrations dropped (``unstorable_trajectory``: store_rollout)
         if k > 0:
-            by_task = await self._demonstrations(ctx, tasks, k)
+            by_task = await self._demonstrations(ctx, tasks, k, unstorable)
         else:  # a builder that asks for no demonstrations gets the simulate stage's trajectories
             by_task = {}
             for traj in store.trajectories:
@@ -40,15 +42,24 @@ class RubricStage(RecordStage):
             if task.id in done_tasks:
                 ctx.progress(self.name, 1, len(tasks))
                 continue
-            rubric = builder.build(task, by_task.get(task.id, []))
+            try:
+                rubric = builder.build(task, by_task.get(task.id, []))
+            except Exception as exc:  # a programming error is the plugin's (PluginError), named with the task
+                raise runtime.rubric_error(task, exc) from exc
             if inspect.isawaitable(rubric):
-                asked[task.id] = rubric
+                asked[task.id] = (task, rubric)
             else:
-                store.rubrics.append(rubric)
+                store.rubrics.append(runtime.checked_rubric(task, rubric))
                 ctx.progress(self.name, 1, len(tasks))
 
         async def wait(task_id: str) -> Any:
-            return await asked[task_id]
+            task, pending = asked[task_id]
+            try:
+                return runtime.checked_rubric(task, await pending)
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise runtime.rubric_error(task, exc) from exc
 
         async for _task_id, rubric in local_map(wait, list(asked), concurrency=runtime.concurrency()):
             if isinstance(rubric, BaseException):
@@ -62,11 +73,14 @@ class RubricStage(RecordStage):
             checkers.update(r.provenance.get("checkers", {}))
         info: dict[str, Any] = {"count": len(rubrics), "dropped": dict(sorted(dropped.items())),
                                 "demonstrations": len(store.demonstrations) if k else 0}
+        if unstorable:
+            info["demonstrations_dropped"] = dict(sorted(unstorable.items()))
         if checkers:
             info["checkers"] = dict(sorted(checkers.items()))
         return info
 
-    async def _demonstrations(self, ctx: StageContext, tasks: list[Task], k: int) -> dict[str, list[Trajectory]]:
+    async def _demonstrations(self, ctx: StageContext, tasks: list[Task], k: int,
+                              dropped: Counter[str]) -> dict[str, list[Trajectory]]:
         """K teacher demonstrations per task: sample ``i`` of the teacher, reused from the simulate stage when
         it has that sample (same policy, seed and sample give the same trajectory), otherwise rolled out now
         and kept in ``demonstrations.jsonl`` (resumable like every record file)."""
@@ -79,7 +93,8 @@ class RubricStage(RecordStage):
             for sample in range(k):
                 tid = runtime.trajectory_id(task.id, sample, teacher.name)
                 if tid in simulated and tid not in have:
-                    store.demonstrations.append(simulated[tid])
+                    store_rollout(ctx, "demonstrations", simulated[tid], stage=self.name, what="demonstration",
+                                  dropped=dropped)
                 elif tid not in have:
                     jobs.append((task, sample))
         failures: Counter[str] = Counter()
@@ -100,7 +115,7 @@ class RubricStage(RecordStage):
             return runtime.infra_failure(task_id, sample, error, teacher.name)
 
         async for demo_traj in collect_rollouts(results, what="demonstration", failures=failures, on_failure=failed):
-            store.demonstrations.append(demo_traj)
+            store_rollout(ctx, "demonstrations", demo_traj, stage=self.name, what="demonstration", dropped=dropped)
             if ctx.counts is not None:  # no progress is reported per demonstration: count them here
                 ctx.counts.tick(self.name)
         out: dict[str, list[Trajectory]] = {}

@@ -6,14 +6,16 @@ from collections import Counter
 from typing import Any
 
 from synthagent.core.engine import JobRunner, LoopLagMonitor
-from synthagent.core.stages.base import RecordStage, StageContext, collect_rollouts
+from synthagent.core.stages.base import RecordStage, StageContext, collect_rollouts, store_rollout
 
 __all__ = ["SimulateStage"]
 
 
 class SimulateStage(RecordStage):
     """Rolls out every (task, sample) not yet recorded through the executor; a rollout that fails for
-    infrastructure reasons is recorded as such (never scored as 0)."""
+    infrastructure reasons is recorded as such (never scored as 0); one whose record cannot be stored (model
+    output nested deeper than :data:`~synthagent.core.models.MAX_DEPTH`) is dropped as ``unstorable_trajectory``
+    (:func:`~synthagent.core.stages.base.store_rollout`)."""
 
     name = "simulate"
     file = "trajectories"
@@ -33,13 +35,15 @@ class SimulateStage(RecordStage):
         concurrency = runtime.concurrency()
         lag = LoopLagMonitor().start()  # how late the loop wakes: anything blocking it shows here
         results = runtime.components.executor.map(runner, [(t.id, s) for t, s in jobs], concurrency=concurrency)
+        dropped: Counter[str] = Counter()
         async for trajectory in collect_rollouts(results, what="rollout", failures=failures,
                                                  on_failure=runtime.infra_failure):
-            store.trajectories.append(trajectory)
+            store_rollout(ctx, self.file, trajectory, stage=self.name, what="rollout", dropped=dropped)
             ctx.progress(self.name, 1, total)
         await lag.stop()
         engine = Counter(runner.stats)
         engine.update(runtime.worker_stats().get("engine", {}))
-        return {"count": len(store.trajectories), "rollout_exceptions": dict(failures), "stats": runtime.stats(),
+        return {"count": len(store.trajectories), "rollout_exceptions": dict(failures), "dropped": dict(dropped),
+                "stats": runtime.stats(),
                 "engine": {"executor": ctx.config.executor, "concurrency": concurrency,
                            **dict(sorted(engine.items())), "driver_loop_lag_ms": lag.summary()}}

@@ -24,8 +24,11 @@ Transport failures (connection
 errors, timeouts, HTTP 408/409/425/429/5xx, and response bodies that are not the JSON the API promises) are
 retried with exponential backoff and full jitter, honouring ``Retry-After``; every failure is counted by kind
 in :attr:`OpenAIBackend.stats`. When retries run out the call raises :class:`LLMUnavailableError`, which the
-agent loop records as an infrastructure failure (never a reward of 0). A model *output* that does not parse
-(a malformed tool call) is not a transport failure: it reaches the environment as an error observation.
+agent loop records as an infrastructure failure (never a reward of 0). HTTP 401 and 403 are not retried:
+they raise :class:`~synthagent.core.errors.AuthenticationError` ("authentication failed (HTTP 401) at URL -
+check llm.api_key_env"), which stops the run (exit code 4) instead of being recorded as infrastructure.
+A model *output* that does not parse (a malformed tool call) is not a transport failure: it reaches the
+environment as an error observation.
 
 The API key is read from the environment variable named by ``api_key_env`` and is never stored in the
 config, logged, or shown in ``repr``.
@@ -43,14 +46,14 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from synthagent.core.errors import ConfigError, SynthError
+from synthagent.core.errors import AuthenticationError, ConfigError, SynthError
 from synthagent.core.hookspecs import hookimpl
 from synthagent.core.models import Message, Usage
 from synthagent.core.protocols import ChatRequest, ChatResponse
 from synthagent.core.toolcalls import parse_assistant
 
-__all__ = ["OpenAIBackend", "AdaptiveLimit", "LLMUnavailableError", "RETRY_STATUSES", "STRUCTURED_FORMS",
-           "to_openai_messages", "structured_body"]
+__all__ = ["OpenAIBackend", "AdaptiveLimit", "LLMUnavailableError", "AUTH_STATUSES", "RETRY_STATUSES",
+           "STRUCTURED_FORMS", "to_openai_messages", "structured_body"]
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 #: Values of the ``structured_outputs`` option.
@@ -61,6 +64,13 @@ _STRUCTURED_WORDS = ("response_format", "json_schema", "structured_outputs", "gu
 
 class LLMUnavailableError(SynthError):
     """The endpoint kept failing after every retry (an infrastructure failure, not a model error)."""
+
+    #: an infrastructure failure (:func:`synthagent.core.runtime.plugin_bug`): ``--resume`` retries it
+    infrastructure = True
+
+
+#: Statuses that mean the server refused the credentials: :class:`AuthenticationError`, never retried.
+AUTH_STATUSES = frozenset({401, 403})
 
 
 def to_openai_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
@@ -255,6 +265,7 @@ class OpenAIBackend:
         self.name = f"openai:{model}"
         self.base_url = base_url.rstrip("/")
         self._api_key = os.environ.get(api_key_env, "") if api_key_env else ""
+        self._api_key_env = api_key_env
         self.defaults = {"temperature": float(temperature), "max_tokens": int(max_tokens)}
         self.timeout_s = float(timeout_s)
         self.max_concurrency = int(max_concurrency)
@@ -390,6 +401,10 @@ class OpenAIBackend:
                     if self._forms and self._forms[0] == form:
                         self._forms.pop(0)
                     continue
+                elif status in AUTH_STATUSES:  # a wrong key stays wrong: stop the run, do not retry
+                    self.stats[f"http_{status}"] += 1
+                    self.stats["auth_failed"] += 1
+                    raise AuthenticationError(self._auth_message(status, url))
                 elif status in RETRY_STATUSES:
                     kind, last = f"http_{status}", f"HTTP {status}"
                     wait = _retry_after(resp.headers.get("retry-after"))
@@ -405,6 +420,18 @@ class OpenAIBackend:
             await asyncio.sleep(max(wait or 0.0, backoff))
         self.stats["gave_up"] += 1
         raise LLMUnavailableError(f"{url} failed {self.max_retries + 1} times; last: {last}")
+
+    def _auth_message(self, status: int, url: str) -> str:
+        """``authentication failed (HTTP 401) at URL: check llm.api_key_env ...`` (the URL redacted)."""
+        from synthagent.core.redact import redact_text
+
+        if self._api_key:
+            hint = f"the key in ${self._api_key_env} was refused"
+        elif self._api_key_env:
+            hint = f"no key was sent, ${self._api_key_env} is not set"
+        else:
+            hint = "no key was sent, llm.api_key_env is empty"
+        return f"authentication failed (HTTP {status}) at {redact_text(url)} - check llm.api_key_env ({hint})"
 
     @staticmethod
     def _parse(data: Mapping[str, Any]) -> ChatResponse:

@@ -76,7 +76,7 @@ from synthagent.plugins.common.evidence import report_values
 
 __all__ = ["OracleBackend", "CORRUPTIONS", "MISTAKES", "CONFIRM_TEXT", "ASK_PHRASES", "CONFIRM_PHRASES", "DONE_PHRASES",
            "LOOKUP_PHRASES", "VALUE_PHRASES", "CLOSINGS", "pick", "plan_for", "wrong_value", "heard_value",
-           "listened_arguments"]
+           "listened_arguments", "oracle_reply"]
 
 CORRUPTIONS = ("none", "skip_step", "never_ask", "ask_given", "extra_write", "wrong_argument", "wrong_row",
                "wrong_answer", "nothing", "forbidden_tool")
@@ -249,6 +249,41 @@ def _forbidden_call(task: Task) -> Action:
     props = spec.parameters.get("properties", {})
     return Action("call", tool=spec.name, arguments={p: default_for(props.get(p, {}))
                                                      for p in spec.parameters.get("required", [])})
+
+
+def oracle_reply(tasks: Sequence[Task], first: Any = None) -> Any:
+    """A reply function for :class:`synthagent.core.testing.ScriptedOpenAIServer` that plays the oracle over
+    HTTP, so the ``openai`` backend's whole path (requests, retries, faults) can be exercised offline.
+
+    The task is found by the request's opening messages (system prompt and instruction) and, where several
+    tasks open alike, by the hidden facts the user has revealed so far (their plans agree until then); the
+    reply is the oracle's plan for this turn. ``first(body)``, when given, answers the very first request
+    instead (a pathological reply, say).
+
+    Example: ``ScriptedOpenAIServer(oracle_reply(tasks))``.
+    """
+    by_opening: dict[tuple[str, str], list[Task]] = {}
+    for t in tasks:
+        by_opening.setdefault((t.system_prompt, t.instruction), []).append(t)
+    seen = {"n": 0}
+
+    def reply(body: dict[str, Any]) -> Any:
+        seen["n"] += 1
+        if first is not None and seen["n"] == 1:
+            return first(body)
+        messages = body["messages"]
+        said = " ".join(m["content"] for m in messages[2:] if m["role"] == "user")
+        task = max(by_opening[(messages[0]["content"], messages[1]["content"])],
+                   key=lambda t: sum(f.statement in said for f in t.user_context))
+        position = sum(1 for m in messages if m["role"] == "assistant")
+        plan = plan_for(task)
+        action = plan[min(position, len(plan) - 1)]
+        if action.kind == "call":
+            return {"content": None, "tool_calls": [{"id": f"call_{position}", "type": "function", "function": {
+                "name": action.tool, "arguments": json.dumps(action.arguments)}}]}
+        return action.text
+
+    return reply
 
 
 def plan_for(task: Task, corruption: str = "none", *, rng: random.Random | None = None,

@@ -18,22 +18,22 @@ def rubric(i: int) -> Rubric:
 
 
 def test_append_is_idempotent_by_id(tmp_path: Path) -> None:
-    f = JsonlFile(tmp_path / "r.jsonl", Rubric)
+    f = JsonlFile(tmp_path / "r.jsonl", Rubric, readonly=False)
     assert f.append(rubric(1)) and not f.append(rubric(1)) and f.append(rubric(2))
     f.close()
-    again = JsonlFile(tmp_path / "r.jsonl", Rubric)
+    again = JsonlFile(tmp_path / "r.jsonl", Rubric, readonly=False)
     assert not again.append(rubric(2))
     assert [r.id for r in again.load()] == ["r1", "r2"]
 
 
 def test_partial_last_line_from_a_kill_is_dropped(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
-    f = JsonlFile(path, Rubric)
+    f = JsonlFile(path, Rubric, readonly=False)
     f.append(rubric(1))
     f.close()
     with open(path, "ab") as fh:
         fh.write(b'{"id": "r2", "task_id": "t2", "buil')
-    again = JsonlFile(path, Rubric)
+    again = JsonlFile(path, Rubric, readonly=False)
     assert again.repaired_bytes > 0 and again.ids == {"r1"}
     assert again.append(rubric(2))
     again.close()

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,40 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path: Path) -> None
     RunStore.open(tmp_path / "run").close()  # released by close()
 
 
+def test_a_finished_writer_leaves_no_stale_lock_file(tmp_path: Path) -> None:
+    RunStore.create(tmp_path, "run", {"stages": {}}).close()
+    assert not (tmp_path / "run" / LOCK).exists()
+    store = RunStore.open(tmp_path / "run")
+    assert (tmp_path / "run" / LOCK).read_text().strip() == str(os.getpid())
+    store.close()
+    assert not (tmp_path / "run" / LOCK).exists()
+
+
+def test_a_refused_writer_names_the_new_holder_not_the_killed_one(tmp_path: Path) -> None:
+    """A new holder takes the lock first and writes its pid just after: a refused writer that reads the file in
+    between must not name the previous (killed) holder."""
+    root = tmp_path / "run"
+    RunStore.create(tmp_path, "run", {"stages": {}}).close()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (root / LOCK).write_text(f"{dead.pid}\n")  # what a killed run leaves
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, os, sys, time
+        fd = os.open({str(root / LOCK)!r}, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        print("locked", flush=True)
+        time.sleep(0.5)  # the window between taking the lock and writing the pid, made wide
+        os.ftruncate(fd, 0); os.pwrite(fd, f"{{os.getpid()}}\\n".encode(), 0)
+        sys.stdin.read()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"  # type: ignore[union-attr]
+        with pytest.raises(RunDirectoryError, match=rf"pid {holder.pid} holds"):
+            RunStore.open(root)
+    finally:
+        holder.communicate("")
+
+
 def test_reader_never_truncates_a_cut_line_and_writer_reopens_finished_stages(tmp_path: Path) -> None:
     store = RunStore.create(tmp_path, "run", {"stages": dict(DONE)})
     store.rubrics.append(rubric(1))
@@ -63,10 +98,11 @@ def test_reader_never_truncates_a_cut_line_and_writer_reopens_finished_stages(tm
 
 WRITER = r"""
 import sys
+import textwrap
 from pathlib import Path
 from synthagent.core.models import Rubric
 from synthagent.core.store import JsonlFile
-f = JsonlFile(Path(sys.argv[1]), Rubric)
+f = JsonlFile(Path(sys.argv[1]), Rubric, readonly=False)
 print("ready", flush=True)
 for i in range(int(sys.argv[2])):
     f.append(Rubric(f"r{i}", f"t{i}", "workflow" + "x" * 200_000, (), {}))
@@ -95,7 +131,7 @@ def test_a_reader_during_a_real_concurrent_write_loses_nothing(tmp_path: Path) -
 
 
 def test_the_store_refuses_what_a_strict_reader_could_not_read_back(tmp_path: Path) -> None:
-    f = JsonlFile(tmp_path / "r.jsonl", Rubric)
+    f = JsonlFile(tmp_path / "r.jsonl", Rubric, readonly=False)
     with pytest.raises(StageError, match=r"record 'r1' of r\.jsonl cannot be stored: .*surrogate"):
         f.append(Rubric("r1", "t1", "workflow\ud800", (), {}))
     with pytest.raises(StageError, match=r"record 'r2' of r\.jsonl cannot be stored: Out of range float"):
@@ -107,7 +143,7 @@ def test_the_store_refuses_what_a_strict_reader_could_not_read_back(tmp_path: Pa
 
 def test_disk_full_reads_as_disk_full_and_leaves_no_partial_line(tmp_path: Path) -> None:
     """Writes go to /dev/full, where the kernel answers every write with ENOSPC."""
-    f = JsonlFile(tmp_path / "r.jsonl", Rubric)
+    f = JsonlFile(tmp_path / "r.jsonl", Rubric, readonly=False)
     f._fd = os.open("/dev/full", os.O_WRONLY)  # the kernel answers every write with ENOSPC
     with pytest.raises(StageError, match=r"^disk full: cannot write record 'r1'"):
         f.append(rubric(1))

@@ -13,33 +13,10 @@ from pathlib import Path
 import pytest
 
 from synthagent.core.testing import ScriptedOpenAIServer
-from synthagent.plugins.backends.oracle import plan_for
+from synthagent.plugins.backends.oracle import oracle_reply
 from synthagent.plugins.generators.offline_domains import OfflineDomainsGenerator
 
 pytestmark = pytest.mark.slow
-
-
-def oracle_reply(tasks):
-    """A scripted server reply that plays the oracle: the task found by its opening messages (and the facts
-    the user has revealed), the reply the oracle's plan has for this turn."""
-    by_opening: dict = {}
-    for t in tasks:
-        by_opening.setdefault((t.system_prompt, t.instruction), []).append(t)
-
-    def reply(body):
-        messages = body["messages"]
-        said = " ".join(m["content"] for m in messages[2:] if m["role"] == "user")
-        task = max(by_opening[(messages[0]["content"], messages[1]["content"])],
-                   key=lambda t: sum(f.statement in said for f in t.user_context))
-        position = sum(1 for m in messages if m["role"] == "assistant")
-        plan = plan_for(task)
-        action = plan[min(position, len(plan) - 1)]
-        if action.kind == "call":
-            return {"content": None, "tool_calls": [{"id": f"call_{position}", "type": "function", "function": {
-                "name": action.tool, "arguments": json.dumps(action.arguments)}}]}
-        return action.text
-
-    return reply
 
 
 def lines(path: Path) -> list[dict]:

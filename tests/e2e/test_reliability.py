@@ -115,7 +115,8 @@ def test_a_hostile_model_server_cannot_break_a_run(synth, tmp_path: Path) -> Non
         result = synth(["run", "-q", "--out", str(tmp_path), "--name", "h", "--tasks", "3",
                         "--set", "llm.backend=openai", "--set", "llm.model=scripted",
                         "--set", f"llm.base_url={server.base_url}", "--set", "simulate.max_turns=5"])
-    assert result.returncode == 0, result.stderr
+    # the run completes; its garbage teaches nothing, which exits 3 since issue 24 (a run that keeps no task)
+    assert result.returncode == 3 and "the run kept 0 of 3 tasks" in result.stderr, result.stderr
     root = tmp_path / "h"
     files = sorted(root.glob("*.jsonl")) + sorted((root / "exports").glob("*.jsonl"))
     rows = {f.name: strict_lines(f) for f in files}
@@ -154,8 +155,9 @@ def test_a_run_whose_every_rollout_fails_exits_non_zero_with_the_reason(synth, t
                     "--set", "llm.backend=openai", "--set", f"llm.base_url=http://127.0.0.1:{port}/v1",
                     "--set", "llm.model=x", "--set", "plugins.workflow-rubric.demonstrator=oracle",
                     "--set", "plugins.openai.max_retries=0", "--set", "simulate.retries=0"])
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 3, result.stderr  # issue 24: a run that keeps no task exits 3 (was 1)
     assert "no usable trajectory: all 2 rollouts failed for infrastructure reasons" in result.stderr
+    assert "top drop reasons: simulate: infra_error (2)" in result.stderr
     assert "Traceback" not in result.stderr
     summary = json.loads((tmp_path / "dead" / "summary.json").read_text())
     assert summary["infra_errors"] == summary["trajectories"] == 2

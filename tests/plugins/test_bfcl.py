@@ -51,10 +51,15 @@ def test_the_oracle_passes_bfcl_checker_on_all_of_multi_turn_base(synth, tmp_pat
 def test_dropping_the_last_call_of_each_turn_scores_near_zero(synth, tmp_path: Path) -> None:
     out = synth(["run", "--out", str(tmp_path), "--name", "drop", "--set", "tasks=40", *ENV,
                  "--set", "plugins.bfcl-oracle.corruption=drop_last_call"])
-    assert out.returncode == 0, out.stderr
     scores = _scores(tmp_path / "drop")
     assert len(scores) == 40
     assert sum(s["success"] for s in scores) <= 2
+    # issue 24: a run that keeps no task exits 3 naming the drop reasons (before: 0); with a success or two, 0
+    kept = json.loads((tmp_path / "drop" / "summary.json").read_text())["funnel"]["kept"]
+    if kept == 0:
+        assert out.returncode == 3 and "top drop reasons: export: below_min_score (" in out.stderr, out.stderr
+    else:
+        assert out.returncode == 0, out.stderr
     assert all(s["breakdown"][0]["evidence"].startswith("multi_turn:") for s in scores if not s["success"])
 
 

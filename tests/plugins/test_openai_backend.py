@@ -16,7 +16,7 @@ from synthagent.core.protocols import ChatRequest
 from synthagent.core.registry import load_plugins
 from synthagent.core.testing import ScriptedOpenAIServer
 from synthagent.plugins.backends.openai import LLMUnavailableError, OpenAIBackend
-from synthagent.plugins.backends.oracle import plan_for
+from synthagent.plugins.backends.oracle import oracle_reply
 
 HELLO = ChatRequest(messages=(Message("user", "hi"),))
 
@@ -86,36 +86,13 @@ def test_api_key_is_sent_but_never_shown(monkeypatch: pytest.MonkeyPatch) -> Non
     assert backend._client is not None and backend._client.headers["authorization"] == "Bearer sk-test-SECRET"
 
 
-def oracle_over_http(tasks):
-    """A scripted server that plays the oracle: finds the task by its instruction (and, where instructions
-    coincide, by the hidden facts the user has revealed; the plans agree until then), replies with its plan."""
-    by_instruction = {}
-    for t in tasks:
-        by_instruction.setdefault((t.system_prompt, t.instruction), []).append(t)
-
-    def reply(body):
-        messages = body["messages"]
-        candidates = by_instruction[(messages[0]["content"], messages[1]["content"])]
-        said = " ".join(m["content"] for m in messages[2:] if m["role"] == "user")
-        task = max(candidates, key=lambda t: sum(f.statement in said for f in t.user_context))
-        position = sum(1 for m in messages if m["role"] == "assistant")
-        plan = plan_for(task)
-        action = plan[min(position, len(plan) - 1)]
-        if action.kind == "call":
-            return {"content": None, "tool_calls": [{"id": f"call_{position}", "type": "function", "function": {
-                "name": action.tool, "arguments": json.dumps(action.arguments)}}]}
-        return action.text
-
-    return reply
-
-
 def test_pipeline_survives_injected_faults_and_never_scores_an_infra_fault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-SECRET")
     from synthagent.plugins.generators.offline_domains import OfflineDomainsGenerator
 
     tasks = OfflineDomainsGenerator().sample(40, seed=0)
     faults = {"500": 0.1, "503": 0.1, "timeout": 0.1, "malformed": 0.1}
-    with ScriptedOpenAIServer(oracle_over_http(tasks), faults=faults, seed=7, timeout_delay_s=1.5) as server:
+    with ScriptedOpenAIServer(oracle_reply(tasks), faults=faults, seed=7, timeout_delay_s=1.5) as server:
         config = load_config(None, ["tasks=40", "llm.backend=openai", "llm.model=scripted", f"llm.base_url={server.base_url}",
                                     "llm.timeout_s=0.6", "plugins.openai.backoff_s=0.01", "plugins.openai.max_retries=3",
                                     "simulate.concurrency=16", "simulate.retries=0",  # every give-up recorded

@@ -340,7 +340,8 @@ def test_a_crafted_zero_variance_group_is_filtered_and_counted(work: Path, tiny_
     run = work / "runs" / "flat"
     if not run.exists():
         result = _synth("run", "-q", "--out", str(work / "runs"), "--name", "flat", "--plugin", "half_flat_scorer",
-                        "--set", "scorer=half-flat", *SMALL_RUN[:6], env={"PYTHONPATH": str(plugin_dir)})
+                        "--set", "scorer=half-flat", "--set", "export.min_score=0", *SMALL_RUN[:6],
+                        env={"PYTHONPATH": str(plugin_dir)})  # min_score 0: a run that keeps nothing exits 3
         assert result.returncode == 0, result.stderr[-2000:]
     out = work / f"flat-{mode}"
     config = cpu_grpo_config(out, max_steps=2, num_generations=2, max_completion_length=16)

@@ -9,6 +9,8 @@ parameters (:func:`infer_effect`), or by a teacher when one is configured.
 
 from __future__ import annotations
 
+import difflib
+
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -113,7 +115,9 @@ def check_effect(effect: Any, props: Mapping[str, Any], where: str) -> list[str]
         return [f"{where}: x-effect must be an object"]
     problems = []
     for extra in sorted(set(map(str, effect)) - _EFFECT_KEYS):
-        problems.append(f"{where}: x-effect.{extra} is not an effect field; known: {sorted(_EFFECT_KEYS)}")
+        close = difflib.get_close_matches(extra, sorted(_EFFECT_KEYS), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        problems.append(f"{where}: x-effect.{extra} is not an effect field{hint} (known: {sorted(_EFFECT_KEYS)})")
     if effect.get("kind") not in EFFECT_KINDS:
         problems.append(f"{where}: x-effect.kind must be one of {EFFECT_KINDS}")
     for field in ("entity", "key"):

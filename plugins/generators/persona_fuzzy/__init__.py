@@ -171,6 +171,14 @@ class PersonaFuzzyGenerator:
             raise ConfigError("the persona-fuzzy generator needs a teacher model: set llm.backend (e.g. openai with "
                               "llm.base_url and llm.model); the offline oracle cannot synthesize tasks")
 
+    def incompatible_with(self, selected: Mapping[str, str], components: Mapping[str, Any]) -> tuple[str, str] | None:
+        """Refuse ``tools=sqlite`` before the run starts: persona-fuzzy tasks carry no database for it to run
+        (every rollout would fail, and be retried on every resume, as an infrastructure failure)."""
+        if selected.get("tools") == "sqlite":
+            return "tools", ("persona-fuzzy tasks have no database (initial_state) for the sqlite tool simulator; "
+                             "use --set tools=llm (the teacher simulates the synthesized tools)")
+        return None
+
     def prompt_hashes(self) -> dict[str, str]:
         """Hashes of the three prompts (recorded in the manifest)."""
         hashes = {f"persona_fuzzy/{name}.md": digest for name, (_, digest) in self.prompts.items()}
