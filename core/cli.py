@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
@@ -699,7 +699,7 @@ async def _evaluate(policy_name: str, run_dir: Path | None, bench: str | None, o
     runtime.setup(root)
     policy_caps = capabilities(policy, "llm", policy_name)
     if "setup" in policy_caps:
-        policy.setup(RunContext(llm=policy, mapping=runtime.components.mapping, run_dir=str(root), seed=config.seed))
+        cast(Any, policy).setup(RunContext(llm=policy, mapping=runtime.components.mapping, run_dir=str(root), seed=config.seed))
     if not resume:
         from synthagent.core.redact import redact_config
 
@@ -721,7 +721,7 @@ async def _evaluate(policy_name: str, run_dir: Path | None, bench: str | None, o
                 results = await evaluate(runtime, policy, store, tasks_, rubrics, spec, progress=progress.update)
     finally:
         if "aclose" in policy_caps:
-            await policy.aclose()
+            await cast(Any, policy).aclose()
         store.close()
     return results, root
 

@@ -51,7 +51,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -162,7 +162,7 @@ def _umask() -> int:
     return mask
 
 
-def write_jsonl_atomic(path: Path, rows: list[Mapping[str, Any]]) -> None:
+def write_jsonl_atomic(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """Write ``rows`` as JSON lines to ``path`` atomically (each row must be storable: :func:`strict_json_line`)."""
     write_text_atomic(path, "".join(strict_json_line(r, f"row {i + 1} of {path.name}").decode("utf-8")
                                     for i, r in enumerate(rows)))

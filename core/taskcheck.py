@@ -94,10 +94,10 @@ def check_task(task: Task) -> list[str]:
             problems.append(f"hidden fact {name!r} is not bound by any workflow step (no fact:{name} or "
                             f"step:N+fact:{name} binding): the agent never needs to ask for it")
     instruction = _norm(task.instruction)
-    for name, fact in hidden.items():
-        value = _norm(fact.value)
+    for name, hidden_fact in hidden.items():
+        value = _norm(hidden_fact.value)
         if len(value) >= 3 and re.search(rf"(?<![\w]){re.escape(value)}(?![\w])", instruction):
-            problems.append(f"hidden fact {name!r} shows in the instruction ({fact.value!r})")
+            problems.append(f"hidden fact {name!r} shows in the instruction ({hidden_fact.value!r})")
     return problems
 
 

@@ -20,7 +20,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import shutil
 
     src = tmp_path_factory.mktemp("src") / "synthagent"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", "venv", "build", "dist", "*.egg-info", ".git",
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", "venv", "build", "dist", "*.egg-info", ".git", ".mypy-path",
                                                               "runs", "__pycache__", ".pytest_cache"))
     out = tmp_path_factory.mktemp("wheel")
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
@@ -111,7 +111,7 @@ def test_mypy_checks_a_plugins_registrations_under_the_documented_editable_insta
     import shutil
 
     src = tmp_path / "synthagent"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", "venv", "build", "dist", "*.egg-info", ".git",
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", "venv", "build", "dist", "*.egg-info", ".git", ".mypy-path",
                                                               "runs", "__pycache__", ".pytest_cache", "docs", "tests"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
@@ -126,8 +126,30 @@ def test_mypy_checks_a_plugins_registrations_under_the_documented_editable_insta
     bad.write_text(_PLUGIN.format(cls="NotAGenerator", body="    def make(self) -> None: ..."))
     checks = {}
     for f in (good, bad):
-        checks[f.name] = subprocess.run([str(py), "-m", "mypy", "--no-incremental", "--ignore-missing-imports",
-                                         str(f)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        # mypy from this environment, resolving imports through the plugin author's venv (--python-executable):
+        # the venv's base interpreter need not have mypy installed (CI's does not; the suite's venv does).
+        checks[f.name] = subprocess.run([sys.executable, "-m", "mypy", "--python-executable", str(py), "--no-incremental",
+                                         "--ignore-missing-imports", str(f)], capture_output=True, text=True,
+                                        timeout=300, cwd=tmp_path)
     out = checks["bad_plugin.py"].stdout
     assert checks["bad_plugin.py"].returncode == 1 and 'incompatible type "type[NotAGenerator]"' in out, out
     assert checks["good_plugin.py"].returncode == 0, checks["good_plugin.py"].stdout
+
+
+def test_the_projects_mypy_resolves_the_package_instead_of_any(tmp_path: Path) -> None:
+    """Issue 25: CI's ``mypy`` (configured in pyproject.toml) sees ``synthagent.*`` through the .mypy-path
+    mapping. Under the editable install with ``ignore_missing_imports`` every synthagent import used to be
+    ``Any``, so a wrong type in a plugin passed; here the revealed type must be the real class, and a misuse
+    of it must be an error."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("from synthagent.core.models import Task\n"
+                     "reveal_type(Task)\n"
+                     "def f(t: Task) -> int:\n    return t.no_such_field\n")
+    result = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(REPO / "pyproject.toml"),
+                             "--cache-dir", str(tmp_path / "cache"), str(probe)],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    out = result.stdout
+    assert 'Revealed type is "def' in out and "synthagent.core.models.Task" in out, out + result.stderr
+    assert '"Task" has no attribute "no_such_field"' in out, out
+    assert (REPO / ".mypy-path" / "synthagent" / "core").resolve() == (REPO / "core").resolve()
+    assert (REPO / ".mypy-path" / "synthagent" / "plugins").resolve() == (REPO / "plugins").resolve()

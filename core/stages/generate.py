@@ -43,7 +43,7 @@ class GenerateStage(RecordStage):
     it cannot teach asking the user."""
 
     name = "generate"
-    file = "tasks"
+    file: str | None = "tasks"
 
     async def run(self, ctx: StageContext) -> dict[str, Any]:
         """Generate until the run has ``config.tasks`` tasks (tasks already written are kept)."""

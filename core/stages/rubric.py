@@ -20,7 +20,7 @@ class RubricStage(RecordStage):
     that ask a teacher). ``--from rubric`` empties ``rubrics.jsonl`` and keeps the demonstrations."""
 
     name = "rubric"
-    file = "rubrics"
+    file: str | None = "rubrics"
 
     async def run(self, ctx: StageContext) -> dict[str, Any]:
         """Build the rubrics not built yet."""
@@ -61,10 +61,10 @@ class RubricStage(RecordStage):
             except Exception as exc:
                 raise runtime.rubric_error(task, exc) from exc
 
-        async for _task_id, rubric in local_map(wait, list(asked), concurrency=runtime.concurrency()):
-            if isinstance(rubric, BaseException):
-                raise rubric
-            store.rubrics.append(rubric)
+        async for _task_id, built in local_map(wait, list(asked), concurrency=runtime.concurrency()):
+            if isinstance(built, BaseException):
+                raise built
+            store.rubrics.append(built)
             ctx.progress(self.name, 1, len(tasks))
         rubrics = list(store.rubrics)
         dropped = Counter(str(r.dropped).split(":")[0] for r in rubrics if r.dropped)

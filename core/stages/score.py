@@ -15,7 +15,7 @@ class ScoreStage(RecordStage):
     """Scores through the executor; a trajectory of a dropped task gets a ``dropped`` score (never scored)."""
 
     name = "score"
-    file = "scores"
+    file: str | None = "scores"
 
     async def run(self, ctx: StageContext) -> dict[str, Any]:
         """Score what is not scored yet."""

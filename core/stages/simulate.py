@@ -18,7 +18,7 @@ class SimulateStage(RecordStage):
     (:func:`~synthagent.core.stages.base.store_rollout`)."""
 
     name = "simulate"
-    file = "trajectories"
+    file: str | None = "trajectories"
 
     async def run(self, ctx: StageContext) -> dict[str, Any]:
         """Roll out what is missing; return counts, failures, merged stats and engine figures."""
@@ -38,7 +38,7 @@ class SimulateStage(RecordStage):
         dropped: Counter[str] = Counter()
         async for trajectory in collect_rollouts(results, what="rollout", failures=failures,
                                                  on_failure=runtime.infra_failure):
-            store_rollout(ctx, self.file, trajectory, stage=self.name, what="rollout", dropped=dropped)
+            store_rollout(ctx, "trajectories", trajectory, stage=self.name, what="rollout", dropped=dropped)
             ctx.progress(self.name, 1, total)
         await lag.stop()
         engine = Counter(runner.stats)

@@ -174,7 +174,7 @@ class DemoRubricBuilder:
         analyses = [DemoAnalysis(task, d) for d in demos]
         good = [a for a in analyses if a.successful]
         n = len(analyses)
-        coverage = {
+        coverage: dict[str, Any] = {
             "demos": [d.id for d in demos],
             "successful": len(good),
             "steps": {str(i): sum(a.steps[i] for a in analyses) for i in (analyses[0].steps if analyses else {})},

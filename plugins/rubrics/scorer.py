@@ -141,10 +141,11 @@ class RubricScorer:
                 f"unexpected write(s): {[(u.name, u.arguments) for u in unexpected]}"
         elif c.check == "no_redundant_question":
             given = [f for f in task.visible_facts if f.name in set(c.spec.get("facts", []))]
-            asks = [m.content for m in traj.messages if m.role == "assistant" and not m.tool_calls and m.content
-                    and "?" in m.content and asked_facts(m.content, given)]
-            passed = not asks
-            evidence = "never asked for what the user already gave" if passed else f"asked again: {asks[0]!r}"
+            repeat_asks = [m.content for m in traj.messages if m.role == "assistant" and not m.tool_calls
+                           and m.content and "?" in m.content and asked_facts(m.content, given)]
+            passed = not repeat_asks
+            evidence = ("never asked for what the user already gave" if passed else
+                        f"asked again: {repeat_asks[0]!r}")
         elif c.check == "no_needless_question":
             needless, too_many = needless_questions(traj.messages, task, c.spec)
             passed = not needless and not too_many
@@ -152,9 +153,9 @@ class RubricScorer:
                         f"needless question: {needless[0]!r}" if needless else f"too many questions: {too_many}")
         elif c.check == "forbidden_tool_called":
             banned = set(c.spec.get("tools", []))
-            hits = [call.name for call, _ in calls if call.name in banned]
-            passed = not hits
-            evidence = "no forbidden tool called" if passed else f"called forbidden tool(s): {hits}"
+            banned_hits = [call.name for call, _ in calls if call.name in banned]
+            passed = not banned_hits
+            evidence = "no forbidden tool called" if passed else f"called forbidden tool(s): {banned_hits}"
         elif c.check == "write_without_confirmation":
             confirmed = confirmed_before(traj.messages, c.spec["tool"])
             passed = confirmed is not False

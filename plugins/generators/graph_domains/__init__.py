@@ -9,6 +9,7 @@ trajectory can be verified against state. See ``docs/environment-scaling.md``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 from collections import Counter
@@ -84,7 +85,7 @@ class GraphDomainsGenerator:
                         "hub_fraction": float(hub_fraction), "resolution": float(resolution),
                         "min_tools": int(min_tools), "rows": int(rows)}
         self.only = list(domains)
-        self.walk = {"min_steps": int(min_steps), "max_steps": int(max_steps), "max_hidden": int(max_hidden),
+        self.walk: dict[str, Any] = {"min_steps": int(min_steps), "max_steps": int(max_steps), "max_hidden": int(max_hidden),
                      "max_tools": int(max_tools)}
         #: Rejected walks by reason, plus pool counts.
         self.stats: Counter[str] = Counter()
@@ -116,7 +117,8 @@ class GraphDomainsGenerator:
                                                           "parameters": spec.parameters}))
             try:
                 value, _ = await ask_json(llm, [Message("user", prompt)], label="annotation", stats=self.stats,
-                                          check=lambda v, props=props, name=spec.name: check_effect(v, props, name), params={"temperature": 0})
+                                          check=functools.partial(check_effect, props=props, where=spec.name),
+                                          params={"temperature": 0})
             except TeacherUnavailable:
                 value = None
             if value is None:

@@ -69,7 +69,7 @@ class PoolSpec:
 
 def builtin_pool_dir() -> Path:
     """The built-in pool's folder (package data)."""
-    return Path(str(resources.files("synthagent.plugins.generators.graph_domains").joinpath("pool")))
+    return Path(str(resources.files("synthagent.plugins.generators.graph_domains").joinpath("specs")))
 
 
 def _singular(word: str) -> str:

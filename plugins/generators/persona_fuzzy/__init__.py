@@ -26,7 +26,7 @@ from typing import Any
 from synthagent.core.bindings import MISSING, binding_problems, parse_binding, resolve
 from synthagent.core.errors import ConfigError
 from synthagent.core.hookspecs import hookimpl
-from synthagent.core.models import Effect, Fact, Message, Persona, Provenance, Task, ToolSpec, WorkflowStep, stable_id
+from synthagent.core.models import Effect, EffectKind, Fact, Message, Persona, Provenance, Task, ToolSpec, WorkflowStep, stable_id
 from synthagent.core.protocols import GenerationContext, RunContext
 from synthagent.core.teacher import TeacherUnavailable, ask_json, load_prompt, render
 from synthagent.core.toolschema import JSON_TYPES, argument_problems, schema_problems
@@ -332,7 +332,7 @@ class PersonaFuzzyGenerator:
                                        params=self._params("toolset"), seed=seed)
         if value is None:
             return None
-        kinds = {"create": "insert", "update": "update", "delete": "delete"}
+        kinds: dict[str, EffectKind] = {"create": "insert", "update": "update", "delete": "delete"}
         tools = [ToolSpec(t["name"], t["description"].strip(), dict(t["parameters"]), dict(t.get("returns") or {}),
                           Effect(kinds[t["effect"]], "simulated") if t.get("effect") in kinds else None)
                  for t in value["tools"]]

@@ -501,7 +501,7 @@ def make_rollout_func(env: RunEnvironment, task_pool: Sequence[str], *, filter: 
 
 
 def rubric_reward(prompts: Any = None, completions: Any = None, synth_reward: Sequence[float] | None = None,
-                  **kwargs: Any) -> list[float]:
+                  **kwargs: Any) -> list[float | None]:
     """TRL reward function: the rubric score each rollout earned in the environment (computed by the rollout)."""
     if synth_reward is None:
         raise SynthError("rubric_reward needs the synth_reward field from synthagent's rollout_func")
