@@ -142,6 +142,9 @@ def main() -> None:
     p.add_argument("--eval-lock", default="eval",
                    help="name of the evaluator lock; a second name lets a second evaluation run beside the first "
                         "when memory allows")
+    p.add_argument("--train-lock", default="train",
+                   help="name of the trainer lock; a second name lets a second seed train beside the first when "
+                        "memory allows (a trainer holds ~9 GB)")
     p.add_argument("--eval-only", action="store_true",
                    help="train nothing: evaluate the models already trained (e.g. on --bfcl-tasks beside a training)")
     args = p.parse_args()
@@ -350,11 +353,11 @@ def train(args: argparse.Namespace, out: Path) -> None:
                                      "lr_scheduler_type": "cosine"} if args.sft_epochs else {"max_steps": args.sft_steps})
         train_once(out, sdir, "sft", SFTAlgorithm(), train_run, base_eval,
                    {**schedule, "learning_rate": args.sft_lr, "bf16": bf16,
-                    "per_device_train_batch_size": args.sft_batch, "seed": seed})
+                    "per_device_train_batch_size": args.sft_batch, "seed": seed}, lock=args.train_lock)
         evaluate(f"sft-s{seed}", sft_model)
         if args.grpo_steps <= 0:
             continue
-        train_once(out, sdir, "grpo", GRPOAlgorithm(), train_run, sft_model,
+        train_once(out, sdir, "grpo", GRPOAlgorithm(), train_run, sft_model, lock=args.train_lock, options=
                    {"max_steps": args.grpo_steps, "learning_rate": args.grpo_lr, "bf16": bf16,
                     "num_generations": args.num_generations,
                     **_micro_batching(args.grpo_batch, args.grpo_micro_batch),
@@ -365,7 +368,7 @@ def train(args: argparse.Namespace, out: Path) -> None:
 
 
 def train_once(out: Path, sdir: Path, stage: str, algorithm: Any, run: Path, model: Path,
-               options: dict[str, Any]) -> None:
+               options: dict[str, Any], lock: str = "train") -> None:
     """Train ``stage`` (``sft``/``grpo``) into ``sdir/stage`` unless ``sdir/stage.json`` records it done; one
     trainer at a time across processes."""
     if (sdir / f"{stage}.json").exists():
@@ -373,7 +376,7 @@ def train_once(out: Path, sdir: Path, stage: str, algorithm: Any, run: Path, mod
     from synthagent.core.protocols import TrainRequest
 
     t = time.perf_counter()
-    with one_at_a_time(out, "train"):
+    with one_at_a_time(out, lock):
         summary = algorithm.train(TrainRequest(run_dir=str(run), model=str(model), output_dir=str(sdir / stage),
                                                options=options))
     summary.pop("task_ids", None)
