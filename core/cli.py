@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -180,6 +180,26 @@ class _StageChoice(click.Choice):
         pass
 
 
+#: Built-in generators that make tasks for a given toolset (their ``tools_from`` option).
+TOOLSET_GENERATORS = ("graph-domains",)
+
+
+def _with_toolset(config: Any, config_path: Path | None, overrides: Sequence[str], extra: Mapping[str, Any],
+                  tools_from: Path) -> list[str]:
+    """``overrides`` plus the settings that ``--tools-from`` stands for: the generator's ``tools_from`` option
+    (an absolute path, so a resume from another folder reads the same file), and ``generator=graph-domains``
+    when the command line names no generator."""
+    from synthagent.core.resume import explicit_keys
+
+    if not tools_from.is_file():
+        raise UsageError(f"--tools-from: {str(tools_from)!r} is not a file")
+    chosen = ("generator",) in explicit_keys(config_path, overrides, extra)
+    generator = config.generator if chosen else TOOLSET_GENERATORS[0]
+    added = [] if chosen else [f'generator="{generator}"']
+    path = json.dumps(str(tools_from.resolve()))
+    return [*overrides, *added, f'plugins.{generator}.tools_from={path}']
+
+
 def _latest_run(out: Path) -> Path:
     runs = [p for p in out.glob("*/manifest.json")] if out.is_dir() else []
     if not runs:
@@ -204,10 +224,14 @@ def _latest_run(out: Path) -> Path:
 @click.option("-p", "--plugin", "plugins", multiple=True, metavar="MODULE",
               help="Load a plugin by entry-point name or module path (repeatable).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary table; print only the run directory.")
+@click.option("--tools-from", "tools_from", type=click.Path(dir_okay=False, path_type=Path),
+              help="Your own tools (OpenAI tool schemas as JSON/JSONL, or an OpenAPI 3 document): tasks are made "
+                   "for exactly these tools (generator graph-domains unless --set generator=... names another "
+                   "that takes a toolset; docs/own-tools.md).")
 @_guard
 def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None, name: str | None,
             seed: int | None, tasks: int | None, resume: bool, from_stage: str | None, plugins: Sequence[str],
-            quiet: bool) -> None:
+            quiet: bool, tools_from: Path | None) -> None:
     """Run the pipeline: generate -> simulate -> rubric -> score -> export.
 
     Writes OUT/NAME/ with manifest.json, tasks.jsonl, trajectories.jsonl, rubrics.jsonl, scores.jsonl,
@@ -221,6 +245,7 @@ def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None
       synth run --resume --name small
       synth run --from score --name small
       synth run --set generator=offline-domains --set 'plugins.offline-domains.domains=["banking"]'
+      synth run --tools-from my_tools.json --tasks 30
     """
     import asyncio
 
@@ -233,6 +258,9 @@ def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None
 
     extra = {"seed": seed, "tasks": tasks}
     config = load_config(config_path, overrides, extra=extra)
+    if tools_from is not None:
+        overrides = _with_toolset(config, config_path, overrides, extra, tools_from)
+        config = load_config(config_path, overrides, extra=extra)
     out_dir = out or Path(config.out)
     resume = resume or from_stage is not None
     run_name = name or config.name

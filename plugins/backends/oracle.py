@@ -73,6 +73,7 @@ from synthagent.core.models import Fact, Message, Task, ToolCall, Usage, Workflo
 from synthagent.core.protocols import ChatRequest, ChatResponse
 from synthagent.plugins.common.corruptions import default_for, extra_write, perturb_value, wrong_value
 from synthagent.plugins.common.evidence import report_values
+from synthagent.plugins.common.values import in_person
 
 __all__ = ["OracleBackend", "CORRUPTIONS", "MISTAKES", "CONFIRM_TEXT", "ASK_PHRASES", "CONFIRM_PHRASES", "DONE_PHRASES",
            "LOOKUP_PHRASES", "VALUE_PHRASES", "CLOSINGS", "pick", "plan_for", "wrong_value", "heard_value",
@@ -207,7 +208,8 @@ def _question(facts: Sequence[Fact], voice: tuple[Any, ...] = ()) -> str:
 
 
 def _final(task: Task, values: Sequence[Any], voice: tuple[Any, ...] = ()) -> str:
-    done = "; ".join(s.description[:1].lower() + s.description[1:] for s in task.workflow if s.writes)
+    done = "; ".join(in_person(s.description[:1].lower() + s.description[1:], "second")
+                     for s in task.workflow if s.writes)
     text = pick(DONE_PHRASES, *voice, "done").format(done=done) if done else pick(LOOKUP_PHRASES, *voice, "done")
     if values:
         sep = pick(("; ", ", "), *voice, "sep")

@@ -24,9 +24,10 @@ import attrs
 from synthagent.core.models import Message, Task
 from synthagent.core.protocols import GenerationContext, RunContext
 from synthagent.core.teacher import TeacherUnavailable, ask_json, load_prompt, render
+from synthagent.core.toolsource import load_tools, snake_case
 from synthagent.plugins.generators.graph_domains.domains import GraphDomain, build_domain
 from synthagent.plugins.generators.graph_domains.graph import ToolGraph, build_graph
-from synthagent.plugins.generators.graph_domains.pool import PoolSpec, check_effect, load_pool
+from synthagent.plugins.generators.graph_domains.pool import PoolSpec, check_effect, load_pool, pool_from_records
 from synthagent.plugins.generators.graph_domains.tasks import WalkRejected, sample_task
 
 __all__ = ["GraphDomainsGenerator", "discover_domains"]
@@ -34,10 +35,15 @@ __all__ = ["GraphDomainsGenerator", "discover_domains"]
 
 def discover_domains(specs: Sequence[PoolSpec], *, embedding: str = "auto", threshold: float | None = None,
                      hub_fraction: float = 0.05, resolution: float = 1.0, min_tools: int = 4, rows: int = 14,
-                     seed: int = 0) -> tuple[ToolGraph, list[GraphDomain]]:
-    """Build the graph, split it, and turn every community of at least ``min_tools`` tools into a domain."""
+                     seed: int = 0, one_domain: str = "") -> tuple[ToolGraph, list[GraphDomain]]:
+    """Build the graph, split it, and turn every community of at least ``min_tools`` tools into a domain.
+
+    :param one_domain: a name: every spec forms that one domain (a team's own toolset, ``tools_from``), the
+        graph and its communities are still built for the report and the picture."""
     graph = build_graph(specs, method=embedding, threshold=threshold, hub_fraction=hub_fraction,
                         resolution=resolution, seed=seed)
+    if one_domain:
+        return graph, [build_domain(one_domain, list(specs), rows=rows, seed=seed)]
     by_name = {s.name: s for s in specs}
     domains: list[GraphDomain] = []
     names: Counter[str] = Counter()
@@ -64,6 +70,10 @@ class GraphDomainsGenerator:
     :param max_tools: tools offered per task (0 = every tool of the domain).
     :param annotate: ``rules`` (offline) or ``teacher``: specs without ``x-effect`` are annotated by the run's
         teacher (validated like pool annotations; the rules' annotation is kept when the teacher's is invalid).
+    :param tools_from: your own toolset instead of a pool (OpenAI tool schemas as JSON/JSONL, or an OpenAPI 3
+        document; ``synth run --tools-from FILE``, :func:`synthagent.core.toolsource.load_tools`).
+    :param split: with ``tools_from``, split the toolset into domains by the tool graph (default: the whole
+        toolset is one domain, named after the file).
     """
 
     name = "graph-domains"
@@ -71,7 +81,7 @@ class GraphDomainsGenerator:
     def __init__(self, pool: str = "", embedding: str = "auto", threshold: float = 0.0, hub_fraction: float = 0.05,
                  resolution: float = 1.0, min_tools: int = 4, domains: Sequence[str] = (), rows: int = 14,
                  min_steps: int = 2, max_steps: int = 6, max_hidden: int = 3, max_tools: int = 0,
-                 annotate: str = "rules") -> None:
+                 annotate: str = "rules", tools_from: str = "", split: bool = False) -> None:
         if annotate not in ("rules", "teacher"):
             raise ConfigError(f"graph-domains: annotate must be 'rules' or 'teacher', got {annotate!r}")
         self.annotate = annotate
@@ -80,8 +90,20 @@ class GraphDomainsGenerator:
             raise ConfigError(f"graph-domains: embedding must be auto, minilm or tfidf, got {embedding!r}")
         if not 1 <= int(min_steps) <= int(max_steps):
             raise ConfigError("graph-domains: need 1 <= min_steps <= max_steps")
-        self.specs, self.pool_counts = load_pool(pool or None)
-        self.options = {"embedding": embedding, "threshold": float(threshold) or None,
+        if tools_from and pool:
+            raise ConfigError("graph-domains: give either pool (an API pool to discover domains in) or tools_from "
+                              "(your own toolset), not both")
+        self.tools_from = str(tools_from)
+        self.one_domain = ""
+        if tools_from:
+            tools = load_tools(tools_from)
+            area = snake_case(Path(tools_from).stem) or "tools"
+            self.specs, self.pool_counts = pool_from_records(
+                (area, f"{Path(tools_from).name}: tool {i + 1}", t) for i, t in enumerate(tools))
+            self.one_domain = "" if split else area
+        else:
+            self.specs, self.pool_counts = load_pool(pool or None)
+        self.options: dict[str, Any] = {"embedding": embedding, "threshold": float(threshold) or None,
                         "hub_fraction": float(hub_fraction), "resolution": float(resolution),
                         "min_tools": int(min_tools), "rows": int(rows)}
         self.only = list(domains)
@@ -132,7 +154,8 @@ class GraphDomainsGenerator:
     def discover(self, seed: int) -> list[GraphDomain]:
         """Build (once per seed) the graph and the domains."""
         if self.graph is None:
-            self.graph, domains = discover_domains(self.specs, seed=seed, **self.options)  # type: ignore[arg-type]
+            self.graph, domains = discover_domains(self.specs, seed=seed, one_domain=self.one_domain,
+                                                   **self.options)
             if self.only:
                 known = {d.name for d in domains}
                 missing = sorted(set(self.only) - known)
@@ -173,13 +196,27 @@ class GraphDomainsGenerator:
         replayed (later draws depend on them) but neither yielded nor counted again in :attr:`stats`."""
         domains = self.discover(seed)
         if not domains:
-            raise ConfigError("graph-domains: the pool produced no domain with enough tools")
+            sizes = sorted((len(c) for c in self.graph.communities), reverse=True) if self.graph else []
+            raise ConfigError(
+                f"graph-domains: no domain has min_tools = {self.options['min_tools']} tools: the tool graph of "
+                f"{len(self.specs)} tools split into communities of {sizes}. Lower "
+                "plugins.graph-domains.min_tools" + (", or keep your toolset one domain (split = false)"
+                                                     if self.tools_from else ", or add specs to the pool"))
         rng = random.Random(seed)
         seen: set[str] = set()
+        instructions: set[str] = set()  # two tasks a user would state alike are one task for training
         made = 0
         attempts = 0
+        per_domain: Counter[str] = Counter()  # tasks made in each domain
+        tried: Counter[str] = Counter()  # attempts in each domain
+        cap = max(40, count * 40 // len(domains))  # a domain where walks keep failing is given up, not stalled on
         while made < count and attempts < count * 40:
-            domain = domains[attempts % len(domains)]  # every attempt moves on: one hard domain never stalls
+            open_ = [d for d in domains if tried[d.name] < cap]
+            if not open_:
+                break
+            # balanced: the domain with the fewest tasks so far (then the fewest attempts), in discovery order
+            domain = min(open_, key=lambda d: (per_domain[d.name], tried[d.name]))
+            tried[domain.name] += 1
             attempts += 1
             replay = str(made) in done_slots
             stats = Counter() if replay else self.stats
@@ -191,7 +228,12 @@ class GraphDomainsGenerator:
             if task.id in seen:
                 stats["duplicate"] += 1
                 continue
+            if task.instruction in instructions:
+                stats["duplicate_instruction"] += 1
+                continue
             seen.add(task.id)
+            instructions.add(task.instruction)
+            per_domain[domain.name] += 1
             made += 1
             if not replay:
                 yield task

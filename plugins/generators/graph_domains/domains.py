@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 
 from synthagent.core.models import Column, DatabaseState, Effect, Table, ToolSpec
+from synthagent.plugins.common.values import realistic_value
 from synthagent.plugins.generators.graph_domains.pool import PoolSpec
 
 __all__ = ["GraphDomain", "build_domain"]
@@ -99,7 +100,8 @@ def _prefixes(entities: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _value(entity: str, col: str, typ: str, i: int, rng: random.Random, choices: list[Any]) -> Any:
+def _value(entity: str, col: str, typ: str, i: int, rng: random.Random, choices: list[Any],
+           avoid: Sequence[Any] = ()) -> Any:
     name = col.lower()
     if choices:
         return choices[i % len(choices)] if len(choices) > 1 and i < 2 * len(choices) else rng.choice(choices)
@@ -117,7 +119,7 @@ def _value(entity: str, col: str, typ: str, i: int, rng: random.Random, choices:
     if "time" in name:
         return f"{8 + i % 10:02d}:{(i * 15) % 60:02d}"
     if typ == "JSON":  # an array or object parameter's column: seed a small list
-        return [f"{col.replace('_', ' ')} {_WORDS[(i * 13 + len(col)) % len(_WORDS)]}-{i}"]
+        return [realistic_value(col, {"type": "string"}, rng, entity=entity)]
     if typ == "REAL":
         return round(rng.uniform(5, 900), 2)
     if typ == "INTEGER":
@@ -126,7 +128,7 @@ def _value(entity: str, col: str, typ: str, i: int, rng: random.Random, choices:
         return f"{100 + i * 7} {_WORDS[i % len(_WORDS)].title()} Street"
     if "city" in name:
         return ["Lisbon", "Osaka", "Denver", "Nairobi", "Oslo", "Lima", "Perth", "Quebec"][i % 8]
-    return f"{col.replace('_', ' ')} {_WORDS[(i * 13 + len(col)) % len(_WORDS)]}-{i}"
+    return realistic_value(col, {"type": "string"}, rng, entity=entity, avoid=avoid)
 
 
 def _compile(spec: PoolSpec) -> ToolSpec:
@@ -155,7 +157,7 @@ def build_domain(name: str, specs: Sequence[PoolSpec], *, rows: int = 14, seed: 
         key = keys[entity]
         ordered = [key] + sorted(c for c in cols if c != key)
         state_tables.append(Table(entity, key, tuple(Column(c, cols[c]) for c in ordered)))
-        table_rows = []
+        table_rows: list[dict[str, Any]] = []
         for i in range(rows):
             row: dict[str, Any] = {}
             for col in ordered:
@@ -166,7 +168,8 @@ def build_domain(name: str, specs: Sequence[PoolSpec], *, rows: int = 14, seed: 
                 elif re.fullmatch(r"[a-z0-9_]+_id", col):
                     row[col] = f"X{rng.randint(1000, 9999)}"
                 else:
-                    row[col] = _value(entity, col, cols[col], i, rng, seen.get((entity, col), []))
+                    row[col] = _value(entity, col, cols[col], i, rng, seen.get((entity, col), []),
+                                      [r[col] for r in table_rows])
             table_rows.append(row)
         state_rows[entity] = table_rows
     tools = tuple(_compile(s) for s in sorted(specs, key=lambda s: s.name))

@@ -22,19 +22,13 @@ import attrs
 
 from synthagent.core.errors import ConfigError
 from synthagent.core.toolschema import schema_problems
+from synthagent.core.toolsource import EFFECT_VERBS
 
-__all__ = ["PoolSpec", "load_pool", "infer_effect", "check_effect", "builtin_pool_dir", "EFFECT_KINDS"]
+__all__ = ["PoolSpec", "load_pool", "pool_from_records", "infer_effect", "check_effect", "builtin_pool_dir", "EFFECT_KINDS"]
 
 EFFECT_KINDS = ("read", "insert", "update", "delete")
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
-_VERBS = {
-    "read": ("get", "list", "search", "find", "lookup", "show", "fetch", "check", "view", "query", "count"),
-    "insert": ("create", "add", "book", "open", "register", "submit", "schedule", "issue", "enroll", "file", "log",
-               "place", "new", "post", "record", "request", "start"),
-    "update": ("update", "set", "change", "cancel", "assign", "edit", "modify", "mark", "approve", "reject",
-               "close", "suspend", "resume", "renew", "pause", "activate", "deactivate", "reschedule", "transfer"),
-    "delete": ("delete", "remove", "drop", "purge", "unregister", "withdraw"),
-}
+_VERBS = EFFECT_VERBS
 _TYPES = {"string": "TEXT", "integer": "INTEGER", "number": "REAL", "boolean": "INTEGER", "array": "JSON",
           "object": "JSON"}
 #: Names SQLite keeps for itself (an entity so named would shadow or hit the schema tables).
@@ -224,40 +218,49 @@ def load_pool(source: str | Path | None = None, *, strict: bool = True) -> tuple
     if not root.exists():
         raise ConfigError(f"API pool {str(root)!r} does not exist")
     files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.suffix in (".json", ".jsonl"))
+    records = ((path.stem if path.parent == root or root.is_file() else path.parent.name, where, rec)
+               for path in files for where, rec in _records(path))
+    specs, counts = pool_from_records(records, strict=strict)
+    if not specs:
+        raise ConfigError(f"no API specs in {str(root)!r}")
+    return specs, counts
+
+
+def pool_from_records(records: Iterable[tuple[str, str, Any]], *, strict: bool = True
+                      ) -> tuple[list[PoolSpec], dict[str, int]]:
+    """Pool specs from ``(default_area, where, record)`` triples (OpenAI tools, optionally with ``area`` and
+    ``x-effect``), validated and annotated as :func:`load_pool` does; ``where`` names the record in errors."""
     specs: list[PoolSpec] = []
     counts: dict[str, int] = {"specs": 0, "annotated_by_rules": 0}
     seen: set[str] = set()
-    for path in files:
-        default_area = path.stem if path.parent == root or root.is_file() else path.parent.name
-        for where, rec in _records(path):
-            fn = rec.get("function", rec) if isinstance(rec, Mapping) else None
-            problems: list[str] = []
-            if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
-                problems.append(f"{where}: not an OpenAI function spec")
-            else:
-                name = fn["name"]
-                params = fn.get("parameters") or {"type": "object", "properties": {}}
-                if not _IDENT.match(name):
-                    problems.append(f"{where}: name {name!r} must be snake_case")
-                if name in seen:
-                    problems.append(f"{where}: duplicate tool name {name!r}")
-                problems += [f"{where}: {p}" for p in schema_problems(params)]
-                effect = rec.get("x-effect")
-                annotated_by = "pool"
-                if effect is None:
-                    effect, annotated_by = infer_effect(name, params), "rules"
-                problems += check_effect(effect, params.get("properties", {}) or {}, where)
-            if problems:
-                if strict:
-                    raise ConfigError("invalid API spec " + problems[0] + (f" (and {len(problems) - 1} more)"
-                                                                          if len(problems) > 1 else ""))
-                counts["dropped_invalid"] = counts.get("dropped_invalid", 0) + 1
-                continue
-            seen.add(name)
-            counts["specs"] += 1
-            counts["annotated_by_rules"] += annotated_by == "rules"
-            specs.append(PoolSpec(name, str(fn.get("description", "")), dict(params),
-                                  str(rec.get("area") or default_area), dict(effect or {}), annotated_by))
-    if not specs:
-        raise ConfigError(f"no API specs in {str(root)!r}")
+    for default_area, where, rec in records:
+        fn = rec.get("function", rec) if isinstance(rec, Mapping) else None
+        problems: list[str] = []
+        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
+            problems.append(f"{where}: not an OpenAI function spec")
+        else:
+            name = fn["name"]
+            params = fn.get("parameters") or {"type": "object", "properties": {}}
+            if not _IDENT.match(name):
+                problems.append(f"{where}: name {name!r} must be snake_case")
+            if name in seen:
+                problems.append(f"{where}: duplicate tool name {name!r}")
+            problems += [f"{where}: {p}" for p in schema_problems(params)]
+            effect = rec.get("x-effect")
+            annotated_by = "pool"
+            if effect is None:
+                effect, annotated_by = infer_effect(name, params), "rules"
+            problems += check_effect(effect, params.get("properties", {}) or {}, where)
+        if problems:
+            if strict:
+                raise ConfigError("invalid API spec " + problems[0] + (f" (and {len(problems) - 1} more)"
+                                                                      if len(problems) > 1 else ""))
+            counts["dropped_invalid"] = counts.get("dropped_invalid", 0) + 1
+            continue
+        seen.add(name)
+        counts["specs"] += 1
+        counts["annotated_by_rules"] += annotated_by == "rules"
+        assert isinstance(fn, Mapping) and isinstance(rec, Mapping)  # no problems: both were checked above
+        specs.append(PoolSpec(name, str(fn.get("description", "")), dict(params),
+                              str(rec.get("area") or default_area), dict(effect or {}), annotated_by))
     return specs, counts

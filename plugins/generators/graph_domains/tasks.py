@@ -12,10 +12,11 @@ walk used move into the hidden user context; the others are stated in the instru
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from synthagent.core.models import Fact, Persona, Provenance, StateChange, Task, ToolSpec, WorkflowStep, stable_id
+from synthagent.plugins.common.values import in_person, realistic_value
 from synthagent.plugins.generators.graph_domains.domains import GraphDomain
 from synthagent.plugins.simulators.tools.sqlite import SQLiteDatabase, compute_changes
 
@@ -34,7 +35,18 @@ def _words(name: str) -> str:
     return name.replace("_", " ")
 
 
-def _new_value(spec: ToolSpec, param: str, current: Any, rng: random.Random) -> Any:
+def _says(prefix: str, value: Any) -> str:
+    """``prefix`` and ``value`` as one sentence; a value that is itself a sentence is quoted (no "noon..")."""
+    text = str(value)
+    return f'{prefix} "{text}"' if text[-1:] in ".!?" else f"{prefix} {text}."
+
+
+def first_person(request: str) -> str:
+    """A tool description as the user's own request: "place an order for a customer" -> "... for me"."""
+    return in_person(request, "first")
+
+
+def _new_value(spec: ToolSpec, param: str, current: Any, rng: random.Random, taken: Collection[Any] = ()) -> Any:
     prop = (spec.parameters.get("properties", {}) or {}).get(param, {})
     enum = [v for v in prop.get("enum", []) if v != current]
     if enum:
@@ -46,13 +58,8 @@ def _new_value(spec: ToolSpec, param: str, current: Any, rng: random.Random) -> 
         return round(rng.uniform(10, 500), 2)
     if typ == "boolean":
         return not bool(current)
-    if "email" in param:
-        return f"new.contact{rng.randint(10, 99)}@example.org"
-    if "phone" in param:
-        return f"(555) {rng.randint(200, 899)}-{rng.randint(1000, 9999)}"
-    if "date" in param:
-        return f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
-    return f"{_words(param)} {rng.choice(['north', 'blue', 'prime', 'quiet', 'rapid', 'solar'])} {rng.randint(10, 99)}"
+    entity = spec.effect.table if spec.effect is not None else ""
+    return realistic_value(param, prop, rng, entity=entity, current=current, avoid=taken)
 
 
 def sample_task(domain: GraphDomain, rng: random.Random, *, seed: int, slot: str, generator: str = "graph-domains",
@@ -75,6 +82,9 @@ def sample_task(domain: GraphDomain, rng: random.Random, *, seed: int, slot: str
                            for p in t.parameters["required"])
                    for t in domain.tools)
 
+    def foreign_keys(table_name: str) -> set[str]:
+        return {t.primary_key for t in domain.state.tables if t.name != table_name}
+
     def lookup(spec: ToolSpec, param: str) -> tuple[Any, str] | None:
         return available.get(param) or available.get(column_of(spec, param))
 
@@ -95,7 +105,7 @@ def sample_task(domain: GraphDomain, rng: random.Random, *, seed: int, slot: str
         known[table.primary_key] = anchor[table.primary_key]
     # name -> (value, binding); the user knows the anchor row's natural attributes, not its ids
     available: dict[str, tuple[Any, str]] = {c: (v, f"fact:{c}") for c, v in known.items()}
-    facts: dict[str, tuple[Any, str, str]] = {c: (v, f"your {_words(c)}", f"My {_words(c)} is {v}.")
+    facts: dict[str, tuple[Any, str, str]] = {c: (v, f"your {_words(c)}", _says(f"My {_words(c)} is", v))
                                               for c, v in known.items()}
     target = rng.randint(min_steps, max_steps)
     db = SQLiteDatabase(domain.state)
@@ -110,7 +120,10 @@ def sample_task(domain: GraphDomain, rng: random.Random, *, seed: int, slot: str
                 props = spec.parameters.get("properties", {}) or {}
                 required = spec.parameters.get("required", []) or []
                 assert spec.effect is not None
-                settable = set(spec.effect.set) | set(spec.effect.values)
+                # another entity's key is looked up, never invented: an order's customer_id comes from the
+                # customer found, not from a made-up id the user would not know
+                settable = {p for p in set(spec.effect.set) | set(spec.effect.values)
+                            if column_of(spec, p) not in foreign_keys(spec.effect.table)}
                 if not all(lookup(spec, p) is not None or p in settable for p in required):
                     continue
                 derived = any((lookup(spec, p) or (None, ""))[1].startswith("step:") for p in required)
@@ -135,8 +148,10 @@ def sample_task(domain: GraphDomain, rng: random.Random, *, seed: int, slot: str
                 if name in facts:
                     continue
                 current = available.get(p, (None, ""))[0]
-                value = _new_value(spec, p, current, rng)
-                facts[name] = (value, f"the new {_words(p)}", f"The new {_words(p)} should be {value}.")
+                taken = {r.get(column_of(spec, p)) for r in domain.state.rows.get(spec.effect.table, ())} \
+                    if spec.effect is not None else set()
+                value = _new_value(spec, p, current, rng, taken)
+                facts[name] = (value, f"the new {_words(p)}", _says(f"The new {_words(p)} should be", value))
                 args[p], bindings[p] = value, f"fact:{name}"
             if not args:
                 continue
@@ -166,7 +181,7 @@ def sample_task(domain: GraphDomain, rng: random.Random, *, seed: int, slot: str
                     col = rng.choice(sorted(unique))
                     fname = f"{spec.effect.table if spec.effect else 'item'}_{col}"
                     facts[fname] = (item[col], f"the {_words(col)} of the {_words(spec.effect.table if spec.effect else 'item')}",
-                                    f"It's the one with {_words(col)} {item[col]}.")
+                                    _says(f"It's the one with {_words(col)}", item[col]))
                     source = f"step:{step_no}+fact:{fname}"
                 else:
                     source = f"step:{step_no}"
@@ -218,9 +233,9 @@ def sample_task(domain: GraphDomain, rng: random.Random, *, seed: int, slot: str
                 raise WalkRejected("ambiguous_facts")
     visible = [made[n] for n in used if n not in hidden]
     if writes:
-        intent = "I need help: " + "; then ".join(s.description.rstrip(".").lower() for s in writes) + "."
+        intent = "I need help: " + "; then ".join(first_person(s.description.rstrip(".").lower()) for s in writes) + "."
     else:
-        intent = f"Can you help me find something? I need to {steps[-1].description.rstrip('.').lower()}."
+        intent = f"Can you help me find something? I need to {first_person(steps[-1].description.rstrip('.').lower())}."
     instruction = " ".join([intent, *(f.statement for f in visible)])
     for name in hidden:
         if str(made[name].value).lower() in instruction.lower():

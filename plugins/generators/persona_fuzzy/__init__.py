@@ -132,6 +132,9 @@ class PersonaFuzzyGenerator:
     :param hidden_min: fewest hidden facts (1). :param hidden_max: most hidden facts (3).
     :param temperature: teacher sampling temperature. :param max_tokens: teacher completion limit.
     :param concurrency: slots synthesized at once. :param max_slots_factor: give up after count x this slots.
+    :param tools_from: your own toolset (OpenAI tool schemas as JSON/JSONL, or an OpenAPI 3 document;
+        ``synth run --tools-from FILE --set generator=persona-fuzzy``): the teacher writes every task for exactly
+        these tools, and the toolset step asks nothing.
     :param prompt_version: pin a prompt version of ``synth evolve`` (a version file, a store directory for its
         HEAD, or a hash looked up in ``prompt_store``); its hash goes in the manifest's prompt hashes.
     """
@@ -140,12 +143,27 @@ class PersonaFuzzyGenerator:
 
     def __init__(self, personas: str = "", tools_min: int = 3, tools_max: int = 8, hidden_min: int = 1,
                  hidden_max: int = 3, temperature: float = 0.7, max_tokens: int = 1024, concurrency: int = 8,
-                 max_slots_factor: int = 4, prompt_version: str = "", prompt_store: str = "") -> None:
+                 max_slots_factor: int = 4, prompt_version: str = "", prompt_store: str = "",
+                 tools_from: str = "") -> None:
         if not 1 <= int(tools_min) <= int(tools_max):
             raise ConfigError("persona-fuzzy: need 1 <= tools_min <= tools_max")
         if not 1 <= int(hidden_min) <= int(hidden_max):
             raise ConfigError("persona-fuzzy: need 1 <= hidden_min <= hidden_max")
         self.personas = load_personas(personas)
+        self.given: tuple[str, list[ToolSpec]] | None = None
+        if tools_from:
+            from pathlib import Path
+
+            from synthagent.core.toolsource import effect_kind, load_tools, snake_case
+
+            kinds: dict[str, EffectKind] = {"insert": "insert", "update": "update", "delete": "delete"}
+            given = []
+            for tool in load_tools(tools_from):
+                fn = tool["function"]
+                kind = effect_kind(fn["name"])
+                given.append(ToolSpec(fn["name"], fn["description"], dict(fn["parameters"]), {},
+                                      Effect(kinds[kind], "simulated") if kind in kinds else None))
+            self.given = (snake_case(Path(tools_from).stem).replace("_", " "), given)
         self.tools_min, self.tools_max = int(tools_min), int(tools_max)
         self.hidden_min, self.hidden_max = int(hidden_min), int(hidden_max)
         self.params = {"temperature": float(temperature), "max_tokens": int(max_tokens)}
@@ -299,6 +317,9 @@ class PersonaFuzzyGenerator:
 
     async def _toolset(self, llm: Any, persona: Persona, rng: random.Random, seed: int
                        ) -> tuple[str, list[ToolSpec]] | None:
+        if self.given is not None:  # the team's own tools: nothing to invent
+            self.stats["toolset_given"] += 1
+            return self.given[0], list(self.given[1])
         n = rng.randint(self.tools_min, self.tools_max)
         prompt = render(self.prompts["toolset"][0], persona=persona.description, n_tools=str(n))
 
