@@ -408,6 +408,7 @@ def _print_summary(summary: dict[str, Any], root: Path) -> None:
          ", ".join(f"{k}={v}" for k, v in (summary.get("redrawn") or {}).items()) or "none"),
         ("model requests", _requests_text(summary.get("requests") or {})),
         ("SFT rows / RL rows", f"{summary['exports']['sft']} / {summary['exports']['rl']}"),
+        ("DPO pairs", _dpo_text(summary)),
         ("time (s)", ", ".join(f"{k}={v}" for k, v in summary["timings_s"].items())),
     ]
     for key, value in rows:
@@ -740,6 +741,13 @@ def _put(data: dict[str, Any], keys: Sequence[str], value: Any) -> None:
     from synthagent.core.config import set_path
 
     set_path(data, keys, value, what=f"--set {'.'.join(keys)}")
+
+
+def _dpo_text(summary: dict[str, Any]) -> str:
+    """``3`` or ``0 (fewer_than_two_scored=200)``: the DPO pairs and why tasks have none."""
+    n = (summary.get("exports") or {}).get("dpo")
+    unpaired = summary.get("dpo_unpaired") or {}
+    return f"{n}" + (" (no pair: " + ", ".join(f"{k}={v}" for k, v in unpaired.items()) + ")" if unpaired else "")
 
 
 def _print_eval(results: dict[str, Any], root: Path) -> None:
