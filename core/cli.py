@@ -154,7 +154,7 @@ def cli() -> None:
     synth plugins             list every registered implementation (and the plugin it came from)
     synth show RUN            print a run's summary
     synth report RUN          an offline HTML page with plots of a run (or of an eval directory)
-    synth train               train a model on a run with an RL algorithm plugin (grpo, sft; extra [train])
+    synth train               train a model on a run with an RL algorithm plugin (grpo, sft, dpo; extra [train])
     synth eval                evaluate a policy on held-out tasks or a benchmark; compare two evaluations
     synth NAME                a command a plugin adds (synth plugins lists them)
 
@@ -464,7 +464,7 @@ def show_cmd(run: Path, as_json: bool) -> None:
 
 
 @cli.command("train")
-@click.option("-a", "--algorithm", required=True, help="RL algorithm by name (synth plugins lists them: grpo, sft, ...).")
+@click.option("-a", "--algorithm", required=True, help="RL algorithm by name (synth plugins lists them: grpo, sft, dpo, ...).")
 @click.option("-m", "--model", "model", required=True, type=click.Path(path_type=Path),
               help="A local Hugging Face model directory to start from.")
 @click.option("-r", "--run", "run_dir", required=True, type=click.Path(path_type=Path),
