@@ -154,7 +154,7 @@ def cli() -> None:
     synth plugins             list every registered implementation (and the plugin it came from)
     synth show RUN            print a run's summary
     synth report RUN          an offline HTML page with plots of a run (or of an eval directory)
-    synth train               train a model on a run with an RL algorithm plugin (grpo, sft; extra [train])
+    synth train               train a model on a run with an RL algorithm plugin (grpo, sft, dpo; extra [train])
     synth eval                evaluate a policy on held-out tasks or a benchmark; compare two evaluations
     synth NAME                a command a plugin adds (synth plugins lists them)
 
@@ -436,6 +436,7 @@ def _print_summary(summary: dict[str, Any], root: Path) -> None:
          ", ".join(f"{k}={v}" for k, v in (summary.get("redrawn") or {}).items()) or "none"),
         ("model requests", _requests_text(summary.get("requests") or {})),
         ("SFT rows / RL rows", f"{summary['exports']['sft']} / {summary['exports']['rl']}"),
+        ("DPO pairs", _dpo_text(summary)),
         ("time (s)", ", ".join(f"{k}={v}" for k, v in summary["timings_s"].items())),
     ]
     for key, value in rows:
@@ -491,7 +492,7 @@ def show_cmd(run: Path, as_json: bool) -> None:
 
 
 @cli.command("train")
-@click.option("-a", "--algorithm", required=True, help="RL algorithm by name (synth plugins lists them: grpo, sft, ...).")
+@click.option("-a", "--algorithm", required=True, help="RL algorithm by name (synth plugins lists them: grpo, sft, dpo, ...).")
 @click.option("-m", "--model", "model", required=True, type=click.Path(path_type=Path),
               help="A local Hugging Face model directory to start from.")
 @click.option("-r", "--run", "run_dir", required=True, type=click.Path(path_type=Path),
@@ -768,6 +769,13 @@ def _put(data: dict[str, Any], keys: Sequence[str], value: Any) -> None:
     from synthagent.core.config import set_path
 
     set_path(data, keys, value, what=f"--set {'.'.join(keys)}")
+
+
+def _dpo_text(summary: dict[str, Any]) -> str:
+    """``3`` or ``0 (fewer_than_two_scored=200)``: the DPO pairs and why tasks have none."""
+    n = (summary.get("exports") or {}).get("dpo")
+    unpaired = summary.get("dpo_unpaired") or {}
+    return f"{n}" + (" (no pair: " + ", ".join(f"{k}={v}" for k, v in unpaired.items()) + ")" if unpaired else "")
 
 
 def _print_eval(results: dict[str, Any], root: Path) -> None:

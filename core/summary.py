@@ -169,7 +169,9 @@ def summarize(store: RunStore) -> dict[str, Any]:
         "trajectories": len(trajectories),
         "rubrics": len(store.rubrics),
         "scores": len(scores),
-        "exports": {"sft": stages.get("export", {}).get("sft"), "rl": stages.get("export", {}).get("rl")},
+        "exports": {key: stages.get("export", {}).get(key) for key in ("sft", "rl", "openai", "dpo")},
+        # tasks without a DPO pair, by reason (fewer_than_two_scored with simulate.samples=1)
+        "dpo_unpaired": stages.get("export", {}).get("dpo_unpaired", {}),
         "domains": dict(sorted(Counter(t.domain for t in tasks).items())),
         "tool_calls_per_task": round(statistics.fmean(
             sum(len(m.tool_calls) for m in t.messages) for t in trajectories), 3) if trajectories else 0.0,

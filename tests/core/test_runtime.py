@@ -22,7 +22,7 @@ NO_AUTOLOAD = {"SYNTHAGENT_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 #: sha256 over the default run's records (ids and contents, timings aside) and its exports. A change to
 #: this value changes what `synth run` produces: make it on purpose, say why in CHANGELOG.md, update it here.
-DEFAULT_RUN_RECORDS = "116f9b5c4ffe0782d91cf85c8e9c82a5c064154a7b3b2078ef2fc870a0bdfcd2d826341d52e15ac165092b5445b8781565caa52d4a0c8e38"
+DEFAULT_RUN_RECORDS = "116f9b5c4ffe0782d91cf85c8e9c82a5c064154a7b3b2078ef2fc870a0bdfcd2d826341d52e15ac1517107d201a4e30865caa52d4a0c8e38"
 
 
 def _strip(o: Any) -> Any:
@@ -48,7 +48,8 @@ def test_default_run_records_are_pinned(default_run: Any) -> None:
     of issue 15 changed the wording of trajectories, demonstrations, scores and the SFT export on purpose;
     issue 13 shuffled the offered tools, so every task and everything after it changed, and added the
     user-query penalty to the rubrics; issue 23 made the oracle's closing speak to the user, "place a hold for
-    you at your chosen branch", not "for the member at their chosen branch")."""
+    you at your chosen branch", not "for the member at their chosen branch"; issue 26 renumbered the call ids
+    of the SFT export)."""
     assert records_fingerprint(default_run.root) == DEFAULT_RUN_RECORDS
 
 

@@ -8,6 +8,8 @@
   ``llm`` user simulator (EigenData's user-model fine-tuning).
 * ``sft``: TRL's ``SFTTrainer`` on the exported teacher trajectories, assistant tokens only, tools rendered by the
   model's chat template; optionally the two-stage curriculum (general, then vertical).
+* ``dpo``: TRL's ``DPOTrainer`` on the exported preference pairs (``exports/dpo.jsonl``: each task's best and worst
+  scored trajectories; needs ``simulate.samples`` >= 2).
 
 This module is light: torch, transformers and TRL are imported inside the algorithms' ``train`` methods only,
 so ``synth --help`` and ``synth plugins`` stay fast. See ``docs/training.md``.
@@ -19,7 +21,7 @@ from typing import Any
 
 from synthagent.core.hookspecs import hookimpl
 
-__all__ = ["GRPOAlgorithm", "SFTAlgorithm", "UserSFTAlgorithm"]
+__all__ = ["GRPOAlgorithm", "SFTAlgorithm", "UserSFTAlgorithm", "DPOAlgorithm"]
 
 
 def __getattr__(name: str) -> Any:
@@ -32,6 +34,10 @@ def __getattr__(name: str) -> Any:
         from synthagent.plugins.training.trl.sft import SFTAlgorithm
 
         return SFTAlgorithm
+    if name == "DPOAlgorithm":
+        from synthagent.plugins.training.trl.dpo import DPOAlgorithm
+
+        return DPOAlgorithm
     if name == "UserSFTAlgorithm":
         from synthagent.plugins.training.trl.user_sft import UserSFTAlgorithm
 
@@ -41,7 +47,8 @@ def __getattr__(name: str) -> Any:
 
 @hookimpl
 def synth_register_rl_algorithms(register: Any) -> None:
-    """Register the ``grpo``, ``sft`` and ``user-sft`` algorithms."""
+    """Register the ``grpo``, ``sft``, ``dpo`` and ``user-sft`` algorithms."""
+    from synthagent.plugins.training.trl.dpo import DPOAlgorithm
     from synthagent.plugins.training.trl.grpo import GRPOAlgorithm
     from synthagent.plugins.training.trl.sft import SFTAlgorithm
     from synthagent.plugins.training.trl.user_sft import UserSFTAlgorithm
@@ -50,5 +57,7 @@ def synth_register_rl_algorithms(register: Any) -> None:
              description="TRL GRPOTrainer, multi-turn rollouts in the run's environment, rubric reward (extra train)")
     register("sft", SFTAlgorithm,
              description="TRL SFTTrainer on the teacher trajectories, assistant-only loss, curriculum (extra train)")
+    register("dpo", DPOAlgorithm,
+             description="TRL DPOTrainer on the best/worst scored trajectory pairs (simulate.samples>=2; extra train)")
     register("user-sft", UserSFTAlgorithm,
              description="TRL SFTTrainer teaching a model to play the user from verified dialogues (extra train)")
