@@ -185,19 +185,22 @@ TOOLSET_GENERATORS = ("graph-domains",)
 
 
 def _with_toolset(config: Any, config_path: Path | None, overrides: Sequence[str], extra: Mapping[str, Any],
-                  tools_from: Path) -> list[str]:
+                  tools_from: str) -> list[str]:
     """``overrides`` plus the settings that ``--tools-from`` stands for: the generator's ``tools_from`` option
     (an absolute path, so a resume from another folder reads the same file), and ``generator=graph-domains``
     when the command line names no generator."""
     from synthagent.core.resume import explicit_keys
 
-    if not tools_from.is_file():
-        raise UsageError(f"--tools-from: {str(tools_from)!r} is not a file")
+    if tools_from.startswith("mcp:"):
+        source = tools_from  # the server is started when the generator is built
+    elif Path(tools_from).is_file():
+        source = str(Path(tools_from).resolve())
+    else:
+        raise UsageError(f"--tools-from: {tools_from!r} is not a file (or mcp:COMMAND for an MCP server)")
     chosen = ("generator",) in explicit_keys(config_path, overrides, extra)
     generator = config.generator if chosen else TOOLSET_GENERATORS[0]
     added = [] if chosen else [f'generator="{generator}"']
-    path = json.dumps(str(tools_from.resolve()))
-    return [*overrides, *added, f'plugins.{generator}.tools_from={path}']
+    return [*overrides, *added, f"plugins.{generator}.tools_from={json.dumps(source)}"]
 
 
 def _latest_run(out: Path) -> Path:
@@ -224,14 +227,15 @@ def _latest_run(out: Path) -> Path:
 @click.option("-p", "--plugin", "plugins", multiple=True, metavar="MODULE",
               help="Load a plugin by entry-point name or module path (repeatable).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary table; print only the run directory.")
-@click.option("--tools-from", "tools_from", type=click.Path(dir_okay=False, path_type=Path),
-              help="Your own tools (OpenAI tool schemas as JSON/JSONL, or an OpenAPI 3 document): tasks are made "
+@click.option("--tools-from", "tools_from", metavar="FILE|mcp:COMMAND",
+              help="Your own tools (OpenAI tool schemas as JSON/JSONL, an OpenAPI 3 document, or mcp:COMMAND, "
+                   "the tool list of an MCP server started over stdio): tasks are made "
                    "for exactly these tools (generator graph-domains unless --set generator=... names another "
                    "that takes a toolset; docs/own-tools.md).")
 @_guard
 def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None, name: str | None,
             seed: int | None, tasks: int | None, resume: bool, from_stage: str | None, plugins: Sequence[str],
-            quiet: bool, tools_from: Path | None) -> None:
+            quiet: bool, tools_from: str | None) -> None:
     """Run the pipeline: generate -> simulate -> rubric -> score -> export.
 
     Writes OUT/NAME/ with manifest.json, tasks.jsonl, trajectories.jsonl, rubrics.jsonl, scores.jsonl,

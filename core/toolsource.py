@@ -6,7 +6,9 @@
   each entry ``{"type": "function", "function": {...}}`` or the bare function object;
 - **an OpenAPI 3 document** (JSON, or YAML when PyYAML is installed): one tool per operation, named by its
   ``operationId`` (else method and path), its parameters and JSON request body merged into one object schema,
-  local ``$ref`` resolved.
+  local ``$ref`` resolved;
+- **the tool list of an MCP server** started over stdio: ``mcp:COMMAND ARGS...`` (through the official ``mcp``
+  client, ``pip install 'synthagent[mcp]'``); each tool's ``inputSchema`` is its parameters.
 
 and returns the tools as OpenAI tool dicts with snake_case names, each checked by
 :func:`synthagent.core.toolschema.schema_problems`. Every problem is a :class:`ConfigError` that names the
@@ -24,7 +26,7 @@ from typing import Any
 from synthagent.core.errors import ConfigError
 from synthagent.core.toolschema import schema_problems
 
-__all__ = ["load_tools", "openapi_tools", "snake_case", "effect_kind", "EFFECT_VERBS"]
+__all__ = ["load_tools", "openapi_tools", "mcp_tools", "toolset_name", "snake_case", "effect_kind", "EFFECT_VERBS"]
 
 #: The leading verb of a tool's snake_case name -> what the tool does to the state it works on.
 EFFECT_VERBS: dict[str, tuple[str, ...]] = {
@@ -193,12 +195,79 @@ def _openai_entries(doc: Any, source: str) -> list[Any]:
     raise ConfigError(f"tools_from: {source}: expected a list of OpenAI tools, got {type(doc).__name__}")
 
 
+def _drop_titles(schema: Any) -> Any:
+    """A JSON schema without ``title`` keys (pydantic adds one to every property of an MCP tool)."""
+    if isinstance(schema, Mapping):
+        return {k: _drop_titles(v) for k, v in schema.items() if k != "title" or not isinstance(v, str)}
+    if isinstance(schema, list):
+        return [_drop_titles(v) for v in schema]
+    return schema
+
+
+def mcp_tools(command: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+    """The tools an MCP server lists, started as ``command`` over stdio, as OpenAI function dicts.
+
+    :raises ConfigError: the ``mcp`` package is missing, the command is empty, or the server cannot be started
+        or does not answer within ``timeout`` seconds (its error named).
+    """
+    import asyncio
+    import shlex
+
+    try:
+        from mcp import ClientSession, StdioServerParameters
+        from mcp.client.stdio import stdio_client
+    except ImportError as exc:
+        raise ConfigError("tools_from: an MCP source needs the mcp client: pip install 'synthagent[mcp]'") from exc
+    argv = shlex.split(command)
+    if not argv:
+        raise ConfigError("tools_from: 'mcp:' needs the command that starts the server, e.g. mcp:python server.py")
+
+    async def listed() -> list[dict[str, Any]]:
+        params = StdioServerParameters(command=argv[0], args=argv[1:])
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            result = await session.list_tools()
+            return [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in result.tools]
+
+    async def bounded() -> list[dict[str, Any]]:
+        return await asyncio.wait_for(listed(), timeout)
+
+    try:  # in a thread of its own: the caller may be inside a running event loop (synth eval builds there)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="mcp-tools") as pool:
+            tools = pool.submit(lambda: asyncio.run(bounded())).result()
+    except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - any failure of the server is named
+        causes = getattr(exc, "exceptions", None)  # anyio task groups wrap the real error
+        first = causes[0] if causes else exc
+        raise ConfigError(f"tools_from: the MCP server {command!r} gave no tool list: "
+                          f"{type(first).__name__}: {first}") from exc
+    return [{"name": t["name"], "description": t.get("description") or t["name"].replace("_", " "),
+             "parameters": _drop_titles(t.get("inputSchema") or {"type": "object", "properties": {}})}
+            for t in tools]
+
+
+def toolset_name(source: str | Path) -> str:
+    """A name for the toolset of ``source``: the file's stem (``pizza.json`` -> ``pizza``), or for
+    ``mcp:python servers/pizza.py`` the stem of the command's last argument."""
+    text = str(source)
+    if text.startswith("mcp:"):
+        import shlex
+
+        parts = shlex.split(text[4:]) or ["mcp"]
+        text = parts[-1]
+    return snake_case(Path(text).stem) or "tools"
+
+
 def load_tools(source: str | Path) -> list[dict[str, Any]]:
-    """The tools of ``source`` (a file: OpenAI schemas or an OpenAPI 3 document) as OpenAI tool dicts.
+    """The tools of ``source`` (a file: OpenAI schemas or an OpenAPI 3 document; or ``mcp:COMMAND``, an MCP
+    server's tool list) as OpenAI tool dicts.
 
     :raises ConfigError: the file is missing or unreadable, or an entry is not a valid tool (its position
-        and problem named); two tools with one name.
+        and problem named); two tools with one name; an MCP server that does not answer.
     """
+    if isinstance(source, str) and source.startswith("mcp:"):
+        return _checked(mcp_tools(source[4:]), "mcp", "tool")
     path = Path(source).expanduser()
     if not path.is_file():
         raise ConfigError(f"tools_from: {str(source)!r} is not a file (OpenAI tool schemas as JSON/JSONL, or an "
@@ -210,10 +279,16 @@ def load_tools(source: str | Path) -> list[dict[str, Any]]:
         raise ConfigError(f"tools_from: {path.name} is Swagger 2; convert it to OpenAPI 3 first")
     else:
         entries = _openai_entries(doc, path.name)
+    return _checked(entries, path.name, "line" if fmt == "jsonl" else "tool")
+
+
+def _checked(entries: list[Any], source: str, unit: str) -> list[dict[str, Any]]:
+    """``entries`` (OpenAI tools or bare functions) validated and normalized; errors name ``source`` and the
+    entry's position."""
     tools: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
     for i, entry in enumerate(entries, 1):
-        where = f"{path.name}: {'line' if fmt == 'jsonl' else 'tool'} {i}"
+        where = f"{source}: {unit} {i}"
         fn = entry.get("function", entry) if isinstance(entry, Mapping) else None
         if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"].strip():
             raise ConfigError(f"tools_from: {where}: not an OpenAI function (needs a 'name')")
@@ -232,5 +307,5 @@ def load_tools(source: str | Path) -> list[dict[str, Any]]:
             tool.update({k: v for k, v in entry.items() if k in ("area", "x-effect")})
         tools.append(tool)
     if not tools:
-        raise ConfigError(f"tools_from: {path.name} holds no tools")
+        raise ConfigError(f"tools_from: {source} holds no tools")
     return tools

@@ -150,14 +150,14 @@ def test_an_openapi_document_becomes_one_tool_per_operation(tmp_path: Path) -> N
     assert tools["find_customer"]["description"] == "Find a customer by phone number."
 
 
-def _check_pizza_run(synth, tmp_path: Path, source: Path, name: str) -> list[dict[str, Any]]:
+def _check_pizza_run(synth, tmp_path: Path, source: Path | str, name: str) -> list[dict[str, Any]]:
     """The pizza case's requirements on one run made from ``source``; returns its tasks."""
     result = synth(["run", "-q", "--out", str(tmp_path), "--name", name, "--tasks", "24", "--tools-from", str(source)])
     assert result.returncode == 0, result.stderr
     root = tmp_path / name
     tasks = [json.loads(line) for line in (root / "tasks.jsonl").read_text().splitlines()]
     assert len(tasks) == 24 and len({t["instruction"] for t in tasks}) == 24  # >= 20, all stated differently
-    assert {t["domain"] for t in tasks} == {source.stem}  # the toolset is one domain, named after the file
+    assert {t["domain"] for t in tasks} == {"pizza"}  # the toolset is one domain, named after the file
     assert all({x["name"] for x in t["tools"]} == {x["function"]["name"] for x in PIZZA} for t in tasks)
     hidden = Counter(f["name"] for t in tasks for f in t["user_context"])
     assert hidden["new_pizza"] >= 3, hidden  # the order's contents are among what the agent must ask for
@@ -196,6 +196,66 @@ def test_the_pizza_toolset_from_an_openapi_document(synth, tmp_path: Path) -> No
     source = tmp_path / "pizza.yaml"
     source.write_text(PIZZA_OPENAPI)
     _check_pizza_run(synth, tmp_path, source, "pizza-openapi")
+
+
+PIZZA_MCP = """\
+from typing import Literal
+
+from mcp.server.mcpserver import MCPServer
+
+app = MCPServer("pizza")
+
+
+@app.tool()
+def list_menu_items(category: str = "") -> dict:
+    \"\"\"List the pizzas on the menu with their sizes and prices.\"\"\"
+    return {"items": []}
+
+
+@app.tool()
+def find_customer(phone: str) -> dict:
+    \"\"\"Find a customer by phone number.\"\"\"
+    return {"customer_id": "C1"}
+
+
+@app.tool()
+def place_order(customer_id: str, pizza: str, size: Literal["small", "medium", "large"], delivery_address: str) -> dict:
+    \"\"\"Place a new pizza order for a customer.\"\"\"
+    return {"order_id": "O1"}
+
+
+@app.tool()
+def get_order(order_id: str) -> dict:
+    \"\"\"Get an order's status by its id.\"\"\"
+    return {"status": "baking"}
+
+
+@app.tool()
+def cancel_order(order_id: str) -> dict:
+    \"\"\"Cancel an order that has not left the kitchen.\"\"\"
+    return {"status": "cancelled"}
+
+
+app.run()
+"""
+
+
+def test_the_pizza_toolset_from_an_mcp_server_started_by_the_test(synth, tmp_path: Path) -> None:
+    """The tool list of a real MCP server (the official SDK, over stdio) is the toolset."""
+    import sys
+
+    server = tmp_path / "pizza.py"
+    server.write_text(PIZZA_MCP)
+    tools = {t["function"]["name"]: t["function"] for t in load_tools(f"mcp:{sys.executable} {server}")}
+    assert list(tools) == [t["function"]["name"] for t in PIZZA]
+    assert tools["place_order"]["parameters"]["properties"]["size"]["enum"] == ["small", "medium", "large"]
+    assert tools["place_order"]["parameters"]["required"] == ["customer_id", "pizza", "size", "delivery_address"]
+    assert tools["find_customer"]["description"] == "Find a customer by phone number."
+    _check_pizza_run(synth, tmp_path, f"mcp:{sys.executable} {server}", "pizza-mcp")
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise SystemExit(3)\n")
+    with pytest.raises(ConfigError, match=r"the MCP server .*broken\.py' gave no tool list"):
+        load_tools(f"mcp:{sys.executable} {broken}")
 
 
 def test_a_generator_that_takes_no_toolset_is_refused_by_name(synth, tmp_path: Path, pizza_json: Path) -> None:

@@ -24,7 +24,7 @@ import attrs
 from synthagent.core.models import Message, Task
 from synthagent.core.protocols import GenerationContext, RunContext
 from synthagent.core.teacher import TeacherUnavailable, ask_json, load_prompt, render
-from synthagent.core.toolsource import load_tools, snake_case
+from synthagent.core.toolsource import load_tools, toolset_name
 from synthagent.plugins.generators.graph_domains.domains import GraphDomain, build_domain
 from synthagent.plugins.generators.graph_domains.graph import ToolGraph, build_graph
 from synthagent.plugins.generators.graph_domains.pool import PoolSpec, check_effect, load_pool, pool_from_records
@@ -97,9 +97,9 @@ class GraphDomainsGenerator:
         self.one_domain = ""
         if tools_from:
             tools = load_tools(tools_from)
-            area = snake_case(Path(tools_from).stem) or "tools"
+            area = toolset_name(tools_from)
             self.specs, self.pool_counts = pool_from_records(
-                (area, f"{Path(tools_from).name}: tool {i + 1}", t) for i, t in enumerate(tools))
+                (area, f"{area}: tool {i + 1}", t) for i, t in enumerate(tools))
             self.one_domain = "" if split else area
         else:
             self.specs, self.pool_counts = load_pool(pool or None)

@@ -152,9 +152,7 @@ class PersonaFuzzyGenerator:
         self.personas = load_personas(personas)
         self.given: tuple[str, list[ToolSpec]] | None = None
         if tools_from:
-            from pathlib import Path
-
-            from synthagent.core.toolsource import effect_kind, load_tools, snake_case
+            from synthagent.core.toolsource import effect_kind, load_tools, toolset_name
 
             kinds: dict[str, EffectKind] = {"insert": "insert", "update": "update", "delete": "delete"}
             given = []
@@ -163,7 +161,7 @@ class PersonaFuzzyGenerator:
                 kind = effect_kind(fn["name"])
                 given.append(ToolSpec(fn["name"], fn["description"], dict(fn["parameters"]), {},
                                       Effect(kinds[kind], "simulated") if kind in kinds else None))
-            self.given = (snake_case(Path(tools_from).stem).replace("_", " "), given)
+            self.given = (toolset_name(tools_from).replace("_", " "), given)
         self.tools_min, self.tools_max = int(tools_min), int(tools_max)
         self.hidden_min, self.hidden_max = int(hidden_min), int(hidden_max)
         self.params = {"temperature": float(temperature), "max_tokens": int(max_tokens)}
