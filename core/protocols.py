@@ -50,12 +50,19 @@ class RunContext:
     stage runs and before the run directory is created (``run_dir`` is where it will be; write there only once
     stages run). Raise :class:`~synthagent.core.errors.ConfigError` for a combination that cannot work: the run
     stops with nothing written. The LLM tool and user simulators take the teacher and mapping store here.
+
+    ``backend(name, options, owner=KIND)`` gives a component an LLM backend of its own (a user model for the
+    LLM user, say). The Runtime builds it once per name and options, checks it against :class:`LLMBackend`,
+    sets it up, counts its requests under ``stats()["KIND_backend"]`` (so they reach summary.json and
+    counts.jsonl) and closes it with the run. A component never builds a backend itself. It is None where
+    no Runtime made the context (a hand-built context in a test).
     """
 
     llm: Any
     mapping: Any
     run_dir: str
     seed: int
+    backend: Callable[..., Any] | None = None
 
 
 @attrs.frozen

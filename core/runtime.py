@@ -29,7 +29,7 @@ import traceback
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -205,6 +205,8 @@ class Runtime:
         self._set_up: set[int] = set()
         self._closed = False
         self._demonstrator: LLMBackend | None = None
+        #: backends components asked for (:meth:`backend`): key -> (owner kind, name, backend, capabilities)
+        self._backends: dict[str, tuple[str, str, Any, frozenset[str]]] = {}
         builder = components.rubric
         name = str(getattr(builder, "demonstrator", "") or "") if "demonstrations" in self.capabilities["rubric"] else ""
         if name:
@@ -287,7 +289,7 @@ class Runtime:
         nothing behind). ``worker`` skips the executor; ``kinds`` limits set-up to those kinds."""
         self.run_dir = str(run_dir or self.run_dir)
         ctx = RunContext(llm=self.components.llm, mapping=self.components.mapping, run_dir=self.run_dir,
-                         seed=self.config.seed)
+                         seed=self.config.seed, backend=self.backend)
         for kind, comp in self.components.items():
             if worker and kind == "executor":
                 continue
@@ -297,8 +299,40 @@ class Runtime:
                 self._set_up.add(id(comp))
                 comp.setup(ctx)
 
+    def backend(self, name: str, options: Mapping[str, Any] | None = None, *, owner: str = "component") -> Any:
+        """The LLM backend ``name`` with ``options`` that a component asked for through
+        ``RunContext.backend``: built from the loaded plugins once per name and options (a second ask gets the
+        same object), checked against :class:`~synthagent.core.protocols.LLMBackend`, set up, counted under
+        ``stats()["<owner>_backend"]`` and closed by :meth:`aclose`.
+
+        :raises ConfigError: unknown backend name or options (from the registry).
+        :raises PluginError: the plugin built something that is not an LLM backend.
+        """
+        import json
+
+        options = dict(options or {})
+        key = json.dumps([name, options], sort_keys=True, default=str)
+        if key in self._backends:
+            return self._backends[key][2]
+        if self.plugins is None:
+            raise TypeError(f"{owner} asks for its own backend {name!r}: the Runtime needs plugins")
+        impl = self.plugins.registry("llm").get(name)
+        component = self._selected().get(owner, owner)
+        table = self.config.plugins.get(component, {})
+        where = (f"plugins.{component}.{owner}" if isinstance(table.get(owner), Mapping) else
+                 f"plugins.{component}") + ".backend_options"
+        built = impl.create(options, paths={k: f"{where}.{k}" for k in options})
+        check_protocol(built, "llm", name, impl.plugin)
+        caps = capabilities(built, "llm", name)
+        if "setup" in caps:
+            cast(Any, built).setup(RunContext(llm=built, mapping=self.components.mapping, run_dir=self.run_dir,
+                                   seed=self.config.seed, backend=self.backend))
+        self._backends[key] = (owner, name, built, caps)
+        return built
+
     async def aclose(self) -> None:
-        """Close every component that holds resources (``aclose``), once; errors of one do not skip others."""
+        """Close every component that holds resources (``aclose``), and every backend a component asked for,
+        once; errors of one do not skip others."""
         if self._closed:
             return
         self._closed = True
@@ -309,6 +343,13 @@ class Runtime:
                 seen.add(id(comp))
                 try:
                     await comp.aclose()
+                except Exception as exc:  # noqa: BLE001 - close the others, then report the first
+                    first = first or exc
+        for _owner, _name, built, caps in self._backends.values():
+            if "aclose" in caps and id(built) not in seen:
+                seen.add(id(built))
+                try:
+                    await built.aclose()
                 except Exception as exc:  # noqa: BLE001 - close the others, then report the first
                     first = first or exc
         if first is not None:
@@ -334,6 +375,11 @@ class Runtime:
         demonstrator = getattr(self._demonstrator, "stats", None)
         if demonstrator:  # the rubric builder's own demonstrator backend (``demonstrator = NAME``)
             out["demonstrator"] = dict(sorted(demonstrator.items()))
+        for owner, _name, built, caps in self._backends.values():  # components' own backends (:meth:`backend`)
+            if "stats" in caps and built.stats:
+                merged = Counter(out.get(f"{owner}_backend", {}))
+                merged.update(built.stats)
+                out[f"{owner}_backend"] = dict(sorted(merged.items()))
         for kind, counts in self.worker_stats().items():
             if kind == "engine":
                 continue

@@ -233,9 +233,9 @@ def test_the_tool_simulator_can_use_a_backend_of_its_own(tmp_path: Path) -> None
     """``plugins.llm.tools.backend``: a call outside the seed goes to the simulator's own server (e.g. a small
     model), while the run's teacher writes the task; both over loopback HTTP."""
     from synthagent.core.config import load_config
+    from synthagent.core.errors import ConfigError
     from synthagent.core.registry import load_plugins
-    from synthagent.core.runtime import build_components
-    from synthagent.plugins.mapping.sqlite import SQLiteMappingStore
+    from synthagent.core.runtime import Runtime
 
     teacher = ScriptedTeacher()
     with ScriptedOpenAIServer(teacher) as server, \
@@ -244,27 +244,36 @@ def test_the_tool_simulator_can_use_a_backend_of_its_own(tmp_path: Path) -> None
                                     f"llm.base_url={server.base_url}", "plugins.llm.tools.backend=openai",
                                     f'plugins.llm.tools.backend_options={{base_url = "{own.base_url}", '
                                     'model = "small", structured_outputs = "none"}'])
-        sim = build_components(config, load_plugins()).tools
+        runtime = Runtime(config, load_plugins())
+        sim = runtime.components.tools
         assert sim.backend == "openai" and sim.backend_options["model"] == "small"
         llm = OpenAIBackend(model="teacher", base_url=server.base_url)
 
         async def go() -> Any:
             task = [t async for t in PersonaFuzzyGenerator(concurrency=1).generate(
                 GenerationContext(count=1, seed=0, llm=llm))][0]
-            store = SQLiteMappingStore(path=str(tmp_path / "m.sqlite"))
-            sim.setup(RunContext(llm=llm, mapping=store, run_dir=str(tmp_path), seed=0))
+            runtime.setup(tmp_path)  # the Runtime builds the simulator's own backend (RunContext.backend)
             session = await sim.start(task, 0)
             spec = task.workflow[0]
             seeded = await session.call(ToolCall("a", spec.tool, dict(spec.arguments)))
             outside = await session.call(ToolCall("b", spec.tool, {k: "not-in-the-seed" for k in spec.arguments}))
-            return seeded, outside
+            stats = runtime.stats()
+            own_llm = sim.llm
+            await runtime.aclose()
+            await llm.aclose()
+            return seeded, outside, stats, own_llm
 
-        seeded, outside = asyncio.run(go())
+        seeded, outside, stats, own_llm = asyncio.run(go())
         teacher_kinds = " ".join(str(b["messages"][0]["content"])[:200] for b in server.requests)
     assert outside.content == {"answered_by": "own backend"} and seeded.content != outside.content
     assert len(own.requests) == 1 and own.requests[0]["model"] == "small"
     assert "response_format" not in own.requests[0]  # the own backend's options apply (structured_outputs)
     assert "prompt=tool_sim" not in teacher_kinds  # the teacher only wrote the task
+    # issue 25: the Runtime owns it: its requests are counted apart from the teacher's, and it is closed
+    assert own_llm is not runtime.components.llm and stats["tools_backend"]["requests"] == 1
+    assert own_llm._clients == [] and own_llm._client is None  # aclose() ran on it
+    with pytest.raises(ConfigError, match="is built by the Runtime"):  # a hand-made context cannot build one
+        sim.setup(RunContext(llm=llm, mapping=None, run_dir=str(tmp_path), seed=0))
 
 
 # -- the LLM user's leak guard ------------------------------------------------------------------------------
@@ -320,3 +329,30 @@ def test_the_scripted_judge_gives_strict_verdicts() -> None:
                                                              "confirmation is DLV-12."}]})
     bad = teacher({"messages": [{"role": "user", "content": "[synthagent:prompt=judge]\n... I could not."}]})
     assert parse_verdict(good)[0] is True and parse_verdict(bad)[0] is False
+
+
+def test_a_user_simulators_own_backend_is_counted_in_the_summary_and_closed(synth, tmp_path: Path) -> None:
+    """Issue 25: ``plugins.llm.user.backend`` is built by the Runtime (RunContext.backend), not by the simulator
+    with its own plugin loading; its requests reach summary.json and counts.jsonl under ``user_backend``."""
+    import re
+
+    def user(body: dict[str, Any]) -> str:
+        system = body["messages"][0]["content"]
+        facts = re.findall(r"^- [^:\n]+: (.+)$", system, flags=re.M)
+        last = body["messages"][-1]["content"] if len(body["messages"]) > 1 else ""
+        if "?" in last:
+            return "Sure: " + "; ".join(facts) + "."
+        return "Thanks, that is all. ###STOP###"
+
+    with ScriptedOpenAIServer(user) as own:
+        result = synth(["run", "-q", "--out", str(tmp_path), "--name", "u", "--tasks", "3", "--set", "user=llm",
+                        "--set", "plugins.llm.user.backend=openai",
+                        "--set", f'plugins.llm.user.backend_options={{base_url = "{own.base_url}", model = "user", '
+                                 'structured_outputs = "none"}'])
+        served = len(own.requests)
+    assert result.returncode in (0, 3), result.stderr  # 3: the rules may keep no task; the counts are the point
+    summary = json.loads((tmp_path / "u" / "summary.json").read_text())
+    assert served > 0 and summary["stats"]["user_backend"]["requests"] == served
+    assert "user_backend" not in summary["stats"].get("llm", {})  # counted apart from the run's own model
+    counts = (tmp_path / "u" / "counts.jsonl").read_text()
+    assert '"user_backend"' in counts

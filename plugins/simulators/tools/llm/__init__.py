@@ -73,9 +73,10 @@ class LLMToolSimulator:
         """Take the run's mapping store, and its teacher backend or the ``backend`` option's own."""
         self.mapping = ctx.mapping
         if self.backend:
-            from synthagent.core.registry import load_plugins
-
-            self.llm = load_plugins().registry("llm").get(self.backend).create(self.backend_options)
+            if ctx.backend is None:
+                raise ConfigError(f"the llm tools simulator's backend = {self.backend!r} is built by the Runtime: "
+                                  "set it up with a RunContext the Runtime made (Runtime.setup)")
+            self.llm = ctx.backend(self.backend, self.backend_options, owner="tools")
         else:
             self.llm = ctx.llm
 

@@ -73,9 +73,10 @@ class LLMUserSimulator:
     def setup(self, ctx: RunContext) -> None:
         """Use the run's teacher backend, or build the ``backend`` option's own."""
         if self.backend:
-            from synthagent.core.registry import load_plugins
-
-            self.llm = load_plugins().registry("llm").get(self.backend).create(self.backend_options)
+            if ctx.backend is None:
+                raise ConfigError(f"the llm user simulator's backend = {self.backend!r} is built by the Runtime: "
+                                  "set it up with a RunContext the Runtime made (Runtime.setup)")
+            self.llm = ctx.backend(self.backend, self.backend_options, owner="user")
         else:
             self.llm = ctx.llm
 
