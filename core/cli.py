@@ -702,7 +702,7 @@ async def _evaluate(policy_name: str, run_dir: Path | None, bench: str | None, o
         if root.exists():
             raise RunDirectoryError(f"eval directory {str(root)!r} exists; pass --resume to continue it or choose another --name")
         if run_dir is not None:
-            src = RunStore.open(run_dir)
+            src = RunStore.open(run_dir, readonly=True)  # a source is read, never locked or repaired
             try:
                 rubric_of = {r.task_id: r for r in src.rubrics}
                 eval_tasks = [t for t in src.tasks if t.id in rubric_of and not rubric_of[t.id].dropped]
@@ -724,7 +724,7 @@ async def _evaluate(policy_name: str, run_dir: Path | None, bench: str | None, o
                     break
     heldout = None
     if train_run is not None:
-        train = RunStore.open(train_run)
+        train = RunStore.open(train_run, readonly=True)
         try:
             heldout = check_heldout(train.tasks.load(), eval_tasks, split)
         finally:
@@ -743,8 +743,12 @@ async def _evaluate(policy_name: str, run_dir: Path | None, bench: str | None, o
         for task in eval_tasks:
             store.tasks.append(task)
         if run_dir is not None:
-            for rubric in (r for r in RunStore.open(run_dir).rubrics if r.task_id in {t.id for t in eval_tasks}):
-                store.rubrics.append(rubric)
+            src = RunStore.open(run_dir, readonly=True)
+            try:
+                for rubric in (r for r in src.rubrics if r.task_id in {t.id for t in eval_tasks}):
+                    store.rubrics.append(rubric)
+            finally:
+                src.close()
         store.tasks.sync()
     progress = _Progress(quiet)
     try:

@@ -275,3 +275,21 @@ def test_synth_eval_on_the_bfcl_benchmark_uses_bfcl_checker(synth: Any, tmp_path
     assert cut.returncode == 0, cut.stderr
     res = json.loads(cut.stdout)
     assert res["success"]["successes"] <= 1 and res["failures"].get("checker_failed", 0) >= 19
+
+
+def test_synth_eval_on_a_run_leaves_the_run_unlocked_and_unchanged(synth: Any, default_run: Any, tmp_path: Path) -> None:
+    """Issue 25: ``synth eval --run R`` opened R as its writer and never closed it, so R's ``.lock`` stayed.
+    Sources are now opened read-only: no lock is taken, nothing of R changes, and a writer can open R during
+    and after the evaluation."""
+    import shutil
+
+    from synthagent.core.store import LOCK, RunStore
+
+    run = tmp_path / "src"
+    shutil.copytree(default_run.root, run, ignore=shutil.ignore_patterns("evals", LOCK))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    result = synth(["eval", "-q", "--policy", "oracle", "--run", str(run), "--tasks", "3", "--out", str(tmp_path / "e")])
+    assert result.returncode == 0, result.stderr
+    assert not (run / LOCK).exists()
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    RunStore.open(run).close()  # the run's writer lock is free
