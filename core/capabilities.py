@@ -19,6 +19,8 @@ capability             attributes                                               
                        seed) -> Task | None``
 :class:`RemoteExecutor` ``remote: bool``, ``worker_stats() -> {kind: {name: n}}``  executors
 :class:`ConcurrencyHint` ``max_concurrency: int``                                  LLM backends
+:class:`WorkflowPlayer`  ``plays_workflow: bool`` (True: plays the gold workflow,    LLM backends
+                       writes no free text; the offline oracle)
 :class:`Combination`   ``incompatible_with(selected, components) -> (kind, why)``  every component
 =====================  ==========================================================  =====================
 
@@ -59,10 +61,12 @@ __all__ = [
     "SlotGenerator",
     "RemoteExecutor",
     "ConcurrencyHint",
+    "WorkflowPlayer",
     "Combination",
     "CAPABILITIES",
     "REQUIRED",
     "capabilities",
+    "has_capability",
     "check_protocol",
     "check_compatible",
 ]
@@ -145,6 +149,19 @@ class ConcurrencyHint(Protocol):
     """An LLM backend that says how many requests it serves at once (sizes ``simulate.concurrency = 0``)."""
 
     max_concurrency: int
+
+    def chat(self, request: Any) -> Any:
+        """(The backend's own method.)"""
+        ...
+
+
+@runtime_checkable
+class WorkflowPlayer(Protocol):
+    """An LLM backend that plays each task's gold workflow instead of writing free text (the offline
+    ``oracle``): it can be a policy or a demonstrator, never a teacher that writes JSON (task synthesis, effect
+    annotation, judging). Components refuse it by this trait, not by its name."""
+
+    plays_workflow: bool
 
     def chat(self, request: Any) -> Any:
         """(The backend's own method.)"""
@@ -244,6 +261,15 @@ def _check_remote(comp: Any, kind: str, name: str) -> bool:
     return remote or stats is not None
 
 
+def _check_workflow_player(comp: Any, kind: str, name: str) -> bool:
+    plays = getattr(comp, "plays_workflow", None)
+    if plays is None:
+        return False
+    if not isinstance(plays, bool):
+        raise _fail(kind, name, f"`plays_workflow = {plays!r}`, not true or false")
+    return plays
+
+
 def _check_concurrency(comp: Any, kind: str, name: str) -> bool:
     n = getattr(comp, "max_concurrency", None)
     if n is None:
@@ -263,6 +289,7 @@ CAPABILITIES: dict[str, tuple[type, Any, frozenset[str]]] = {
     "slots": (SlotGenerator, _check_slots, frozenset({"generator"})),
     "remote": (RemoteExecutor, _check_remote, frozenset({"executor"})),
     "max_concurrency": (ConcurrencyHint, _check_concurrency, frozenset({"llm"})),
+    "plays_workflow": (WorkflowPlayer, _check_workflow_player, frozenset({"llm"})),
     "incompatible_with": (Combination, _check_combination, frozenset()),
 }
 
@@ -321,6 +348,18 @@ def check_compatible(selected: Mapping[str, str], components: Mapping[str, Any])
         mine, theirs = _CONFIG_KEY.get(kind, kind), _CONFIG_KEY.get(other, other)
         raise ConfigError(f"{mine}={selected.get(kind, '?')!r} cannot run with {theirs}={selected.get(other, '?')!r}: "
                           f"{why}")
+
+
+def has_capability(component: Any, capability: str, kind: str = "llm") -> bool:
+    """Whether ``component`` (of hook ``kind``) offers ``capability``, checked as :func:`capabilities` checks
+    it: what a component asks of another it was handed (``has_capability(ctx.llm, "plays_workflow")``)
+    instead of testing its name.
+
+    :raises KeyError: an unknown capability name. :raises PluginLoadError: the capability is declared with
+        the wrong shape.
+    """
+    _protocol, check, kinds = CAPABILITIES[capability]
+    return (not kinds or kind in kinds) and bool(check(component, kind, type(component).__name__))
 
 
 def capabilities(component: Any, kind: str, name: str) -> frozenset[str]:

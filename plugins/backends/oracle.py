@@ -477,6 +477,10 @@ class OracleBackend:
     :param model: accepted for symmetry with real backends; only used in the policy id.
     """
 
+    #: It plays the gold workflow and writes no free text (:class:`synthagent.core.capabilities.WorkflowPlayer`):
+    #: components that need a teacher refuse it by this trait.
+    plays_workflow = True
+
     def __init__(self, corruption: str = "none", vary: bool = False, mistakes: float = 0.0, model: str = "",
                  listen: bool = False) -> None:
         if corruption not in CORRUPTIONS:

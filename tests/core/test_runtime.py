@@ -130,6 +130,7 @@ class _Declares:
     ("generator", {"slots": lambda ctx: []}, "only part of slot-by-slot generation"),
     ("executor", {"remote": "yes"}, "`remote = 'yes'`"),
     ("llm", {"max_concurrency": 0}, "`max_concurrency = 0`"),
+    ("llm", {"plays_workflow": "yes"}, "`plays_workflow = 'yes'`"),
     ("mapping", {"prompt_hashes": {"a": "b"}}, "`prompt_hashes` that is not callable"),
 ])
 def test_a_wrongly_declared_capability_is_named(kind: str, attrs: dict[str, Any], message: str) -> None:
@@ -145,6 +146,25 @@ def test_capabilities_found_and_kind_specific() -> None:
                      max_concurrency=4, demonstrations=2)
     assert capabilities(comp, "llm", "x") == {"stats", "aclose", "setup", "prompt_hashes", "max_concurrency"}
     assert capabilities(comp, "rubric", "x") == {"stats", "aclose", "setup", "prompt_hashes", "demonstrations"}
+
+
+def test_teachers_are_refused_by_trait_not_by_name() -> None:
+    """Issue 25: three plugins tested ``llm.name.startswith("oracle")``. A backend that plays the gold workflow
+    is refused as a teacher whatever it is called; one merely named "oracle-..." is accepted."""
+    from synthagent.core.capabilities import has_capability
+    from synthagent.core.protocols import RunContext
+    from synthagent.plugins.backends.oracle import OracleBackend
+    from synthagent.plugins.generators.persona_fuzzy import PersonaFuzzyGenerator
+    from synthagent.plugins.rubrics.judge import JudgeScorer
+
+    player = _Declares(name="my-replayer", plays_workflow=True, chat=lambda request: None)
+    teacher = _Declares(name="oracle-sized-teacher", chat=lambda request: None)
+    assert has_capability(OracleBackend(), "plays_workflow") and has_capability(player, "plays_workflow")
+    assert not has_capability(teacher, "plays_workflow")
+    for component in (PersonaFuzzyGenerator(), JudgeScorer()):
+        with pytest.raises(ConfigError):
+            component.setup(RunContext(llm=player, mapping=None, run_dir="", seed=0))
+        component.setup(RunContext(llm=teacher, mapping=None, run_dir="", seed=0))  # the name is no reason
 
 
 def test_a_plugin_with_a_bad_capability_fails_before_anything_is_written(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from synthagent.core.capabilities import has_capability
 from synthagent.core.errors import ConfigError
 from synthagent.core.hookspecs import hookimpl
 import attrs
@@ -118,7 +119,7 @@ class GraphDomainsGenerator:
     def setup(self, ctx: RunContext) -> None:
         """Remember the run directory (the graph report is written there); check the teacher when asked for."""
         self.run_dir = ctx.run_dir
-        if self.annotate == "teacher" and str(getattr(ctx.llm, "name", "")).startswith("oracle"):
+        if self.annotate == "teacher" and has_capability(ctx.llm, "plays_workflow"):
             raise ConfigError("graph-domains: annotate = 'teacher' needs a teacher model (llm.backend), not the oracle")
 
     def prompt_hashes(self) -> dict[str, str]:

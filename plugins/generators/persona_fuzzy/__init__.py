@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from synthagent.core.bindings import MISSING, binding_problems, parse_binding, resolve
+from synthagent.core.capabilities import has_capability
 from synthagent.core.errors import ConfigError
 from synthagent.core.hookspecs import hookimpl
 from synthagent.core.models import Effect, EffectKind, Fact, Message, Persona, Provenance, Task, ToolSpec, WorkflowStep, stable_id
@@ -183,7 +184,7 @@ class PersonaFuzzyGenerator:
 
     def setup(self, ctx: RunContext) -> None:
         """Refuse the offline oracle as teacher: it plays an agent and cannot write JSON."""
-        if str(getattr(ctx.llm, "name", "")).startswith("oracle"):
+        if has_capability(ctx.llm, "plays_workflow"):
             raise ConfigError("the persona-fuzzy generator needs a teacher model: set llm.backend (e.g. openai with "
                               "llm.base_url and llm.model); the offline oracle cannot synthesize tasks")
 

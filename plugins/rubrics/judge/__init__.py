@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from synthagent.core.capabilities import has_capability
 from synthagent.core.errors import ConfigError
 from synthagent.core.hookspecs import hookimpl
 from synthagent.core.models import Criterion, CriterionResult, Message, Rubric, Score, Task, Trajectory
@@ -73,7 +74,7 @@ class JudgeScorer:
 
     def setup(self, ctx: RunContext) -> None:
         """The run's teacher is the judge."""
-        if str(getattr(ctx.llm, "name", "")).startswith("oracle"):
+        if has_capability(ctx.llm, "plays_workflow"):
             raise ConfigError("the judged scorer needs a teacher model as the judge (llm.backend), not the oracle")
         self.llm = ctx.llm
 
