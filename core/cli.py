@@ -161,6 +161,24 @@ def cli() -> None:
     With no configuration, `synth run` uses the embedded offline default: the built-in SQLite domain pack,
     a rule-based user and the oracle teacher. No network, GPU or API key needed.
     """
+    _plain_warnings()
+
+
+def _plain_warnings() -> None:
+    """synthagent's own warnings (a setting with no effect, a probable plugin mistake) print as one line,
+    ``Warning: ...``, not with the source line that raised them; other libraries' warnings are unchanged."""
+    import warnings
+
+    from synthagent.core.errors import ConfigWarning, PluginWarning
+
+    default = warnings.formatwarning
+
+    def fmt(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+        if issubclass(category, (ConfigWarning, PluginWarning)):
+            return f"Warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt
 
 
 class _StageChoice(click.Choice):

@@ -13,7 +13,8 @@ from typing import Any
 
 __all__ = [
     "SynthError", "UsageError", "ConfigError", "UnknownImplementationError", "PluginLoadError",
-    "RunDirectoryError", "DomainError", "StageError", "FatalRunError", "PluginError", "PluginWarning", "AuthenticationError",
+    "RunDirectoryError", "DomainError", "StageError", "FatalRunError", "PluginError", "PluginWarning", "ConfigWarning",
+    "AuthenticationError",
     "NothingKeptError", "exit_code", "close_matches", "require_non_negative_int",
 ]
 
@@ -53,6 +54,11 @@ class StageError(SynthError):
 class PluginWarning(UserWarning):
     """A plugin did something that is probably a mistake but not unambiguously one (a hook that returned a
     value besides registering, a ``synth_*`` function that looks like a misspelled hook without ``@hookimpl``)."""
+
+
+class ConfigWarning(UserWarning):
+    """A setting that has no effect with the rest of the configuration (``llm.base_url`` with the offline
+    ``oracle`` backend): said, never silently dropped."""
 
 
 class FatalRunError(StageError):

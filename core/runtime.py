@@ -34,8 +34,8 @@ from typing import Any, cast
 import attrs
 
 from synthagent.core.capabilities import capabilities, check_compatible, check_protocol
-from synthagent.core.config import RunConfig, config_from_dict
-from synthagent.core.errors import ConfigError, FatalRunError, PluginError, RunDirectoryError
+from synthagent.core.config import LLMConfig, RunConfig, config_from_dict
+from synthagent.core.errors import ConfigError, ConfigWarning, FatalRunError, PluginError, RunDirectoryError
 from synthagent.core.models import Rubric, Score, Task, Trajectory, trajectory_id
 from synthagent.core.protocols import (
     Executor,
@@ -128,6 +128,10 @@ def check_plugin_tables(config: RunConfig, plugins: Plugins) -> None:
                                   f"implementation (it is a {', '.join(known[table])})")
 
 
+#: The [llm] table's defaults: a generic setting left at its default is no one's mistake when a backend lacks it.
+_LLM_DEFAULTS: dict[str, Any] = attrs.asdict(LLMConfig())
+
+
 def build_components(config: RunConfig, plugins: Plugins) -> Components:
     """Look up and build every implementation the config names (unknown names, tables and options, and option
     values of the wrong type or range, fail here)."""
@@ -140,6 +144,14 @@ def build_components(config: RunConfig, plugins: Plugins) -> Components:
         if options:  # generic settings ([llm]) are offered; an implementation takes what it knows
             accepted = impl.accepted_options()
             if accepted is not None:
+                ignored = sorted(k for k, v in options.items() if k not in accepted and v != _LLM_DEFAULTS.get(k))
+                if ignored:  # set by the user, but this backend has no such option: say so, do not drop it quietly
+                    import warnings
+
+                    warnings.warn(ConfigWarning(
+                        f"{', '.join(f'{kind}.{k}' for k in ignored)} {'has' if len(ignored) == 1 else 'have'} no "
+                        f"effect with {kind}.backend = {name!r} (it takes {sorted(accepted) or 'no options'})"),
+                        stacklevel=2)
                 options = {k: v for k, v in options.items() if k in accepted}
             paths.update({k: f"{kind}.{k}" for k in options})
         own = config.options_for(name, kind)

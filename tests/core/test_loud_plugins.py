@@ -482,3 +482,13 @@ def test_a_refused_key_stops_a_rollout_instead_of_recording_an_infra_error(plugi
             asyncio.run(runtime.rollout(task, 0))
         with pytest.raises(AuthenticationError):  # never turned into an infra_error record
             runtime.infra_failure(task.id, 0, AuthenticationError("x"))
+
+
+def test_an_llm_setting_the_backend_does_not_take_is_said_not_dropped(synth, tmp_path: Path) -> None:
+    """Issue 25: ``llm.base_url`` with the default ``oracle`` backend was silently dropped."""
+    result = synth(["run", "-q", "--out", str(tmp_path), "--name", "w", "--tasks", "2",
+                    "--set", 'llm.base_url="http://localhost:9/v1"'])
+    assert result.returncode == 0, result.stderr
+    assert "Warning: llm.base_url has no effect with llm.backend = 'oracle' (it takes [" in result.stderr
+    quiet = synth(["run", "-q", "--out", str(tmp_path), "--name", "q", "--tasks", "2"])
+    assert quiet.returncode == 0 and "Warning" not in quiet.stderr  # defaults are nobody's mistake
