@@ -45,9 +45,11 @@ def _runtime() -> Any:
     return _RUNTIME
 
 
-async def rollout(task: Task, policy: Any, sample: int = 0, seed: int = 0, max_turns: int = 30) -> Trajectory:
+async def rollout(task: Task, policy: Any, sample: int = 0, seed: int = 0, max_turns: int | None = None) -> Trajectory:
     """One episode on the task's SQLite database with the rule-based user (:meth:`Runtime.rollout`)."""
-    trajectory: Trajectory = await _runtime().rollout(task, sample, policy, seed=seed, max_turns=max_turns, params={})
+    runtime = _runtime()
+    turns = runtime.config.simulate.max_turns if max_turns is None else max_turns  # the default defined once
+    trajectory: Trajectory = await runtime.rollout(task, sample, policy, seed=seed, max_turns=turns, params={})
     return trajectory
 
 
