@@ -198,15 +198,19 @@ class _StageChoice(click.Choice):
         pass
 
 
-#: Built-in generators that make tasks for a given toolset (their ``tools_from`` option).
-TOOLSET_GENERATORS = ("graph-domains",)
+def toolset_generators(plugins: Any) -> tuple[list[str], str | None]:
+    """The generators that take a toolset (a ``tools_from`` option), and the one ``--tools-from`` uses when
+    none is named: the first that declares ``offline_toolsets = True`` (it needs no teacher model)."""
+    takes = [impl for impl in plugins.registry("generator") if "tools_from" in (impl.accepted_options() or ())]
+    offline = next((impl.name for impl in takes if getattr(impl.resolve(), "offline_toolsets", False) is True), None)
+    return sorted(impl.name for impl in takes), offline
 
 
 def _with_toolset(config: Any, config_path: Path | None, overrides: Sequence[str], extra: Mapping[str, Any],
-                  tools_from: str) -> list[str]:
+                  tools_from: str, plugins: Any) -> list[str]:
     """``overrides`` plus the settings that ``--tools-from`` stands for: the generator's ``tools_from`` option
-    (an absolute path, so a resume from another folder reads the same file), and ``generator=graph-domains``
-    when the command line names no generator."""
+    (an absolute path, so a resume from another folder reads the same file), and the offline toolset
+    generator (:func:`toolset_generators`) when the command line names no generator."""
     from synthagent.core.resume import explicit_keys
 
     if tools_from.startswith("mcp:"):
@@ -216,7 +220,14 @@ def _with_toolset(config: Any, config_path: Path | None, overrides: Sequence[str
     else:
         raise UsageError(f"--tools-from: {tools_from!r} is not a file (or mcp:COMMAND for an MCP server)")
     chosen = ("generator",) in explicit_keys(config_path, overrides, extra)
-    generator = config.generator if chosen else TOOLSET_GENERATORS[0]
+    takes, offline = toolset_generators(plugins)
+    if chosen and config.generator not in takes:
+        raise UsageError(f"--tools-from: generator {config.generator!r} takes no toolset; generators that do: "
+                         f"{', '.join(takes) or 'none loaded'}")
+    if not chosen and offline is None:
+        raise UsageError("--tools-from: no loaded generator makes tasks for a toolset offline; name one with "
+                         f"--set generator=... (generators that take a toolset: {', '.join(takes) or 'none'})")
+    generator = config.generator if chosen else str(offline)
     added = [] if chosen else [f'generator="{generator}"']
     return [*overrides, *added, f"plugins.{generator}.tools_from={json.dumps(source)}"]
 
@@ -281,7 +292,7 @@ def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None
     extra = {"seed": seed, "tasks": tasks}
     config = load_config(config_path, overrides, extra=extra)
     if tools_from is not None:
-        overrides = _with_toolset(config, config_path, overrides, extra, tools_from)
+        overrides = _with_toolset(config, config_path, overrides, extra, tools_from, load_plugins(plugins))
         config = load_config(config_path, overrides, extra=extra)
     out_dir = out or Path(config.out)
     resume = resume or from_stage is not None

@@ -78,6 +78,8 @@ class GraphDomainsGenerator:
     """
 
     name = "graph-domains"
+    #: ``synth run --tools-from`` uses this generator when none is named: it needs no teacher model.
+    offline_toolsets = True
 
     def __init__(self, pool: str = "", embedding: str = "auto", threshold: float = 0.0, hub_fraction: float = 0.05,
                  resolution: float = 1.0, min_tools: int = 4, domains: Sequence[str] = (), rows: int = 14,
