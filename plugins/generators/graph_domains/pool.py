@@ -77,8 +77,11 @@ def _singular(word: str) -> str:
 
 
 def infer_effect(name: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """Annotate a spec offline from its name and parameters (``docs/api-pool.md``, inference rules)."""
+    """Annotate a spec offline from its name and parameters (``docs/api-pool.md``, inference rules); a trailing
+    number or ``v<N>`` (a variant's suffix) is not the entity."""
     parts = name.lower().split("_")
+    while len(parts) > 1 and re.fullmatch(r"v?\d+", parts[-1]):
+        parts.pop()  # a version or variant suffix (get_weather_2, search_v2) names no entity
     kind = next((k for k, verbs in _VERBS.items() if parts[0] in verbs), "read")
     noun_parts = parts[1:] or parts
     entity = _singular(noun_parts[-1] if noun_parts[-1] not in ("by", "id") else noun_parts[0])
