@@ -33,7 +33,7 @@ from typing import Any
 from synthagent.core.errors import ConfigError
 from synthagent.core.toolschema import schema_problems
 from synthagent.core.toolsource import EFFECT_VERBS, load_tools, snake_case
-from synthagent.plugins.generators.graph_domains.pool import RESERVED, check_effect, infer_effect
+from synthagent.plugins.generators.graph_domains.pool import check_effect, infer_effect
 
 __all__ = ["BFCL_CATEGORIES", "bfcl_data_dir", "json_type", "normalize_function", "corpus_records",
            "read_corpus", "NormalizeError"]
@@ -53,7 +53,13 @@ _TYPE_MAP = {"dict": "object", "object": "object", "hashmap": "object", "map": "
 _VERB_WORDS = frozenset(v for verbs in EFFECT_VERBS.values() for v in verbs) | {
     "calculate", "calc", "compute", "convert", "estimate", "generate", "predict", "analyze", "analyse", "determine",
     "identify", "retrieve", "send", "make", "run", "play", "solve", "sort", "translate", "validate", "plot", "draw",
-    "perform", "evaluate", "handle", "process", "is", "do", "to", "api", "the", "my"}
+    "perform", "evaluate", "handle", "process", "is", "do", "to", "api", "the", "my", "current", "all", "info",
+    "details", "data"}
+
+
+#: Keys of the sqlite simulator's results (a list result is ``{"items": [...]}``, a failure ``{"error": ...}``):
+#: a parameter so named would become a column that reads as one of them, so it is renamed.
+_ENVELOPE = frozenset({"items", "error", "deleted"})
 
 
 class NormalizeError(Exception):
@@ -95,6 +101,8 @@ def _param_name(name: Any) -> str:
     fixed = re.sub(r"[^A-Za-z0-9]+", "_", fixed).strip("_").lower()
     if not fixed:
         raise NormalizeError("bad_parameter_name", repr(name))
+    if fixed in _ENVELOPE:
+        return f"{fixed}_value"  # the sqlite simulator's list results are {"items": [...]}: a column so named reads as one
     return fixed if fixed[0].isalpha() else "p_" + fixed
 
 
@@ -120,7 +128,8 @@ def _schema(node: Any, depth: int = 0) -> dict[str, Any]:
 def normalize_function(fn: Any) -> dict[str, Any]:
     """A BFCL (or OpenAI) function schema as an OpenAI function with a snake_case name and JSON Schema types.
 
-    :raises NormalizeError: with the drop reason: ``not_a_function``, ``bad_name``, ``parameters_not_object``,
+    :raises NormalizeError: with the drop reason: ``not_a_function``, ``bad_name``, ``name_too_long`` (over 64
+        characters, OpenAI's limit), ``parameters_not_object``,
         ``unknown_type``, ``bad_parameter_name``, ``parameter_name_collision``, ``required_undeclared``,
         ``invalid_schema`` or ``invalid_effect`` (the effect the offline rules infer would be refused)."""
     if isinstance(fn, Mapping) and isinstance(fn.get("function"), Mapping):
@@ -128,8 +137,10 @@ def normalize_function(fn: Any) -> dict[str, Any]:
     if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"].strip():
         raise NormalizeError("not_a_function")
     name = snake_case(fn["name"])
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or len(name) > 64:
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise NormalizeError("bad_name", repr(fn["name"]))
+    if len(name) > 64:  # OpenAI's limit on a function name
+        raise NormalizeError("name_too_long", repr(fn["name"]))
     raw = fn.get("parameters") or {"type": "object", "properties": {}}
     if not isinstance(raw, Mapping) or json_type(raw.get("type", "object")) != "object" \
             or not isinstance(raw.get("properties", {}), Mapping):
@@ -150,15 +161,17 @@ def normalize_function(fn: Any) -> dict[str, Any]:
     if problems:
         raise NormalizeError("invalid_schema", problems[0])
     effect = infer_effect(name, params)
-    if check_effect(effect, props, name) or effect["entity"] in RESERVED:
+    if check_effect(effect, props, name):
         raise NormalizeError("invalid_effect", f"the rules' effect for {name!r} is not valid")
     return {"name": name, "description": str(fn.get("description", "") or "")[:1000], "parameters": params}
 
 
 def _area(raw_name: str, name: str, fallback: str) -> str:
     """The area of a tool from its raw name: a dotted or ``Word_N_`` prefix, else its first noun."""
-    if "." in raw_name:
-        return snake_case(raw_name.split(".", 1)[0])
+    dotted = [snake_case(p) for p in raw_name.split(".")[:-1]]
+    prefix = next((p for p in dotted if p not in _VERB_WORDS), None)  # sports.ranking.get_champion -> sports
+    if prefix:
+        return prefix
     m = re.match(r"^([A-Za-z]+)_\d+_", raw_name)
     if m:
         return m.group(1).lower()
