@@ -10,8 +10,9 @@ import pytest
 
 from synthagent.core.errors import ConfigError
 from synthagent.plugins.generators.graph_domains import GraphDomainsGenerator
+from synthagent.core.toolsource import snake_case
 from synthagent.plugins.generators.graph_domains.corpus import (NormalizeError, corpus_records, json_type,
-                                                                  normalize_function)
+                                                                  normalize_function, rules_name)
 from synthagent.plugins.generators.graph_domains.pool import pool_from_records
 from synthagent.core.agent_loop import run_episode
 from synthagent.plugins.backends.oracle import OracleBackend
@@ -104,6 +105,21 @@ def test_duplicates_removed_and_same_name_variants_suffixed() -> None:
     specs, pool_counts = pool_from_records(records)  # strict: every normalized record is a valid pool spec
     assert pool_counts["specs"] == 3
     assert specs[0].effect["entity"] == specs[1].effect["entity"] == "weather"  # the variant keeps its entity
+
+
+@pytest.mark.parametrize("raw,method,kind,entity", [
+    ("sports.ranking.get_champion", "get_champion", "read", "champion"),
+    ("api_token_api.APITokenApi.post_api_token", "post_api_token", "insert", "token"),
+    ("Restaurants_2_ReserveRestaurant", "book_restaurant", "insert", "restaurant"),
+    ("Media_3_PlayMovie", "play_movie", "read", "movie"),
+    ("calculate_resistance", "calculate_resistance", "read", "resistance"),
+])
+def test_the_effect_rules_read_the_method_of_a_name(raw: str, method: str, kind: str, entity: str) -> None:
+    assert rules_name(raw) == method
+    records, _ = corpus_records([("c", "1", _fn(raw, {"title": {"type": "string"}}, ["title"]))])
+    (spec,), _ = pool_from_records(records)
+    assert spec.name == snake_case(raw) and (spec.effect["kind"], spec.effect["entity"]) == (kind, entity)
+    assert spec.annotated_by == "rules"
 
 
 def test_areas_from_prefixes_nouns_or_category() -> None:

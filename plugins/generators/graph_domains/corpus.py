@@ -14,6 +14,8 @@ into an OpenAI function a pool accepts, and :func:`corpus_records` does it for a
 - exact duplicates (same name and same normalized parameters) are removed; the same name with different
   parameters is kept under a suffix (``get_weather``, ``get_weather_2``);
 - a schema that cannot be made valid is dropped and counted by reason (``dropped_<reason>`` in the counts);
+- the effect rules read the method of a dotted name (:func:`rules_name`: ``post_api_token`` of
+  ``ApiTokenApi.post_api_token`` is an insert), given to the pool as the record's ``x-rules-name``;
 - every record gets an ``area``: the name's prefix (``sports`` for ``sports.ranking.get_champion``, ``media`` for
   ``Media_3_PlayMovie``), else its first noun (``resistance`` for ``calculate_resistance``), else the category.
 
@@ -35,7 +37,7 @@ from synthagent.core.toolschema import schema_problems
 from synthagent.core.toolsource import EFFECT_VERBS, load_tools, snake_case
 from synthagent.plugins.generators.graph_domains.pool import check_effect, infer_effect
 
-__all__ = ["BFCL_CATEGORIES", "bfcl_data_dir", "json_type", "normalize_function", "corpus_records",
+__all__ = ["BFCL_CATEGORIES", "bfcl_data_dir", "json_type", "normalize_function", "rules_name", "corpus_records",
            "read_corpus", "NormalizeError"]
 
 #: The BFCL v4 categories whose entries carry function schemas (single-turn and live).
@@ -57,6 +59,11 @@ _VERB_WORDS = frozenset(v for verbs in EFFECT_VERBS.values() for v in verbs) | {
     "details", "data"}
 
 
+#: Verbs of the corpus that the effect rules know under another name (``ReserveRestaurant`` books one).
+_VERB_SYNONYMS = {"reserve": "book", "rent": "book", "buy": "place", "purchase": "place", "order": "place",
+                  "send": "post", "make": "create", "insert": "add", "put": "update", "patch": "update",
+                  "rename": "update", "toggle": "update", "enable": "activate", "disable": "deactivate",
+                  "retrieve": "get", "read": "get", "lookup": "get", "erase": "delete", "clear": "delete"}
 #: Keys of the sqlite simulator's results (a list result is ``{"items": [...]}``, a failure ``{"error": ...}``):
 #: a parameter so named would become a column that reads as one of them, so it is renamed.
 _ENVELOPE = frozenset({"items", "error", "deleted"})
@@ -160,10 +167,25 @@ def normalize_function(fn: Any) -> dict[str, Any]:
     problems = schema_problems(params)
     if problems:
         raise NormalizeError("invalid_schema", problems[0])
-    effect = infer_effect(name, params)
+    method = rules_name(fn["name"])
+    effect = infer_effect(method, params)
     if check_effect(effect, props, name):
         raise NormalizeError("invalid_effect", f"the rules' effect for {name!r} is not valid")
     return {"name": name, "description": str(fn.get("description", "") or "")[:1000], "parameters": params}
+
+
+def rules_name(raw_name: str) -> str:
+    """The part of a raw name that says what the tool does, for the effect rules: the method of a dotted name
+    (``sports.ranking.get_champion`` -> ``get_champion``, ``ApiTokenApi.post_api_token`` -> ``post_api_token``),
+    the action of a ``Word_N_Action`` name (``Media_3_PlayMovie`` -> ``play_movie``), else the whole name; a
+    verb the rules know under another name is renamed (``reserve_restaurant`` -> ``book_restaurant``)."""
+    method = raw_name.rsplit(".", 1)[-1]
+    m = re.match(r"^[A-Za-z]+_\d+_(.+)$", method)
+    fixed = snake_case(m.group(1) if m else method)
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", fixed):
+        return snake_case(raw_name)
+    verb, _, rest = fixed.partition("_")
+    return f"{_VERB_SYNONYMS[verb]}_{rest}" if verb in _VERB_SYNONYMS and rest else fixed
 
 
 def _area(raw_name: str, name: str, fallback: str) -> str:
@@ -261,5 +283,9 @@ def corpus_records(sources: Sequence[str | Path] | Iterable[tuple[str, str, Any]
             variants[suffixed] = [canon]
             norm = {**norm, "name": suffixed}
         counts["kept"] += 1
-        records.append((area, where, {"type": "function", "function": norm, "area": area}))
+        record: dict[str, Any] = {"type": "function", "function": norm, "area": area}
+        method = rules_name(raw_name)
+        if method != norm["name"]:
+            record["x-rules-name"] = method
+        records.append((area, where, record))
     return records, counts

@@ -232,7 +232,9 @@ def load_pool(source: str | Path | None = None, *, strict: bool = True) -> tuple
 def pool_from_records(records: Iterable[tuple[str, str, Any]], *, strict: bool = True
                       ) -> tuple[list[PoolSpec], dict[str, int]]:
     """Pool specs from ``(default_area, where, record)`` triples (OpenAI tools, optionally with ``area`` and
-    ``x-effect``), validated and annotated as :func:`load_pool` does; ``where`` names the record in errors."""
+    ``x-effect``), validated and annotated as :func:`load_pool` does; ``where`` names the record in errors.
+    A record's ``x-rules-name`` (optional) is the name the offline rules infer the effect from, when it is not
+    the tool's whole name (the corpus importer gives ``get_champion`` for ``sports.ranking.get_champion``)."""
     specs: list[PoolSpec] = []
     counts: dict[str, int] = {"specs": 0, "annotated_by_rules": 0}
     seen: set[str] = set()
@@ -252,7 +254,8 @@ def pool_from_records(records: Iterable[tuple[str, str, Any]], *, strict: bool =
             effect = rec.get("x-effect")
             annotated_by = "pool"
             if effect is None:
-                effect, annotated_by = infer_effect(name, params), "rules"
+                # a corpus record may name the part of the name the rules read (the method of sports.ranking.get_x)
+                effect, annotated_by = infer_effect(str(rec.get("x-rules-name") or name), params), "rules"
             problems += check_effect(effect, params.get("properties", {}) or {}, where)
         if problems:
             if strict:
