@@ -190,15 +190,33 @@ def _slot_pairs(vectors: Any, owner: Any, threshold: float, block: int = 2048) -
 
     out = [np.zeros((0, 2), dtype=np.int64)]
     n = vectors.shape[0]
+    sparse = _sparse(vectors)
     for start in range(0, n, block):
-        sims = vectors[start:start + block] @ vectors[start:].T
-        rows = np.arange(start, min(n, start + block))
-        match = sims >= threshold
-        match &= owner[rows][:, None] != owner[None, start:]
-        match &= (rows[:, None] < np.arange(start, n)[None, :])
-        a, b = np.nonzero(match)
-        out.append(np.stack([a + start, b + start], axis=1).astype(np.int64))
+        if sparse is not None:  # TF-IDF: a few words per slot of thousands; only the products that exist
+            prod = (sparse[start:start + block] @ sparse[start:].T).tocsr()
+            prod.sort_indices()
+            counts = np.diff(prod.indptr)
+            a = np.repeat(np.arange(len(counts)), counts)[prod.data >= threshold]
+            b = prod.indices[prod.data >= threshold]
+        else:
+            a, b = np.nonzero(vectors[start:start + block] @ vectors[start:].T >= threshold)
+        a, b = a + start, b + start
+        keep = (owner[a] != owner[b]) & (a < b)
+        out.append(np.stack([a[keep], b[keep]], axis=1).astype(np.int64))
     return np.concatenate(out)
+
+
+def _sparse(vectors: Any) -> Any:
+    """``vectors`` as a scipy CSR matrix when they are wide and mostly zero (TF-IDF) and scipy is installed
+    (it is optional: the dense product gives the same pairs, slower), else ``None``."""
+    if vectors.shape[1] <= 1024:
+        return None
+    try:
+        import scipy.sparse
+    except ImportError:
+        return None
+    matrix = scipy.sparse.csr_matrix(vectors)
+    return matrix if matrix.nnz < 0.05 * vectors.shape[0] * vectors.shape[1] else None
 
 
 def _tools_matched(pairs: Any, owner: Any, slots: int) -> Any:
