@@ -60,10 +60,11 @@ def test_nested_types_names_and_required_are_normalized() -> None:
         "teamName": {"type": "String", "description": "team"},
         "scores": {"type": "tuple", "items": {"type": "float"}},
         "filters": {"type": "dict", "properties": {"minAge": {"type": "long"}}, "required": ["minAge", "gone"]},
-        "items": {"type": "ArrayList"}}, ["teamName"])})
+        "items": {"type": "ArrayList"}, "from": {"type": "string"}}, ["teamName"])})
     assert fn["name"] == "sports_ranking_get_champion"
     props = fn["parameters"]["properties"]
-    assert list(props) == ["team_name", "scores", "filters", "items_value"]  # "items" would read as a list result
+    # "items" would read as a list result; a fact called "from" would be asked for by every sentence with "from"
+    assert list(props) == ["team_name", "scores", "filters", "items_value", "from_value"]
     assert props["scores"] == {"type": "array", "items": {"type": "number"}}
     assert props["filters"]["type"] == "object" and props["filters"]["properties"]["minAge"]["type"] == "integer"
     assert props["filters"]["required"] == ["minAge"] and props["items_value"]["items"] == {"type": "string"}

@@ -69,6 +69,12 @@ _VERB_SYNONYMS = {"reserve": "book", "rent": "book", "buy": "place", "purchase":
 _ENVELOPE = frozenset({"items", "error", "deleted"})
 
 
+#: Parameter names that are English function words (BFCL has ``from``, ``to``, ``in``): renamed ``to_value``, since
+#: the user simulator finds a fact's name inside any sentence that uses the word.
+_FUNCTION_WORDS = frozenset({"a", "an", "the", "to", "from", "in", "at", "by", "for", "on", "of", "is", "as", "and", "or",
+                             "if", "it", "with", "me", "my", "you", "your", "do", "be", "can", "this", "that"})
+
+
 class NormalizeError(Exception):
     """A schema that cannot be normalized; ``reason`` is the counted drop reason."""
 
@@ -110,6 +116,8 @@ def _param_name(name: Any) -> str:
         raise NormalizeError("bad_parameter_name", repr(name))
     if fixed in _ENVELOPE:
         return f"{fixed}_value"  # the sqlite simulator's list results are {"items": [...]}: a column so named reads as one
+    if fixed in _FUNCTION_WORDS:
+        return f"{fixed}_value"  # a fact called "to" is asked for by every "glad to help": the user hears two questions
     return fixed if fixed[0].isalpha() else "p_" + fixed
 
 
