@@ -156,7 +156,7 @@ def test_the_bfcl_wheel_gives_at_least_2000_specs() -> None:
 
 def test_a_few_hundred_bfcl_apis_make_domains_whose_tasks_the_oracle_solves() -> None:
     gen = GraphDomainsGenerator(pool="bfcl", max_apis=400, embedding="tfidf", resolution=4.0)
-    assert len(gen.specs) == 400
+    assert len(gen.specs) == 400 and gen.pool_counts["specs"] == gen.pool_counts["annotated_by_rules"] == 400
     domains = gen.discover(0)
     tasks = gen.sample(40, seed=0)
     print(f"\n[corpus e2e] {len(domains)} domains, {len({t.domain for t in tasks})} with tasks, {len(tasks)} tasks, "
@@ -177,6 +177,8 @@ def test_a_few_hundred_bfcl_apis_make_domains_whose_tasks_the_oracle_solves() ->
 
 def test_pool_names_builtin_and_bfcl() -> None:
     assert len(GraphDomainsGenerator(pool="builtin", embedding="tfidf").specs) == 335
-    assert GraphDomainsGenerator(pool="bfcl", embedding="tfidf").pool_counts["corpus_functions"] > 8000
+    bfcl = GraphDomainsGenerator(pool="bfcl")
+    assert bfcl.pool_counts["corpus_functions"] > 8000
+    assert bfcl.options["embedding"] == "tfidf"  # auto: MiniLM would take minutes on a corpus's slots
     with pytest.raises(ConfigError, match="either pool or corpus"):
         GraphDomainsGenerator(pool="builtin", corpus=["bfcl"])

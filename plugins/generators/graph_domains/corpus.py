@@ -260,11 +260,12 @@ def corpus_records(sources: Sequence[str | Path] | Iterable[tuple[str, str, Any]
         duplicates removed), ``renamed`` (same name, other schema: kept with a suffix), ``kept`` and
         ``dropped_<reason>`` for each drop reason.
     """
+    given = list(sources)
     items: Iterable[tuple[str, str, Any]]
-    if all(isinstance(s, (str, Path)) for s in sources):
-        items = (t for s in sources for t in read_corpus(s))  # type: ignore[arg-type]
+    if all(isinstance(s, (str, Path)) for s in given):
+        items = (t for s in given for t in read_corpus(s))  # type: ignore[arg-type]
     else:
-        items = sources  # type: ignore[assignment]
+        items = given  # type: ignore[assignment]
     counts: Counter[str] = Counter()
     variants: dict[str, list[str]] = {}  # name -> canonical parameters of each kept variant
     records: list[tuple[str, str, dict[str, Any]]] = []
