@@ -17,14 +17,19 @@ __all__ = ["graph_cmd"]
 
 
 @click.command("graph")
-@click.option("--pool", type=click.Path(exists=True, path_type=Path), help="An API pool (default: the built-in one).")
+@click.option("--pool", default="", help="An API pool: builtin (the default), bfcl (BFCL's function schemas) or a "
+              "file or folder.")
 @click.option("--embedding", type=click.Choice(["auto", "minilm", "tfidf"]), default="auto", show_default=True,
               help="How parameter descriptions are embedded.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Louvain seed.")
+@click.option("--resolution", type=float, default=1.0, show_default=True,
+              help="Louvain resolution (higher: more, smaller domains; 10 for pool bfcl).")
+@click.option("--min-tools", type=int, default=4, show_default=True, help="Smallest community kept as a domain.")
 @click.option("--png", type=click.Path(dir_okay=False, path_type=Path), help="Also draw the graph, coloured by domain.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @guard
-def graph_cmd(pool: Path | None, embedding: str, seed: int, png: Path | None, as_json: bool) -> None:
+def graph_cmd(pool: str, embedding: str, seed: int, resolution: float, min_tools: int, png: Path | None,
+              as_json: bool) -> None:
     """Build the tool dependency graph of an API pool and print its Louvain domains and modularity.
 
     This is what `synth run --set generator=graph-domains` uses; run it to inspect or tune a pool.
@@ -34,7 +39,7 @@ def graph_cmd(pool: Path | None, embedding: str, seed: int, png: Path | None, as
 
     # Built like a run builds it (options checked, errors as ConfigError), without loading every plugin.
     impl = Implementation("generator", "graph-domains", GraphDomainsGenerator, "generators.graph_domains", "", "")
-    generator = impl.create({"pool": str(pool or ""), "embedding": embedding})
+    generator = impl.create({"pool": pool, "embedding": embedding, "resolution": resolution, "min_tools": min_tools})
     generator.discover(seed)
     report = generator.report()
     if png:

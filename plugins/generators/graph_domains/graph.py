@@ -183,6 +183,51 @@ class ToolGraph:
         return Path(path)
 
 
+def _slot_pairs(vectors: Any, owner: Any, threshold: float, block: int = 2048) -> Any:
+    """Slot pairs ``(a, b)``, ``a < b``, of different tools with cosine at or above ``threshold``, in row-major
+    order; computed a block of rows at a time, so memory grows with ``block`` x slots, not slots squared."""
+    import numpy as np
+
+    out = [np.zeros((0, 2), dtype=np.int64)]
+    n = vectors.shape[0]
+    sparse = _sparse(vectors)
+    for start in range(0, n, block):
+        if sparse is not None:  # TF-IDF: a few words per slot of thousands; only the products that exist
+            prod = (sparse[start:start + block] @ sparse[start:].T).tocsr()
+            prod.sort_indices()
+            counts = np.diff(prod.indptr)
+            a = np.repeat(np.arange(len(counts)), counts)[prod.data >= threshold]
+            b = prod.indices[prod.data >= threshold]
+        else:
+            a, b = np.nonzero(vectors[start:start + block] @ vectors[start:].T >= threshold)
+        a, b = a + start, b + start
+        keep = (owner[a] != owner[b]) & (a < b)
+        out.append(np.stack([a[keep], b[keep]], axis=1).astype(np.int64))
+    return np.concatenate(out)
+
+
+def _sparse(vectors: Any) -> Any:
+    """``vectors`` as a scipy CSR matrix when they are wide and mostly zero (TF-IDF) and scipy is installed
+    (it is optional: the dense product gives the same pairs, slower), else ``None``."""
+    if vectors.shape[1] <= 1024:
+        return None
+    try:
+        import scipy.sparse
+    except ImportError:
+        return None
+    matrix = scipy.sparse.csr_matrix(vectors)
+    return matrix if matrix.nnz < 0.05 * vectors.shape[0] * vectors.shape[1] else None
+
+
+def _tools_matched(pairs: Any, owner: Any, slots: int) -> Any:
+    """For each slot, the number of distinct other tools owning a slot it matches."""
+    import numpy as np
+
+    both = np.concatenate([pairs, pairs[:, ::-1]])
+    uniq = np.unique(both[:, 0] * (int(owner.max(initial=0)) + 1) + owner[both[:, 1]])
+    return np.bincount(uniq // (int(owner.max(initial=0)) + 1), minlength=slots)
+
+
 def build_graph(specs: Sequence[PoolSpec], *, method: str = "auto", threshold: float | None = None,
                 hub_fraction: float = 0.05, resolution: float = 1.0, seed: int = 0) -> ToolGraph:
     """Build the tool graph and split it with seeded Louvain.
@@ -202,21 +247,22 @@ def build_graph(specs: Sequence[PoolSpec], *, method: str = "auto", threshold: f
             texts.append(t)
     vectors, used = embed(texts, method)
     thr = threshold if threshold is not None else (0.8 if used == "minilm" else 0.6)
-    sims = vectors @ vectors.T
-    owner = np.array(owners)
-    match = (sims >= thr) & (owner[:, None] != owner[None, :])
+    owner = np.array(owners, dtype=np.int64)
+    pairs = _slot_pairs(vectors, owner, thr)  # (a, b), a < b, slots of different tools that match
     # a slot matching slots of many different tools is generic: it links everything to everything
-    tools_matched = np.array([len(set(owner[match[i]].tolist())) for i in range(len(texts))])
+    tools_matched = _tools_matched(pairs, owner, len(texts))
     hubs = tools_matched > max(2, int(hub_fraction * len(specs)))
-    match &= ~hubs[:, None] & ~hubs[None, :]
+    pairs = pairs[~hubs[pairs[:, 0]] & ~hubs[pairs[:, 1]]]
     graph = nx.Graph()
     graph.add_nodes_from(s.name for s in specs)
-    weights: Counter[tuple[int, int]] = Counter()
-    for a, b in zip(*np.nonzero(np.triu(match))):
-        i, j = sorted((int(owner[a]), int(owner[b])))
-        weights[(i, j)] += 1
-    for (i, j), w in weights.items():
-        graph.add_edge(specs[i].name, specs[j].name, weight=float(w))
+    # tool pairs weighted by their matching slot pairs, added in the order of their first slot pair (row-major),
+    # which is the order Louvain's seeded traversal sees
+    ti, tj = owner[pairs[:, 0]], owner[pairs[:, 1]]
+    lo, hi = np.minimum(ti, tj), np.maximum(ti, tj)
+    keys, first, weight = np.unique(lo * len(specs) + hi, return_index=True, return_counts=True)
+    for k in np.argsort(first, kind="stable"):
+        i, j = divmod(int(keys[k]), len(specs))
+        graph.add_edge(specs[i].name, specs[j].name, weight=float(weight[k]))
     communities = [sorted(c) for c in nx.community.louvain_communities(graph, weight="weight", seed=seed,
                                                                        resolution=resolution)]
     communities.sort(key=lambda c: (-len(c), c[0]))

@@ -77,8 +77,11 @@ def _singular(word: str) -> str:
 
 
 def infer_effect(name: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """Annotate a spec offline from its name and parameters (``docs/api-pool.md``, inference rules)."""
+    """Annotate a spec offline from its name and parameters (``docs/api-pool.md``, inference rules); a trailing
+    number or ``v<N>`` (a variant's suffix) is not the entity."""
     parts = name.lower().split("_")
+    while len(parts) > 1 and re.fullmatch(r"v?\d+", parts[-1]):
+        parts.pop()  # a version or variant suffix (get_weather_2, search_v2) names no entity
     kind = next((k for k, verbs in _VERBS.items() if parts[0] in verbs), "read")
     noun_parts = parts[1:] or parts
     entity = _singular(noun_parts[-1] if noun_parts[-1] not in ("by", "id") else noun_parts[0])
@@ -229,7 +232,9 @@ def load_pool(source: str | Path | None = None, *, strict: bool = True) -> tuple
 def pool_from_records(records: Iterable[tuple[str, str, Any]], *, strict: bool = True
                       ) -> tuple[list[PoolSpec], dict[str, int]]:
     """Pool specs from ``(default_area, where, record)`` triples (OpenAI tools, optionally with ``area`` and
-    ``x-effect``), validated and annotated as :func:`load_pool` does; ``where`` names the record in errors."""
+    ``x-effect``), validated and annotated as :func:`load_pool` does; ``where`` names the record in errors.
+    A record's ``x-rules-name`` (optional) is the name the offline rules infer the effect from, when it is not
+    the tool's whole name (the corpus importer gives ``get_champion`` for ``sports.ranking.get_champion``)."""
     specs: list[PoolSpec] = []
     counts: dict[str, int] = {"specs": 0, "annotated_by_rules": 0}
     seen: set[str] = set()
@@ -249,7 +254,8 @@ def pool_from_records(records: Iterable[tuple[str, str, Any]], *, strict: bool =
             effect = rec.get("x-effect")
             annotated_by = "pool"
             if effect is None:
-                effect, annotated_by = infer_effect(name, params), "rules"
+                # a corpus record may name the part of the name the rules read (the method of sports.ranking.get_x)
+                effect, annotated_by = infer_effect(str(rec.get("x-rules-name") or name), params), "rules"
             problems += check_effect(effect, params.get("properties", {}) or {}, where)
         if problems:
             if strict:

@@ -148,7 +148,9 @@ def sample_task(domain: GraphDomain, rng: random.Random, *, seed: int, slot: str
                 if name in facts:
                     continue
                 current = available.get(p, (None, ""))[0]
-                taken = {r.get(column_of(spec, p)) for r in domain.state.rows.get(spec.effect.table, ())} \
+                # values other rows hold (a JSON column's lists are not compared: they are not hashable)
+                taken = {v for r in domain.state.rows.get(spec.effect.table, ())
+                         if not isinstance(v := r.get(column_of(spec, p)), (list, dict))} \
                     if spec.effect is not None else set()
                 value = _new_value(spec, p, current, rng, taken)
                 facts[name] = (value, f"the new {_words(p)}", _says(f"The new {_words(p)} should be", value))
@@ -168,7 +170,7 @@ def sample_task(domain: GraphDomain, rng: random.Random, *, seed: int, slot: str
             step_no = len(steps)
             steps.append(WorkflowStep(step_no, spec.description, spec.name, args, bindings, spec.writes))
             last_result = result
-            if isinstance(result, Mapping) and "items" in result:
+            if isinstance(result, Mapping) and isinstance(result.get("items"), list):
                 items = [r for r in result["items"] if isinstance(r, Mapping)]
                 if not items:
                     continue
