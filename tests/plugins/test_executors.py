@@ -198,12 +198,27 @@ async def shared_tool_call_job(item: tuple[str, str, Task, ToolCall, float]) -> 
     from synthagent.plugins.simulators.tools.llm import LLMToolSimulator
     from synthagent.plugins.mapping.redis import RedisMappingStore
 
+    import asyncio
+
+    import redis.asyncio as aioredis
+
     url, prefix, task, call, delay = item
     store = RedisMappingStore(url, prefix=prefix)
     sim = LLMToolSimulator()
     sim.setup(RunContext(llm=PidTeacher(delay), mapping=store, run_dir="", seed=0))
     try:
         session = await sim.start(task, 0)
+        # a barrier: both workers issue the call only once both are ready, so the race this test is about
+        # happens even on a loaded machine (one worker starting late used to find the other's answer stored)
+        barrier = aioredis.from_url(url)
+        try:
+            await barrier.incr(f"{prefix}barrier")
+            for _ in range(600):
+                if int(await barrier.get(f"{prefix}barrier") or 0) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await barrier.aclose()
         result = await session.call(call)
     finally:
         await store.aclose()
