@@ -291,8 +291,9 @@ def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None
 
     extra = {"seed": seed, "tasks": tasks}
     config = load_config(config_path, overrides, extra=extra)
+    loaded = load_plugins(plugins)
     if tools_from is not None:
-        overrides = _with_toolset(config, config_path, overrides, extra, tools_from, load_plugins(plugins))
+        overrides = _with_toolset(config, config_path, overrides, extra, tools_from, loaded)
         config = load_config(config_path, overrides, extra=extra)
     out_dir = out or Path(config.out)
     resume = resume or from_stage is not None
@@ -307,7 +308,6 @@ def run_cmd(config_path: Path | None, overrides: Sequence[str], out: Path | None
         raise UsageError(f"--resume: {str(root)!r} does not exist; drop --resume to start it")
     if resume:  # the stored configuration, with the options given here checked against it
         config = resume_config(RunStore.read_manifest(root), config, explicit_keys(config_path, overrides, extra), root)
-    loaded = load_plugins(plugins)
     progress = _Progress(quiet)
     pipeline = Pipeline(config, loaded, progress=progress.update)  # builds every implementation: fails early
     store = pipeline.open_store(root, resume=resume)  # a writer: holds the run directory's lock until the end

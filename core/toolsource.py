@@ -42,12 +42,13 @@ _METHODS = ("get", "post", "put", "patch", "delete")
 _MAX_REF_DEPTH = 32
 
 
-def snake_case(name: str) -> str:
-    """``placeOrder`` / ``place-order`` / ``GET /orders/{id}`` -> ``place_order`` / ``get_orders_id``."""
+def snake_case(name: str, prefix: str = "tool_") -> str:
+    """``placeOrder`` / ``place-order`` / ``GET /orders/{id}`` -> ``place_order`` / ``get_orders_id``; a name
+    that would not start with a letter gets ``prefix``."""
     name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
     name = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
     if not name or not name[0].isalpha():
-        name = "tool_" + name
+        name = prefix + name
     return name
 
 

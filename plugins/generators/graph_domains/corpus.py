@@ -110,15 +110,14 @@ def json_type(bfcl_type: Any) -> str:
 def _param_name(name: Any) -> str:
     if not isinstance(name, str):
         raise NormalizeError("bad_parameter_name", repr(name))
-    fixed = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
-    fixed = re.sub(r"[^A-Za-z0-9]+", "_", fixed).strip("_").lower()
-    if not fixed:
+    fixed = snake_case(name, prefix="p_")
+    if fixed == "p_":
         raise NormalizeError("bad_parameter_name", repr(name))
     if fixed in _ENVELOPE:
         return f"{fixed}_value"  # the sqlite simulator's list results are {"items": [...]}: a column so named reads as one
     if fixed in _FUNCTION_WORDS:
         return f"{fixed}_value"  # a fact called "to" is asked for by every "glad to help": the user hears two questions
-    return fixed if fixed[0].isalpha() else "p_" + fixed
+    return fixed
 
 
 def _schema(node: Any, depth: int = 0) -> dict[str, Any]:

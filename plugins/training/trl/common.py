@@ -253,6 +253,30 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
 
 
+def require_run(run_dir: str) -> Path:
+    """``run_dir`` as a path, or a :class:`UsageError` when it is not a synthagent run directory."""
+    run = Path(run_dir)
+    if not (run / "manifest.json").is_file():
+        raise UsageError(f"run directory {run_dir!r} does not exist or is not a synthagent run")
+    return run
+
+
+def save_outputs(trainer: Any, tokenizer: Any, out: Path, own: Mapping[str, Any], rows: Any, summary: dict[str, Any],
+                 title: str) -> None:
+    """What every trainer writes on the main process: the model (``save_model``), the loss curves (``plot``),
+    recorded in ``summary``, and ``train_summary.json``."""
+    from synthagent.plugins.training.trl.metrics import plot_curves
+
+    if own["save_model"]:
+        trainer.save_model(str(out / "model"))
+        tokenizer.save_pretrained(str(out / "model"))
+        summary["model_out"] = str(out / "model")
+    if own["plot"]:
+        png = plot_curves(rows, out / "curves.png", title=title)
+        summary["curves"] = str(png) if png else None
+    write_json(out / "train_summary.json", summary)
+
+
 @contextlib.contextmanager
 def distributed_teardown() -> Iterator[None]:
     """Tear down the process group that the trainer (accelerate) opened, once every rank is done.

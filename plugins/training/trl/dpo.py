@@ -30,10 +30,11 @@ from synthagent.plugins.training.trl.common import (
     distributed_teardown,
     load_model_and_tokenizer,
     precision_summary,
+    require_run,
     resolve_precision,
+    save_outputs,
     split_options,
     trl_config,
-    write_json,
 )
 
 __all__ = ["DPOAlgorithm", "DPO_OPTIONS", "DPO_DEFAULTS", "DPO_CPU_DEFAULTS", "tokenize_pairs", "read_pairs"]
@@ -112,9 +113,7 @@ class DPOAlgorithm:
         from trl import DPOConfig
 
         own, fields = split_options(request.options, DPO_OPTIONS, DPOConfig, self.name)
-        run = Path(request.run_dir)
-        if not (run / "manifest.json").is_file():
-            raise UsageError(f"run directory {request.run_dir!r} does not exist or is not a synthagent run")
+        run = require_run(request.run_dir)
         path = Path(str(own["data"])) if own["data"] else run / "exports/dpo.jsonl"
         rows = read_pairs(path, run)
         if int(own["max_examples"]) > 0:
@@ -133,7 +132,7 @@ def train_dpo(request: TrainRequest, config: Any, own: dict[str, Any], rows: lis
     import datasets
     from trl import DPOTrainer
 
-    from synthagent.plugins.training.trl.metrics import MetricsLog, make_callback, make_progress_callback, plot_curves
+    from synthagent.plugins.training.trl.metrics import MetricsLog, make_callback, make_progress_callback
 
     class _PreTokenized(DPOTrainer):  # type: ignore[misc]
         """Uses the ``prompt_ids``/``chosen_ids``/``rejected_ids`` columns built by :func:`tokenize_pairs`."""
@@ -184,12 +183,5 @@ def train_dpo(request: TrainRequest, config: Any, own: dict[str, Any], rows: lis
         "gradient_accumulation_steps": int(config.gradient_accumulation_steps),
     }
     if trainer.accelerator.is_main_process:
-        if own["save_model"]:
-            trainer.save_model(str(out / "model"))
-            tokenizer.save_pretrained(str(out / "model"))
-            summary["model_out"] = str(out / "model")
-        if own["plot"]:
-            png = plot_curves(metrics.rows, out / "curves.png", title=f"DPO on {Path(request.run_dir).name}")
-            summary["curves"] = str(png) if png else None
-        write_json(out / "train_summary.json", summary)
+        save_outputs(trainer, tokenizer, out, own, metrics.rows, summary, f"DPO on {Path(request.run_dir).name}")
     return summary

@@ -27,9 +27,9 @@ from synthagent.plugins.training.trl.common import (
     load_model_and_tokenizer,
     precision_summary,
     resolve_precision,
+    save_outputs,
     split_options,
     trl_config,
-    write_json,
 )
 
 __all__ = ["GRPOAlgorithm", "GRPO_OPTIONS", "GRPO_DEFAULTS"]
@@ -93,7 +93,7 @@ def train_grpo(request: TrainRequest, config: Any, own: dict[str, Any], zv_filte
     from trl import GRPOTrainer
 
     from synthagent.plugins.training.trl.environment import RunEnvironment
-    from synthagent.plugins.training.trl.metrics import MetricsLog, make_callback, plot_curves
+    from synthagent.plugins.training.trl.metrics import MetricsLog, make_callback
     from synthagent.plugins.training.trl.rollout import RolloutStats, make_rollout_func, rubric_reward
 
     start = time.perf_counter()
@@ -149,12 +149,5 @@ def train_grpo(request: TrainRequest, config: Any, own: dict[str, Any], zv_filte
         "metrics": str(out / "metrics.jsonl"),
     }
     if main:
-        if own["save_model"]:
-            trainer.save_model(str(out / "model"))
-            tokenizer.save_pretrained(str(out / "model"))
-            summary["model_out"] = str(out / "model")
-        if own["plot"]:
-            png = plot_curves(metrics.rows, out / "curves.png", title=f"GRPO on {Path(request.run_dir).name}")
-            summary["curves"] = str(png) if png else None
-        write_json(out / "train_summary.json", summary)
+        save_outputs(trainer, tokenizer, out, own, metrics.rows, summary, f"GRPO on {Path(request.run_dir).name}")
     return summary

@@ -32,10 +32,11 @@ from synthagent.plugins.training.trl.common import (
     distributed_teardown,
     load_model_and_tokenizer,
     precision_summary,
+    require_run,
     resolve_precision,
+    save_outputs,
     split_options,
     trl_config,
-    write_json,
 )
 
 __all__ = ["SFTAlgorithm", "SFT_OPTIONS", "SFT_DEFAULTS", "SFT_CPU_DEFAULTS", "tokenize_rows", "read_rows",
@@ -134,9 +135,7 @@ class SFTAlgorithm:
         from trl import SFTConfig
 
         own, fields = split_options(request.options, SFT_OPTIONS, SFTConfig, self.name)
-        run = Path(request.run_dir)
-        if not (run / "manifest.json").is_file():
-            raise UsageError(f"run directory {request.run_dir!r} does not exist or is not a synthagent run")
+        run = require_run(request.run_dir)
         if own["data"]:
             stages = [("sft", Path(str(own["data"])))]
         elif own["curriculum"]:
@@ -169,7 +168,7 @@ def train_sft(request: TrainRequest, config: Any, own: dict[str, Any],
     import datasets
     from trl import SFTTrainer
 
-    from synthagent.plugins.training.trl.metrics import MetricsLog, make_callback, make_progress_callback, plot_curves
+    from synthagent.plugins.training.trl.metrics import MetricsLog, make_callback, make_progress_callback
 
     start = time.perf_counter()
     out = Path(request.output_dir)
@@ -222,12 +221,5 @@ def train_sft(request: TrainRequest, config: Any, own: dict[str, Any],
         "gradient_accumulation_steps": int(config.gradient_accumulation_steps),
     }
     if trainer is not None and trainer.accelerator.is_main_process:
-        if own["save_model"]:
-            trainer.save_model(str(out / "model"))
-            tokenizer.save_pretrained(str(out / "model"))
-            summary["model_out"] = str(out / "model")
-        if own["plot"]:
-            png = plot_curves(all_rows, out / "curves.png", title=f"SFT on {Path(request.run_dir).name}")
-            summary["curves"] = str(png) if png else None
-        write_json(out / "train_summary.json", summary)
+        save_outputs(trainer, tokenizer, out, own, all_rows, summary, f"SFT on {Path(request.run_dir).name}")
     return summary

@@ -25,7 +25,8 @@ from typing import Any
 from synthagent.core.errors import UsageError
 from synthagent.core.models import Message, Task, from_json_dict
 from synthagent.core.protocols import TrainRequest
-from synthagent.plugins.training.trl.common import check_model_dir, distributed_teardown, split_options, trl_config
+from synthagent.plugins.training.trl.common import (check_model_dir, distributed_teardown, require_run, split_options,
+                                                  trl_config)
 
 __all__ = ["UserSFTAlgorithm", "USER_SFT_OPTIONS", "user_rows", "verified_dialogues"]
 
@@ -107,9 +108,7 @@ class UserSFTAlgorithm:
         from synthagent.plugins.training.trl.sft import SFT_DEFAULTS, train_sft
 
         own, fields = split_options(request.options, USER_SFT_OPTIONS, SFTConfig, self.name)
-        run = Path(request.run_dir)
-        if not (run / "manifest.json").is_file():
-            raise UsageError(f"run directory {request.run_dir!r} does not exist or is not a synthagent run")
+        run = require_run(request.run_dir)
         rows = user_rows(verified_dialogues(run, float(own["min_score"])))
         if not rows:
             raise UsageError(f"run {request.run_dir!r} has no verified dialogue with a user turn to learn from")
